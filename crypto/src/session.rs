@@ -1,0 +1,297 @@
+//! Data-path encryption: one ChaCha20-Poly1305 key per direction, sealing and opening in place.
+//!
+//! Owns [`SendKey`] (key plus the next message counter) and [`RecvKey`]. The 96-bit nonce is
+//! four zero bytes followed by the 64-bit counter in little-endian order, so a counter is used
+//! at most once per key as long as callers seal only counters handed out by
+//! [`SendKey::next_counter`]. Invariants: the send counter never passes
+//! [`REJECT_AFTER_MESSAGES`] (callers rekey long before, at [`REKEY_AFTER_MESSAGES`]); the
+//! receiver refuses counters at or beyond that limit too; raw key bytes are wiped as soon as
+//! ring holds them; sealing and opening never allocate. Anti-replay is not done here: open,
+//! then record the counter in a [`crate::ReplayWindow`].
+
+use core::fmt;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use zeroize::Zeroize;
+
+use crate::CryptoError;
+
+/// Length of the Poly1305 tag that follows each ciphertext.
+pub const TAG_LEN: usize = 16;
+
+/// Length of the ChaCha20-Poly1305 nonce built from a counter.
+pub const NONCE_LEN: usize = 12;
+
+/// Messages after which a session should be replaced by a fresh handshake.
+pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+
+/// Messages after which a key must not be used at all. The margin below `u64::MAX` keeps the
+/// limit clear of counter arithmetic that adds a replay window.
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+
+/// The nonce for `counter`: 4 zero bytes then the counter, little-endian.
+fn nonce(counter: u64) -> Nonce {
+    let mut bytes = [0u8; NONCE_LEN];
+    bytes[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::assume_unique_for_key(bytes)
+}
+
+/// Loads a raw 32-byte key into ring and wipes the caller's copy.
+fn load_key(mut raw: [u8; 32]) -> LessSafeKey {
+    // ChaCha20-Poly1305 keys are exactly 32 bytes, so ring cannot refuse this one.
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, &raw)
+        .expect("a 32-byte key always fits ChaCha20-Poly1305");
+    raw.zeroize();
+    LessSafeKey::new(unbound)
+}
+
+/// The sending half of a session: a key and the count of counters handed out.
+pub struct SendKey {
+    key: LessSafeKey,
+    next: u64,
+}
+
+impl SendKey {
+    /// Loads `raw` (wiping this copy of it) with the counter at zero.
+    pub fn new(raw: [u8; 32]) -> Self {
+        SendKey {
+            key: load_key(raw),
+            next: 0,
+        }
+    }
+
+    /// Hands out the next unused counter; fails once [`REJECT_AFTER_MESSAGES`] are used.
+    pub fn next_counter(&mut self) -> Result<u64, CryptoError> {
+        if self.next >= REJECT_AFTER_MESSAGES {
+            return Err(CryptoError::CounterExhausted);
+        }
+        let counter = self.next;
+        self.next += 1;
+        Ok(counter)
+    }
+
+    /// How many counters have been handed out.
+    pub fn counter(&self) -> u64 {
+        self.next
+    }
+
+    /// Encrypts `in_out` in place under `counter` (from [`SendKey::next_counter`], each used
+    /// once) and authenticates `aad` with it. Returns the tag, which goes right after the
+    /// ciphertext on the wire.
+    pub fn seal_in_place(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), in_out)
+            .map_err(|_| CryptoError::MessageTooLarge)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+}
+
+/// The receiving half of a session.
+pub struct RecvKey {
+    key: LessSafeKey,
+}
+
+impl RecvKey {
+    /// Loads `raw`, wiping this copy of it.
+    pub fn new(raw: [u8; 32]) -> Self {
+        RecvKey { key: load_key(raw) }
+    }
+
+    /// Authenticates and decrypts `in_out_with_tag` (ciphertext then tag) in place, returning
+    /// the plaintext prefix. On failure the buffer's contents are unspecified and must be
+    /// dropped.
+    pub fn open_in_place<'a>(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        in_out_with_tag: &'a mut [u8],
+    ) -> Result<&'a mut [u8], CryptoError> {
+        if counter >= REJECT_AFTER_MESSAGES || in_out_with_tag.len() < TAG_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        self.key
+            .open_in_place(nonce(counter), Aad::from(aad), in_out_with_tag)
+            .map_err(|_| CryptoError::Decrypt)
+    }
+}
+
+impl fmt::Debug for SendKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendKey")
+            .field("counter", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RecvKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecvKey(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [0x42; 32];
+    const AAD: &[u8] = b"outer header";
+
+    fn sealed(send: &mut SendKey, plain: &[u8]) -> (u64, Vec<u8>) {
+        let counter = send.next_counter().unwrap();
+        let mut buf = plain.to_vec();
+        let tag = send.seal_in_place(counter, AAD, &mut buf).unwrap();
+        buf.extend_from_slice(&tag);
+        (counter, buf)
+    }
+
+    #[test]
+    fn matches_an_independent_chacha20_poly1305() {
+        // snow's default cipher (RustCrypto's chacha20poly1305, not ring) uses the Noise nonce
+        // layout, which is ours: sealing must agree byte for byte, and it must open ours.
+        use snow::params::CipherChoice;
+        use snow::resolvers::{CryptoResolver, DefaultResolver};
+        let mut other = DefaultResolver
+            .resolve_cipher(&CipherChoice::ChaChaPoly)
+            .unwrap();
+        other.set(&KEY);
+        let send = SendKey::new(KEY);
+        let plain = b"cross-implementation check of nonce layout and tag placement";
+        for counter in [0u64, 1, 0x0102_0304_0506_0708, REJECT_AFTER_MESSAGES - 1] {
+            let mut ours = plain.to_vec();
+            let tag = send.seal_in_place(counter, AAD, &mut ours).unwrap();
+            ours.extend_from_slice(&tag);
+            let mut theirs = vec![0u8; plain.len() + TAG_LEN];
+            assert_eq!(
+                other.encrypt(counter, AAD, plain, &mut theirs),
+                theirs.len()
+            );
+            assert_eq!(ours, theirs, "counter {counter}");
+        }
+    }
+
+    #[test]
+    fn seal_open_round_trip_in_place() {
+        let mut send = SendKey::new(KEY);
+        let recv = RecvKey::new(KEY);
+        for len in [0usize, 1, 63, 64, 65, 1500, 9000] {
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let (counter, mut wire) = sealed(&mut send, &plain);
+            assert_eq!(wire.len(), len + TAG_LEN);
+            if len > 0 {
+                assert_ne!(&wire[..len], &plain[..]);
+            }
+            let opened = recv.open_in_place(counter, AAD, &mut wire).unwrap();
+            assert_eq!(opened, &plain[..]);
+        }
+    }
+
+    #[test]
+    fn counters_are_sequential_and_counted() {
+        let mut send = SendKey::new(KEY);
+        assert_eq!(send.counter(), 0);
+        assert_eq!(send.next_counter(), Ok(0));
+        assert_eq!(send.next_counter(), Ok(1));
+        assert_eq!(send.counter(), 2);
+    }
+
+    #[test]
+    fn counter_exhaustion_is_an_error() {
+        let mut send = SendKey::new(KEY);
+        send.next = REJECT_AFTER_MESSAGES - 1;
+        assert_eq!(send.next_counter(), Ok(REJECT_AFTER_MESSAGES - 1));
+        assert_eq!(send.next_counter(), Err(CryptoError::CounterExhausted));
+        assert_eq!(send.next_counter(), Err(CryptoError::CounterExhausted));
+        assert_eq!(send.counter(), REJECT_AFTER_MESSAGES);
+    }
+
+    #[test]
+    fn tampering_anywhere_fails_to_open() {
+        let mut send = SendKey::new(KEY);
+        let recv = RecvKey::new(KEY);
+        let (counter, wire) = sealed(&mut send, b"a frame of some length");
+        for byte in 0..wire.len() {
+            let mut bad = wire.clone();
+            bad[byte] ^= 0x01;
+            assert_eq!(
+                recv.open_in_place(counter, AAD, &mut bad),
+                Err(CryptoError::Decrypt),
+                "byte {byte}"
+            );
+        }
+        let mut copy = wire.clone();
+        assert!(recv.open_in_place(counter + 1, AAD, &mut copy).is_err());
+        let mut copy = wire.clone();
+        assert!(recv
+            .open_in_place(counter, b"outer headeR", &mut copy)
+            .is_err());
+        let mut copy = wire.clone();
+        assert!(recv.open_in_place(counter, &[], &mut copy).is_err());
+        let mut copy = wire.clone();
+        assert!(RecvKey::new([0x43; 32])
+            .open_in_place(counter, AAD, &mut copy)
+            .is_err());
+        let mut copy = wire.clone();
+        assert!(recv
+            .open_in_place(counter, AAD, &mut copy[..wire.len() - 1])
+            .is_err());
+        let mut copy = wire;
+        assert!(recv.open_in_place(counter, AAD, &mut copy).is_ok());
+    }
+
+    #[test]
+    fn nonce_is_zero_prefix_then_little_endian_counter() {
+        // Sealing under counter 1 must equal a raw ring seal with nonce 00000000 0100000000000000.
+        let send = SendKey::new(KEY);
+        let mut ours = *b"nonce layout";
+        let tag = send.seal_in_place(1, &[], &mut ours).unwrap();
+        let reference = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &KEY).unwrap());
+        let mut theirs = *b"nonce layout";
+        let mut nonce_bytes = [0u8; NONCE_LEN];
+        nonce_bytes[4] = 1;
+        let reference_tag = reference
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::empty(),
+                &mut theirs,
+            )
+            .unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(&tag[..], reference_tag.as_ref());
+    }
+
+    #[test]
+    fn short_and_out_of_range_inputs_fail_cleanly() {
+        let recv = RecvKey::new(KEY);
+        for len in 0..TAG_LEN {
+            let mut buf = vec![0u8; len];
+            assert_eq!(
+                recv.open_in_place(0, &[], &mut buf),
+                Err(CryptoError::Decrypt)
+            );
+        }
+        let mut buf = [0u8; TAG_LEN + 4];
+        assert_eq!(
+            recv.open_in_place(REJECT_AFTER_MESSAGES, &[], &mut buf),
+            Err(CryptoError::Decrypt)
+        );
+        assert_eq!(
+            recv.open_in_place(u64::MAX, &[], &mut buf),
+            Err(CryptoError::Decrypt)
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let send = SendKey::new(KEY);
+        assert_eq!(format!("{send:?}"), "SendKey { counter: 0, .. }");
+        assert_eq!(format!("{:?}", RecvKey::new(KEY)), "RecvKey(..)");
+    }
+}

@@ -1,0 +1,397 @@
+#!/usr/bin/env bash
+# bench.sh — meshd against tinc 1.0 (switch mode) and the bare underlay, in one run on this machine.
+#
+#   sudo ./scripts/bench.sh [ROUNDS] [--out FILE]
+#
+# Two hosts md-bench-h1 / md-bench-h2 (network namespaces) share a veth underlay (10.202.0.1 <->
+# 10.202.0.2, MTU 1500). Each round measures, one system after the other:
+#   raw veth     the underlay itself                                    (target 10.202.0.2)
+#   meshd        release build, TAP in `address` mode                    (10.90.0.1 -> 10.90.0.2)
+#   tinc 1.0     Debian `tinc`, Mode = switch, default cipher and digest  (10.91.0.1 -> 10.91.0.2)
+# and for each: one iperf3 TCP flow h1 -> h2 (SECS seconds), four parallel flows (-P 4), the average
+# of 100 pings 10 ms apart, and the daemons' CPU seconds (user+system of both daemons, from
+# /proc/PID/stat around the single-flow run) per GB received. The VPN daemons are started before
+# and stopped after their measurement, so only one runs at a time.
+#
+# Prints one line per system and round, then a markdown table of the medians with the ratios
+# meshd/tinc and meshd/raw, the machine and the command. --out FILE writes that table into FILE
+# between the markers `<!-- bench.sh:begin -->` and `<!-- bench.sh:end -->` (replacing the previous
+# run; appended when the markers are absent; the file is created when missing).
+#
+# Environment: SECS (iperf3 seconds, default 5), BENCH_SKIP_MESHD=1, BENCH_SKIP_TINC=1,
+# MESHD_BIN (use this binary instead of building target/release/meshd).
+
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+	sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2
+	exit 2
+}
+
+ROUNDS=3
+OUT=''
+ORIG_ARGS=("$@")
+while (($#)); do
+	case $1 in
+	--out)
+		[[ $# -ge 2 ]] || usage
+		OUT=$2
+		shift 2
+		;;
+	--out=*)
+		OUT=${1#--out=}
+		shift
+		;;
+	-h | --help) usage ;;
+	*)
+		[[ $1 =~ ^[1-9][0-9]*$ ]] || usage
+		ROUNDS=$1
+		shift
+		;;
+	esac
+done
+SECS=${SECS:-5}
+[[ $SECS =~ ^[1-9][0-9]*$ ]] || md_die "SECS must be a positive number of seconds"
+SKIP_MESHD=${BENCH_SKIP_MESHD:-0}
+SKIP_TINC=${BENCH_SKIP_TINC:-0}
+
+PREFIX=md-bench-
+H1=${PREFIX}h1
+H2=${PREFIX}h2
+IPERF_PORT=5201
+WORK=''
+MESHD=''
+declare -a DAEMON_PIDS=()
+
+cleanup() {
+	local status=$?
+	set +e
+	trap - EXIT INT TERM
+	local pid
+	for pid in "${DAEMON_PIDS[@]}"; do md_stop "$pid" 5; done
+	md_stop_all
+	md_destroy_prefix "$PREFIX"
+	if [[ -n $WORK && -d $WORK ]]; then
+		if ((status == 0)); then rm -rf "$WORK"; else md_info "logs kept in $WORK"; fi
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+md_require_root "${ORIG_ARGS[@]}"
+tools=(ip:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3)
+[[ $SKIP_TINC == 1 ]] || tools+=(tincd:tinc)
+md_ensure_tools "${tools[@]}"
+
+if [[ $SKIP_MESHD != 1 ]]; then
+	md_section "Building meshd (release)"
+	if [[ -n ${MESHD_BIN:-} ]]; then
+		MESHD=$MESHD_BIN
+		md_info "using MESHD_BIN=$MESHD"
+	else
+		md_info '$ cargo build --release'
+		md_cargo build --release
+		MESHD=$(md_target_bin release meshd)
+	fi
+	[[ -x $MESHD ]] || md_die "no meshd binary at $MESHD (set MESHD_BIN, or BENCH_SKIP_MESHD=1 to leave meshd out)"
+fi
+
+md_destroy_prefix "$PREFIX"
+WORK=$(mktemp -d /tmp/md-bench.XXXXXX)
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+
+# -------------------------------------------------------------------------------------------------
+md_section "Topology: $H1 10.202.0.1 <-> $H2 10.202.0.2 (veth, MTU 1500)"
+md_ns "$H1"
+md_ns "$H2"
+md_veth "$H1" u0 "$H2" u0
+for i in 1 2; do
+	ns=${PREFIX}h$i
+	ip -n "$ns" link set u0 mtu 1500 up
+	ip -n "$ns" addr add "10.202.0.$i/24" dev u0
+done
+md_wait_until 5 ip netns exec "$H1" ping -c 1 -W 1 10.202.0.2 || md_die "the underlay does not answer pings"
+
+# -------------------------------------------------------------------------------------------------
+# Measurement of one system: prints and records "round system gbps_1 gbps_4 rtt_ms cpu_s_per_gb".
+
+iperf_json() { # TARGET_IP OUTFILE [iperf3 client options...]
+	local target=$1 out=$2 pid
+	shift 2
+	md_spawn "$H2" "$WORK/iperf3-server.log" iperf3 -s -1 -B "$target" -p "$IPERF_PORT"
+	pid=$MD_LAST_PID
+	md_wait_tcp_listen "$H2" "$IPERF_PORT" || { md_warn "iperf3 server did not start"; return 1; }
+	local rc=0
+	ip netns exec "$H1" iperf3 -c "$target" -p "$IPERF_PORT" -t "$SECS" -J "$@" >"$out" 2>&1 || rc=$?
+	md_stop "$pid" 2
+	return "$rc"
+}
+
+json_field() { # FILE FIELD -> end.sum_received.FIELD, or "nan"
+	python3 -c '
+import json, sys
+try:
+    print(json.load(open(sys.argv[1]))["end"]["sum_received"][sys.argv[2]])
+except Exception:
+    print("nan")' "$1" "$2"
+}
+
+measure() { # ROUND NAME TARGET_IP [DAEMON_PID...]
+	local round=$1 name=$2 target=$3
+	shift 3
+	local -a pids=("$@")
+	local c0 c1 bps1 bytes1 bps4 rtt cpu_per_gb hz
+	hz=$(getconf CLK_TCK)
+
+	c0=$(md_cpu_ticks "${pids[@]}")
+	iperf_json "$target" "$WORK/$name-1.json" || md_warn "$name: single-flow iperf3 failed (see $WORK/$name-1.json)"
+	c1=$(md_cpu_ticks "${pids[@]}")
+	bps1=$(json_field "$WORK/$name-1.json" bits_per_second)
+	bytes1=$(json_field "$WORK/$name-1.json" bytes)
+
+	iperf_json "$target" "$WORK/$name-4.json" -P 4 || md_warn "$name: 4-flow iperf3 failed (see $WORK/$name-4.json)"
+	bps4=$(json_field "$WORK/$name-4.json" bits_per_second)
+
+	rtt=$(ip netns exec "$H1" ping -c 100 -i 0.01 -q "$target" 2>/dev/null | awk -F/ '/^(rtt|round-trip)/ { print $5 }')
+	rtt=${rtt:-nan}
+
+	if ((${#pids[@]} == 0)); then
+		cpu_per_gb=-
+	else
+		cpu_per_gb=$(python3 -c 'import sys
+t, b = (int(sys.argv[1]) - int(sys.argv[2])) / int(sys.argv[3]), float(sys.argv[4])
+print(f"{t / (b / 1e9):.2f}" if b > 0 else "nan")' "$c1" "$c0" "$hz" "$bytes1")
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$bps1" "$bps4" "$rtt" "$cpu_per_gb" >>"$RESULTS"
+	python3 -c 'import sys
+r, n, b1, b4, rtt, cpu = sys.argv[1:]
+g = lambda v: f"{float(v) / 1e9:.3f}"
+print(f"    round {r}  {n:<6} gbps={g(b1)}  gbps_P4={g(b4)}  rtt_ms={rtt}  cpu_s_per_gb={cpu}")' \
+		"$round" "$name" "$bps1" "$bps4" "$rtt" "$cpu_per_gb"
+}
+
+# -------------------------------------------------------------------------------------------------
+# meshd: two nodes with `address` mode TAPs, configured once through the CLI.
+
+meshd_setup() {
+	local i k
+	local -a keys=()
+	mkdir -p "$WORK/meshd"
+	for i in 1 2; do
+		"$MESHD" init --config "$WORK/meshd/h$i.toml" --name "h$i" --listen "10.202.0.$i:6655" \
+			--address "10.90.0.$i/24" >/dev/null
+		md_meshd_set "$WORK/meshd/h$i.toml" control_socket "$WORK/meshd/h$i.sock"
+		md_meshd_set "$WORK/meshd/h$i.toml" log_level warn
+		keys[i]=$("$MESHD" pubkey --config "$WORK/meshd/h$i.toml")
+	done
+	for i in 1 2; do
+		k=$((3 - i))
+		"$MESHD" add-peer --config "$WORK/meshd/h$i.toml" --name "h$k" --public-key "${keys[k]}" \
+			--endpoint "10.202.0.$k:6655" >/dev/null
+	done
+}
+
+meshd_up() {
+	local i
+	DAEMON_PIDS=()
+	for i in 1 2; do
+		md_spawn "${PREFIX}h$i" "$WORK/meshd/h$i.log" "$MESHD" --config "$WORK/meshd/h$i.toml"
+		DAEMON_PIDS+=("$MD_LAST_PID")
+	done
+	for i in 1 2; do
+		md_meshd_wait_up "$MESHD" "$WORK/meshd/h$i.toml" 1 20 || {
+			tail -n 20 "$WORK/meshd/h$i.log" >&2
+			md_die "meshd h$i: peer not up after 20 s"
+		}
+	done
+	md_wait_until 10 ip netns exec "$H1" ping -c 1 -W 1 10.90.0.2 || md_die "meshd: 10.90.0.2 does not answer"
+}
+
+# -------------------------------------------------------------------------------------------------
+# tinc 1.0: switch mode with the package's default cipher and digest; keys made once per run.
+
+tinc_setup() {
+	local i dir
+	for i in 1 2; do
+		dir=$WORK/tinc/h$i
+		mkdir -p "$dir/hosts"
+		{
+			echo "Name = h$i"
+			echo "Mode = switch"
+			echo "DeviceType = tap"
+			echo "Interface = tinc0"
+			echo "AddressFamily = ipv4"
+			if ((i == 1)); then echo "ConnectTo = h2"; fi
+		} >"$dir/tinc.conf"
+		printf 'Address = 10.202.0.%s\nPort = 655\n' "$i" >"$dir/hosts/h$i"
+		# Same overlay MTU as the peers' reference measurements (1400).
+		# shellcheck disable=SC2016 # $INTERFACE is expanded by tincd's shell, not this one
+		printf '#!/bin/sh\nip link set "$INTERFACE" mtu 1400 up\nip addr add 10.91.0.%s/24 dev "$INTERFACE"\n' "$i" >"$dir/tinc-up"
+		chmod +x "$dir/tinc-up"
+		tincd -c "$dir" -K2048 </dev/null >"$dir/keygen.log" 2>&1 || {
+			cat "$dir/keygen.log" >&2
+			md_die "tincd -K failed"
+		}
+	done
+	cp "$WORK/tinc/h1/hosts/h1" "$WORK/tinc/h2/hosts/h1"
+	cp "$WORK/tinc/h2/hosts/h2" "$WORK/tinc/h1/hosts/h2"
+}
+
+tinc_up() {
+	local i dir
+	DAEMON_PIDS=()
+	for i in 1 2; do
+		dir=$WORK/tinc/h$i
+		md_spawn "${PREFIX}h$i" "$dir/tincd.log" tincd -c "$dir" -D --pidfile="$dir/tincd.pid"
+		DAEMON_PIDS+=("$MD_LAST_PID")
+	done
+	md_wait_until 30 ip netns exec "$H1" ping -c 1 -W 1 10.91.0.2 || {
+		tail -n 20 "$WORK/tinc/h1/tincd.log" "$WORK/tinc/h2/tincd.log" >&2
+		md_die "tinc: 10.91.0.2 does not answer after 30 s"
+	}
+}
+
+daemons_down() {
+	local pid
+	for pid in "${DAEMON_PIDS[@]}"; do md_stop "$pid" 5; done
+	DAEMON_PIDS=()
+	sleep 1
+}
+
+# -------------------------------------------------------------------------------------------------
+[[ $SKIP_MESHD == 1 ]] || meshd_setup
+[[ $SKIP_TINC == 1 ]] || tinc_setup
+
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+md_section "Measuring: $ROUNDS round(s), iperf3 ${SECS}s per run (1 flow and -P 4), ping -c 100 -i 0.01"
+for ((r = 1; r <= ROUNDS; r++)); do
+	measure "$r" raw 10.202.0.2
+	if [[ $SKIP_MESHD != 1 ]]; then
+		meshd_up
+		measure "$r" meshd 10.90.0.2 "${DAEMON_PIDS[@]}"
+		daemons_down
+	fi
+	if [[ $SKIP_TINC != 1 ]]; then
+		tinc_up
+		measure "$r" tinc 10.91.0.2 "${DAEMON_PIDS[@]}"
+		daemons_down
+	fi
+done
+
+# -------------------------------------------------------------------------------------------------
+meshd_version=-
+if [[ -n $MESHD ]]; then
+	meshd_version=$("$MESHD" --version 2>/dev/null | awk '{ print $NF; exit }') || true
+	[[ -n $meshd_version ]] ||
+		meshd_version=$(awk -F'"' '/^version *=/ { print $2; exit }' "$MD_REPO/Cargo.toml")
+	rev=$(git -C "$MD_REPO" rev-parse --short HEAD 2>/dev/null) || rev=''
+	if [[ -n $rev ]]; then
+		git -C "$MD_REPO" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
+		meshd_version+=" (git $rev)"
+	fi
+fi
+tinc_version=-
+[[ $SKIP_TINC == 1 ]] || tinc_version=$(tincd --version 2>/dev/null | awk 'NR == 1 { print $3 }')
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+cmd="sudo scripts/bench.sh"
+((${#ORIG_ARGS[@]})) && cmd+=$(printf ' %q' "${ORIG_ARGS[@]}")
+env_note="SECS=$SECS"
+[[ $SKIP_MESHD == 1 ]] && env_note+=", BENCH_SKIP_MESHD=1"
+[[ $SKIP_TINC == 1 ]] && env_note+=", BENCH_SKIP_TINC=1"
+
+md_section "Summary (medians of $ROUNDS round(s))"
+python3 - "$RESULTS" "$OUT" "$ROUNDS" "$cmd" "$env_note" "$(nproc)" "${cpu_model:-unknown CPU}" \
+	"$(uname -r)" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$meshd_version" "$tinc_version" \
+	"$(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $2 }')" "$LOAD_AT_START" <<'PY'
+import math, os, re, statistics, sys
+
+results, out, rounds, cmd, env_note, ncpu, cpu_model, kernel, date, meshd_v, tinc_v, iperf_v, load = sys.argv[1:]
+
+def num(s):
+    try:
+        v = float(s)
+    except ValueError:
+        return None
+    return None if math.isnan(v) else v
+
+rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
+systems = [s for s in ("raw", "meshd", "tinc") if any(r[1] == s for r in rows)]
+labels = {
+    "raw": ("raw veth (no VPN)", "-"),
+    "meshd": (f"meshd {meshd_v}", "L2, TAP (address mode)"),
+    "tinc": (f"tinc {tinc_v}", "switch (L2, TAP)"),
+}
+# column -> (index in a row, scale, format)
+cols = {"g1": (2, 1e-9, "{:.3f}"), "g4": (3, 1e-9, "{:.3f}"), "rtt": (4, 1, "{:.3f}"), "cpu": (5, 1, "{:.1f}")}
+
+def median(system, col):
+    idx, scale, _ = cols[col]
+    vals = [num(r[idx]) for r in rows if r[1] == system]
+    vals = [v * scale for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+med = {s: {c: median(s, c) for c in cols} for s in systems}
+
+def fmt(s, c):
+    v = med[s][c]
+    return "-" if v is None else cols[c][2].format(v)
+
+def ratio(a, b, c):
+    if a not in med or b not in med:
+        return None
+    x, y = med[a][c], med[b][c]
+    return None if x is None or not y else f"{x / y:.2f}"
+
+lines = []
+lines.append("<!-- bench.sh:begin -->")
+lines.append(f"### meshd vs tinc 1.0 vs raw veth — {date}")
+lines.append("")
+lines.append(f"- Machine: {ncpu} CPUs ({cpu_model}), Linux {kernel}, load average {load} at start; iperf3 {iperf_v}")
+lines.append(f"- Command: `{cmd}` ({env_note}; medians of {rounds} round(s), each system measured in turn)")
+lines.append("- Two network namespaces on a veth underlay (MTU 1500); iperf3 TCP h1 -> h2; RTT = average of "
+             "`ping -c 100 -i 0.01`; CPU = user+system seconds of both daemons during the single-flow run, per GB received.")
+lines.append("")
+lines.append("| system | mode | TCP 1 flow Gbit/s | TCP 4 flows Gbit/s | RTT ms | daemon CPU s per GB |")
+lines.append("|---|---|---:|---:|---:|---:|")
+for s in systems:
+    name, mode = labels[s]
+    lines.append(f"| {name} | {mode} | {fmt(s, 'g1')} | {fmt(s, 'g4')} | {fmt(s, 'rtt')} | {fmt(s, 'cpu')} |")
+ratios = [(f"meshd / {b}", b) for b in ("tinc", "raw") if "meshd" in med and b in med]
+if ratios:
+    lines.append("")
+    lines.append("| ratio | TCP 1 flow | TCP 4 flows | RTT | CPU per GB |")
+    lines.append("|---|---:|---:|---:|---:|")
+    for label, b in ratios:
+        cells = [ratio("meshd", b, c) or "-" for c in ("g1", "g4", "rtt", "cpu")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Throughput ratios above 1 and RTT or CPU ratios below 1 favour meshd.")
+lines.append("")
+lines.append("<details><summary>Every round</summary>")
+lines.append("")
+lines.append("| round | system | TCP 1 flow Gbit/s | TCP 4 flows Gbit/s | RTT ms | CPU s per GB |")
+lines.append("|---:|---|---:|---:|---:|---:|")
+for r in rows:
+    g = lambda v: "-" if num(v) is None else f"{num(v) / 1e9:.3f}"
+    lines.append(f"| {r[0]} | {r[1]} | {g(r[2])} | {g(r[3])} | {r[4]} | {r[5]} |")
+lines.append("")
+lines.append("</details>")
+lines.append("<!-- bench.sh:end -->")
+section = "\n".join(lines) + "\n"
+print(section)
+
+if out:
+    text = open(out).read() if os.path.exists(out) else "# Performance\n\n"
+    pat = re.compile(r"<!-- bench\.sh:begin -->.*?<!-- bench\.sh:end -->\n?", re.S)
+    if pat.search(text):
+        text = pat.sub(lambda _: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    open(out, "w").write(text)
+    print(f"(written to {out})")
+PY

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# demo.sh — meshd on three hosts of this machine, joined into one virtual Ethernet switch.
+#
+#   sudo ./scripts/demo.sh
+#
+# Builds meshd (cargo build --release), then makes everything out of network namespaces:
+#
+#   md-demo-ul      the underlay: bridge ul0, one port per host (the "datacenter network")
+#   md-demo-hN      host N (N = 1..3): eth0 = 10.201.0.N/24 on the underlay, bridge br0, meshd
+#   md-demo-hNcM    container M (M = 1..2) of host N: eth0 on host N's br0,
+#                   10.77.0.NM/24 and fd77::NM/64, MAC 02:77:00:00:0N:0M
+#
+# configures each host with `meshd init`, `meshd pubkey` and `meshd add-peer`, starts meshd in each
+# host, waits until every node sees its two peers up, pings across hosts over IPv4 and IPv6, prints
+# `meshd status`, and removes everything again on exit, failure or Ctrl-C.
+#
+# Environment: RUST_LOG (meshd's log filter, default info), MESHD_BIN (skip the build and use this
+# binary), DEMO_KEEP=1 (keep the work directory with configs and logs).
+
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PREFIX=md-demo-
+HOSTS=(1 2 3)
+CONTAINERS=(1 2)
+PORT=6655
+WORK=''
+FAILED=0
+
+cleanup() {
+	local status=$?
+	set +e
+	trap - EXIT INT TERM
+	md_section "Cleaning up"
+	local i
+	for i in "${HOSTS[@]}"; do
+		[[ -n ${NODE_PIDS[$i]:-} ]] || continue
+		md_stop "${NODE_PIDS[$i]}" 5
+		if [[ $MD_STOP_STATUS == 0 ]]; then
+			md_info "meshd on h$i stopped (SIGTERM, exit 0)"
+		else
+			md_warn "meshd on h$i exited with status $MD_STOP_STATUS (log: $WORK/h$i/meshd.log)"
+			[[ -n $WORK ]] && tail -n 15 "$WORK/h$i/meshd.log" >&2
+		fi
+	done
+	md_stop_all
+	md_destroy_prefix "$PREFIX"
+	md_info "namespaces ${PREFIX}* removed"
+	if [[ -n $WORK && -d $WORK ]]; then
+		if [[ ${DEMO_KEEP:-0} == 1 || $status -ne 0 ]]; then
+			md_info "configs and logs kept in $WORK"
+		else
+			rm -rf "$WORK"
+		fi
+	fi
+	if ((status == 0)); then
+		printf '\n%sDemo finished: all checks passed.%s\n' "$MD_GREEN" "$MD_RESET"
+	elif ((status == 130 || status == 143)); then
+		printf '\nDemo interrupted.\n' >&2
+	else
+		printf '\n%sDemo failed (exit %d).%s\n' "$MD_RED" "$status" "$MD_RESET" >&2
+	fi
+	exit "$status"
+}
+
+declare -A NODE_PIDS=()
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+md_require_root "$@"
+md_ensure_tools ip:iproute2 ping:iputils-ping python3:python3 ss:iproute2
+
+# -------------------------------------------------------------------------------------------------
+md_section "Building meshd"
+if [[ -n ${MESHD_BIN:-} ]]; then
+	MESHD=$MESHD_BIN
+	md_info "using MESHD_BIN=$MESHD"
+else
+	md_info '$ cargo build --release'
+	md_cargo build --release
+	MESHD=$(md_target_bin release meshd)
+fi
+[[ -x $MESHD ]] || md_die "no meshd binary at $MESHD"
+
+md_destroy_prefix "$PREFIX" # leftovers of an interrupted run
+WORK=$(mktemp -d /tmp/md-demo.XXXXXX)
+
+# -------------------------------------------------------------------------------------------------
+md_section "Creating three hosts with two containers each (network namespaces)"
+UL=${PREFIX}ul
+md_ns "$UL"
+ip -n "$UL" link add ul0 type bridge
+ip -n "$UL" link set ul0 up
+
+# Containers on a bridge must not send frames larger than the TAP's MTU: the bridge drops them.
+TAP_MTU=1402
+
+for i in "${HOSTS[@]}"; do
+	h=${PREFIX}h$i
+	md_ns "$h"
+	md_veth "$h" eth0 "$UL" "h$i"
+	ip -n "$UL" link set "h$i" master ul0 up
+	ip -n "$h" addr add "10.201.0.$i/24" dev eth0
+	ip -n "$h" link set eth0 up
+	ip -n "$h" link add br0 type bridge
+	ip -n "$h" link set br0 up
+	for j in "${CONTAINERS[@]}"; do
+		c=${PREFIX}h${i}c$j
+		md_ns "$c"
+		md_veth "$c" eth0 "$h" "c$j"
+		ip -n "$h" link set "c$j" master br0 up
+		ip -n "$c" link set eth0 address "02:77:00:00:0$i:0$j" mtu "$TAP_MTU"
+		ip -n "$c" addr add "10.77.0.$i$j/24" dev eth0
+		ip -n "$c" addr add "fd77::$i$j/64" dev eth0 nodad
+		ip -n "$c" link set eth0 up
+	done
+	md_info "host h$i  ($h): underlay 10.201.0.$i, bridge br0 with containers" \
+		"h${i}c1 10.77.0.${i}1 fd77::${i}1, h${i}c2 10.77.0.${i}2 fd77::${i}2"
+done
+md_info "underlay ($UL): bridge ul0 joining the three hosts' eth0"
+
+# -------------------------------------------------------------------------------------------------
+md_section "Configuring meshd on each host (meshd init, meshd pubkey, meshd add-peer)"
+declare -A PUBKEY=()
+for i in "${HOSTS[@]}"; do
+	mkdir -p "$WORK/h$i"
+	cfg=$WORK/h$i/meshd.toml
+	md_run "$MESHD" init --config "$cfg" --name "h$i" --listen "10.201.0.$i:$PORT" --bridge br0 | sed 's/^/        /'
+	# Sockets under /run/meshd are shared by everything on this machine; keep the demo's private.
+	md_meshd_set "$cfg" control_socket "$WORK/h$i/control.sock"
+	PUBKEY[$i]=$("$MESHD" pubkey --config "$cfg")
+	md_info "\$ $MESHD pubkey --config $cfg  ->  ${PUBKEY[$i]}"
+done
+for i in "${HOSTS[@]}"; do
+	for k in "${HOSTS[@]}"; do
+		((k == i)) && continue
+		md_run "$MESHD" add-peer --config "$WORK/h$i/meshd.toml" --name "h$k" \
+			--public-key "${PUBKEY[$k]}" --endpoint "10.201.0.$k:$PORT"
+	done
+done
+md_info "resulting config of h1 ($WORK/h1/meshd.toml):"
+sed 's/^/        /' "$WORK/h1/meshd.toml"
+
+# -------------------------------------------------------------------------------------------------
+md_section "Starting meshd in each host"
+for i in "${HOSTS[@]}"; do
+	md_spawn "${PREFIX}h$i" "$WORK/h$i/meshd.log" env RUST_LOG="${RUST_LOG:-info}" "$MESHD" --config "$WORK/h$i/meshd.toml"
+	NODE_PIDS[$i]=$MD_LAST_PID
+	md_info "h$i: meshd --config $WORK/h$i/meshd.toml (pid $MD_LAST_PID, log $WORK/h$i/meshd.log)"
+done
+
+peers=$((${#HOSTS[@]} - 1))
+for i in "${HOSTS[@]}"; do
+	if md_meshd_wait_up "$MESHD" "$WORK/h$i/meshd.toml" "$peers" "${DEMO_UP_SECS:-30}"; then
+		md_ok "h$i: $peers of $peers peers up"
+	else
+		md_fail "h$i: peers not up after ${DEMO_UP_SECS:-30} s (up/total: $(md_meshd_peers "$MESHD" "$WORK/h$i/meshd.toml" || echo '?'))"
+		for k in "${HOSTS[@]}"; do
+			kill -0 "${NODE_PIDS[$k]}" 2>/dev/null || md_warn "meshd on h$k is not running"
+			echo "--- last lines of h$k's log:" >&2
+			tail -n 20 "$WORK/h$k/meshd.log" >&2
+		done
+		exit 1
+	fi
+done
+
+# -------------------------------------------------------------------------------------------------
+demo_ping() { # CONTAINER TARGET [ping options...]
+	local from=$1 to=$2
+	shift 2
+	printf '    $ ip netns exec %s ping %s %s\n' "$from" "$*" "$to"
+	ip netns exec "$from" ping "$@" "$to" | sed 's/^/        /'
+}
+
+md_section "Ping across hosts over IPv4 (h1c1 -> h2c1, h1c1 -> h3c2)"
+demo_ping "${PREFIX}h1c1" 10.77.0.21 -c 3 -i 0.2
+demo_ping "${PREFIX}h1c1" 10.77.0.32 -c 3 -i 0.2
+
+md_section "Ping across hosts over IPv6 (h2c2 -> h3c1, h3c1 -> h1c2)"
+demo_ping "${PREFIX}h2c2" fd77::31 -6 -c 3 -i 0.2
+demo_ping "${PREFIX}h3c1" fd77::12 -6 -c 3 -i 0.2
+
+md_section "Every container to every container on another host (IPv4 and IPv6)"
+ok=0 total=0
+for i in "${HOSTS[@]}"; do
+	for j in "${CONTAINERS[@]}"; do
+		line="h${i}c$j ->"
+		for k in "${HOSTS[@]}"; do
+			((k == i)) && continue
+			for m in "${CONTAINERS[@]}"; do
+				for addr in "10.77.0.$k$m" "fd77::$k$m"; do
+					total=$((total + 1))
+					if ip netns exec "${PREFIX}h${i}c$j" ping -c 1 -W 2 -q "$addr" >/dev/null 2>&1; then
+						ok=$((ok + 1))
+						line+=" $addr:ok"
+					else
+						line+=" $addr:FAIL"
+						FAILED=1
+					fi
+				done
+			done
+		done
+		md_info "$line"
+	done
+done
+if ((FAILED)); then
+	md_fail "$ok of $total cross-host pings answered"
+else
+	md_ok "$ok of $total cross-host pings answered"
+fi
+
+# -------------------------------------------------------------------------------------------------
+md_section "meshd status on host h1"
+md_run "$MESHD" status --config "$WORK/h1/meshd.toml"
+
+((FAILED == 0)) || exit 1

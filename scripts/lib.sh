@@ -1,0 +1,288 @@
+# shellcheck shell=bash
+# scripts/lib.sh — helpers shared by demo.sh, bench.sh and test.sh. Sourced, never executed.
+#
+# What it owns: terminal output (section headers, errors), prerequisite checks that install missing
+# Debian packages when run as root, locating and running cargo (also under `sudo` when the Rust
+# toolchain lives in the invoking user's home), and the life cycle of the network namespaces and
+# background processes a script creates. Every namespace a script makes carries that script's
+# prefix (md-demo-, md-bench-, ...), so cleanup removes exactly what the script made and scripts
+# never collide with each other or with the integration tests.
+
+MD_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+if [[ -t 1 && -z ${NO_COLOR:-} ]]; then
+	MD_BOLD=$'\033[1m' MD_RED=$'\033[31m' MD_GREEN=$'\033[32m' MD_RESET=$'\033[0m'
+else
+	MD_BOLD='' MD_RED='' MD_GREEN='' MD_RESET=''
+fi
+
+md_section() { printf '\n%s==> %s%s\n' "$MD_BOLD" "$*" "$MD_RESET"; }
+md_info() { printf '    %s\n' "$*"; }
+md_ok() { printf '    %sok%s  %s\n' "$MD_GREEN" "$MD_RESET" "$*"; }
+md_fail() { printf '    %sFAIL%s %s\n' "$MD_RED" "$MD_RESET" "$*"; }
+md_warn() { printf '%swarning:%s %s\n' "$MD_BOLD" "$MD_RESET" "$*" >&2; }
+md_die() {
+	printf '%serror:%s %s\n' "$MD_RED" "$MD_RESET" "$*" >&2
+	exit 1
+}
+
+# Prints a command (shell-quoted) before running it, so the output shows exactly what happened.
+md_run() {
+	printf '    $'
+	printf ' %q' "$@"
+	printf '\n'
+	"$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites
+
+md_require_root() {
+	[[ $(id -u) -eq 0 ]] || md_die "this script creates network namespaces and TAP devices and must run as root: sudo $0 $*"
+}
+
+# md_ensure_tools CMD:DEBIAN_PACKAGE ...
+# Installs the packages of missing commands with apt-get when running as root (set MD_NO_INSTALL=1
+# to forbid that); otherwise names what is missing and how to install it, and exits.
+md_ensure_tools() {
+	local spec cmd pkg
+	local -a pkgs=() cmds=()
+	for spec in "$@"; do
+		cmd=${spec%%:*} pkg=${spec#*:}
+		if ! command -v "$cmd" >/dev/null 2>&1; then
+			cmds+=("$cmd")
+			[[ " ${pkgs[*]} " == *" $pkg "* ]] || pkgs+=("$pkg")
+		fi
+	done
+	((${#cmds[@]} == 0)) && return 0
+	if [[ $(id -u) -eq 0 && ${MD_NO_INSTALL:-0} != 1 ]] && command -v apt-get >/dev/null 2>&1; then
+		md_info "missing: ${cmds[*]} -> apt-get install ${pkgs[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		if ! apt-get install -y -q "${pkgs[@]}" >/dev/null 2>&1; then
+			apt-get update -q >/dev/null 2>&1 || true
+			apt-get install -y -q "${pkgs[@]}" >/dev/null ||
+				md_die "apt-get install ${pkgs[*]} failed"
+		fi
+		for cmd in "${cmds[@]}"; do
+			command -v "$cmd" >/dev/null 2>&1 || md_die "'$cmd' is still missing after installing ${pkgs[*]}"
+		done
+	else
+		md_die "missing commands: ${cmds[*]}; install them with: sudo apt-get install -y ${pkgs[*]}"
+	fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cargo
+#
+# Under `sudo`, root often has no Rust toolchain: rustup installed it in the invoking user's home.
+# Then builds run as that user (so target/ stays owned by them) and only commands that need root
+# (running the namespace tests) run as root, pointed at the user's toolchain.
+
+MD_CARGO_DIR='' # directory holding the cargo found; empty until md_find_cargo ran
+MD_CARGO_USER='' # user to build as, or empty to build as ourselves
+
+md_find_cargo() {
+	local c home
+	if c=$(command -v cargo 2>/dev/null); then
+		MD_CARGO_DIR=$(dirname "$c")
+		return 0
+	fi
+	if [[ -x ${HOME:-/nonexistent}/.cargo/bin/cargo ]]; then
+		MD_CARGO_DIR=$HOME/.cargo/bin
+		export PATH="$MD_CARGO_DIR:$PATH"
+		return 0
+	fi
+	if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
+		home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+		if [[ -n $home && -x $home/.cargo/bin/cargo ]]; then
+			MD_CARGO_DIR=$home/.cargo/bin
+			MD_CARGO_USER=$SUDO_USER
+			export PATH="$MD_CARGO_DIR:$PATH"
+			export CARGO_HOME="${CARGO_HOME:-$home/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$home/.rustup}"
+			return 0
+		fi
+	fi
+	md_die "cargo not found. Install Rust (https://rustup.rs): curl --proto '=https' -sSf https://sh.rustup.rs | sh"
+}
+
+# Runs cargo for work that needs no privileges (build, fmt, clippy, fuzz), as the toolchain's owner.
+md_cargo() {
+	[[ -n $MD_CARGO_DIR ]] || md_find_cargo
+	if [[ -n $MD_CARGO_USER ]]; then
+		local -a pass=("PATH=$PATH")
+		local v
+		for v in RUSTC_BOOTSTRAP RUSTFLAGS CARGO_TARGET_DIR CARGO_TERM_COLOR CARGO_BUILD_JOBS CARGO_INCREMENTAL RUST_BACKTRACE; do
+			[[ -n ${!v:-} ]] && pass+=("$v=${!v}")
+		done
+		(cd "$MD_REPO" && sudo -u "$MD_CARGO_USER" -H env "${pass[@]}" cargo "$@")
+	else
+		(cd "$MD_REPO" && cargo "$@")
+	fi
+}
+
+# Runs cargo as the current user (root), for steps that must run privileged.
+md_cargo_here() {
+	[[ -n $MD_CARGO_DIR ]] || md_find_cargo
+	(cd "$MD_REPO" && cargo "$@")
+}
+
+# Path of a binary cargo built in PROFILE (debug|release).
+md_target_bin() {
+	local dir=${CARGO_TARGET_DIR:-target}
+	[[ $dir == /* ]] || dir=$MD_REPO/$dir
+	printf '%s/%s/%s\n' "$dir" "$1" "$2"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Namespaces and processes
+
+MD_PREFIX=${MD_PREFIX:-md-}
+declare -a MD_PIDS=()
+
+# md_ns NAME: a fresh network namespace with loopback up.
+md_ns() {
+	ip netns add "$1"
+	ip -n "$1" link set lo up
+}
+
+md_ns_list() { ip netns list 2>/dev/null | awk -v p="$1" 'index($1, p) == 1 { print $1 }'; }
+
+# md_veth NS_A IF_A NS_B IF_B: a veth pair created inside NS_A with its peer end placed in NS_B,
+# so interface names never clash with the root namespace's.
+md_veth() {
+	ip -n "$1" link add "$2" type veth peer name "$4" netns "$3"
+}
+
+# md_spawn NS LOGFILE CMD...: starts CMD inside NS in the background and remembers its pid (in
+# MD_LAST_PID). `ip netns exec` execs CMD, so the pid is CMD's own.
+md_spawn() {
+	local ns=$1 log=$2
+	shift 2
+	ip netns exec "$ns" "$@" >"$log" 2>&1 </dev/null &
+	MD_LAST_PID=$!
+	MD_PIDS+=("$MD_LAST_PID")
+}
+
+# md_stop PID [SECS]: SIGTERM, wait up to SECS (default 5) for a clean exit, then SIGKILL. Sets
+# MD_STOP_STATUS to the exit status (meaningful when PID is a child of this shell).
+MD_STOP_STATUS=''
+md_stop() {
+	local pid=$1 secs=${2:-5} i
+	MD_STOP_STATUS=''
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < secs * 10; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			md_warn "pid $pid did not exit within ${secs}s of SIGTERM; sending SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	# shellcheck disable=SC2034 # read by the scripts that source this file
+	if wait "$pid" 2>/dev/null; then MD_STOP_STATUS=0; else MD_STOP_STATUS=$?; fi
+	return 0
+}
+
+md_stop_all() {
+	local pid
+	for pid in "${MD_PIDS[@]}"; do md_stop "$pid" 5; done
+	MD_PIDS=()
+}
+
+# md_destroy_prefix PREFIX: kills whatever still runs inside our namespaces (iperf3 servers,
+# leftovers of an interrupted run) and deletes every namespace whose name starts with PREFIX.
+md_destroy_prefix() {
+	local ns pid
+	local -a pids=()
+	for ns in $(md_ns_list "$1"); do
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do pids+=("$pid"); done
+	done
+	if ((${#pids[@]})); then
+		kill -TERM "${pids[@]}" 2>/dev/null || true
+		sleep 0.5
+		kill -KILL "${pids[@]}" 2>/dev/null || true
+	fi
+	for ns in $(md_ns_list "$1"); do ip netns del "$ns" 2>/dev/null || true; done
+}
+
+# md_wait_until SECS CMD...: polls CMD every 0.2 s until it succeeds; fails after SECS seconds.
+md_wait_until() {
+	local deadline=$((SECONDS + $1))
+	shift
+	while ((SECONDS < deadline)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	"$@" >/dev/null 2>&1
+}
+
+# md_wait_tcp_listen NS PORT: waits until something listens on TCP PORT inside NS.
+md_wait_tcp_listen() {
+	md_wait_until 10 md__listening "$1" "$2"
+}
+md__listening() { [[ -n $(ip netns exec "$1" ss -Hltn "sport = :$2") ]]; }
+
+# md_cpu_ticks PID...: user+system CPU time of the processes (all their threads), in clock ticks.
+# Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the command name.
+md_cpu_ticks() {
+	local pid total=0 rest
+	local -a f
+	for pid in "$@"; do
+		rest=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		rest=${rest##*) }
+		read -r -a f <<<"$rest"
+		total=$((total + f[11] + f[12]))
+	done
+	echo "$total"
+}
+
+# ---------------------------------------------------------------------------------------------
+# meshd
+
+# md_meshd_set CONFIG KEY VALUE: sets a top-level string key in a config written by `meshd init`
+# (replacing the line when present, else inserting it before the first [table]).
+md_meshd_set() {
+	python3 - "$@" <<'PY'
+import json, re, sys
+path, key, value = sys.argv[1:]
+lines = open(path).read().splitlines(keepends=True)
+line = f"{key} = {json.dumps(value)}\n"
+pat = re.compile(rf"^\s*#?\s*{re.escape(key)}\s*=")
+for i, l in enumerate(lines):
+    if l.lstrip().startswith("["):
+        while i > 0 and not lines[i - 1].strip():
+            i -= 1
+        lines.insert(i, line)
+        break
+    if pat.match(l):
+        lines[i] = line
+        break
+else:
+    lines.append(line)
+open(path, "w").write("".join(lines))
+PY
+}
+
+# md_meshd_peers MESHD CONFIG: prints "UP TOTAL" peer counts from `meshd status --json`.
+md_meshd_peers() {
+	"$1" status --config "$2" --json 2>/dev/null | python3 -c '
+import json, sys
+peers = json.load(sys.stdin).get("peers", [])
+print(sum(1 for p in peers if p.get("state") == "up"), len(peers))'
+}
+
+md__all_peers_up() {
+	local counts
+	counts=$(md_meshd_peers "$1" "$2") || return 1
+	[[ $counts == "$3 $3" ]]
+}
+
+# md_meshd_wait_up MESHD CONFIG EXPECTED_PEERS SECS: waits until every peer of the node is up.
+md_meshd_wait_up() {
+	md_wait_until "$4" md__all_peers_up "$1" "$2" "$3"
+}

@@ -1,0 +1,613 @@
+//! The node's TOML configuration: parsing, validation and the errors an operator reads.
+//!
+//! Invariants: a `Config` that exists has passed every check (unknown keys rejected, names valid and
+//! unique, keys decodable, addresses parsable, numbers in range), and every rejection names the file,
+//! the line and the key. Paths inside the file are resolved against the config file's directory, so
+//! a config tree can be moved as a whole. Reading the private key file (and checking its mode) lives
+//! here too because it is part of loading a config, not of running a node.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use meshd_crypto::{PublicKey, StaticSecret};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// The listen address used when the config names none.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:6655";
+/// The TAP device name used when the config names none.
+pub const DEFAULT_INTERFACE: &str = "meshd0";
+/// Underlay MTU assumed when the config does not set the TAP MTU.
+pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
+/// Worst-case bytes between the underlay MTU and the TAP MTU: outer IPv6 (40) + UDP (8) + meshd data
+/// header and tag (32) + the inner Ethernet header with one 802.1Q tag (18). See docs/wire-format.md.
+pub const TAP_MTU_OVERHEAD: u16 = 40 + 8 + 32 + 18;
+/// Smallest TAP MTU accepted: IPv6 requires 1280 on every link.
+pub const MIN_TAP_MTU: u16 = 1280;
+/// Largest TAP MTU accepted: a jumbo underlay of 9000 bytes minus the overhead.
+pub const MAX_TAP_MTU: u16 = 9000 - TAP_MTU_OVERHEAD;
+
+/// A loaded, validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub name: String,
+    pub listen: SocketAddr,
+    pub private_key_file: PathBuf,
+    pub control_socket: PathBuf,
+    pub control_group: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_level: Option<String>,
+    pub interface: InterfaceConfig,
+    pub switch: SwitchConfig,
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    pub name: String,
+    pub bridge: Option<String>,
+    pub address: Option<Cidr>,
+    pub mtu: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchConfig {
+    pub fdb_max_entries: usize,
+    pub fdb_ageing: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// An interface address with its prefix length, e.g. `10.77.0.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not ADDRESS/PREFIX (for example 10.77.0.1/24)"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("prefix `{prefix}` must be a number from 0 to {max}"))?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Why a config could not be used. The `Display` form is what the operator sees.
+#[derive(Debug)]
+pub enum ConfigError {
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Something at a known place in the file is wrong.
+    At {
+        path: PathBuf,
+        line: usize,
+        key: Option<String>,
+        message: String,
+    },
+    /// A problem with the file as a whole or with a file it points to.
+    Other {
+        path: PathBuf,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            ConfigError::At {
+                path,
+                line,
+                key: Some(key),
+                message,
+            } => write!(f, "{}:{line}: key `{key}`: {message}", path.display()),
+            ConfigError::At {
+                path,
+                line,
+                key: None,
+                message,
+            } => write!(f, "{}:{line}: {message}", path.display()),
+            ConfigError::Other { path, message } => write!(f, "{}: {message}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// The raw file shape. Validation that serde can express happens in `deserialize_with` helpers so
+// toml attaches the span; cross-field checks use `Spanned` to point at the right line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Spanned<String>,
+    listen: Option<SocketAddr>,
+    private_key_file: PathBuf,
+    control_socket: Option<PathBuf>,
+    control_group: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "de_log_level")]
+    log_level: Option<String>,
+    interface: Option<RawInterface>,
+    switch: Option<RawSwitch>,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    #[serde(default, deserialize_with = "de_opt_ifname")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_ifname")]
+    bridge: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_cidr")]
+    address: Option<Cidr>,
+    mtu: Option<Spanned<u16>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    fdb_max_entries: Option<Spanned<usize>>,
+    fdb_ageing_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: Spanned<String>,
+    #[serde(deserialize_with = "de_public_key")]
+    public_key: Spanned<PublicKey>,
+    endpoint: Option<SocketAddr>,
+}
+
+fn de_public_key<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<PublicKey>, D::Error> {
+    let s = Spanned::<String>::deserialize(d)?;
+    let span = s.span();
+    let key = s.get_ref().parse::<PublicKey>().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "not a meshd public key ({e}); use the 44-character value printed by `meshd pubkey`"
+        ))
+    })?;
+    Ok(Spanned::new(span, key))
+}
+
+fn de_opt_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cidr>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_ifname<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    validate_ifname(&s).map_err(serde::de::Error::custom)?;
+    Ok(Some(s))
+}
+
+fn de_log_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" => Ok(Some(s)),
+        _ => Err(serde::de::Error::custom(
+            "must be one of error, warn, info, debug, trace",
+        )),
+    }
+}
+
+/// Linux interface names: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
+pub fn validate_ifname(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err(format!(
+            "interface name `{s}` must be 1 to 15 characters long"
+        ));
+    }
+    if s == "." || s == ".." || s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(format!("`{s}` is not a valid interface name"));
+    }
+    Ok(())
+}
+
+/// Node and peer names: 1 to 63 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+/// They appear in logs, status output and metric labels, so they must be plain.
+pub fn validate_node_name(s: &str) -> Result<(), String> {
+    let ok_len = !s.is_empty() && s.len() <= 63;
+    let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok_len && ok_first && ok_chars {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a valid node name (1-63 characters of letters, digits, '-', '_', '.', starting with a letter or digit)"
+        ))
+    }
+}
+
+fn line_of(text: &str, span: &Range<usize>) -> usize {
+    text[..span.start.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key written on the line where `span` starts, when the line is `key = value`.
+fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = &text[line_start..line_end];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if it were the content of the file at `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |span: Range<usize>, key: Option<&str>, message: String| ConfigError::At {
+            path: path.to_path_buf(),
+            line: line_of(text, &span),
+            key: key.map(str::to_string).or_else(|| key_at(text, &span)),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => at(span, None, e.message().trim().to_string()),
+            None => ConfigError::Other {
+                path: path.to_path_buf(),
+                message: e.message().trim().to_string(),
+            },
+        })?;
+
+        validate_node_name(raw.name.get_ref()).map_err(|m| at(raw.name.span(), Some("name"), m))?;
+        let name = raw.name.into_inner();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let iface = raw.interface.unwrap_or_default();
+        if iface.bridge.is_some() && iface.address.is_some() {
+            return Err(ConfigError::Other {
+                path: path.to_path_buf(),
+                message: "[interface] sets both `bridge` and `address`: choose one (put the address on the bridge instead)".into(),
+            });
+        }
+        let mtu = match iface.mtu {
+            Some(m) if !(MIN_TAP_MTU..=MAX_TAP_MTU).contains(m.get_ref()) => {
+                return Err(at(
+                    m.span(),
+                    Some("interface.mtu"),
+                    format!("must be from {MIN_TAP_MTU} to {MAX_TAP_MTU}"),
+                ))
+            }
+            Some(m) => m.into_inner(),
+            None => DEFAULT_UNDERLAY_MTU - TAP_MTU_OVERHEAD,
+        };
+
+        let sw = raw.switch.unwrap_or_default();
+        let fdb_max_entries = match sw.fdb_max_entries {
+            Some(n) if !(16..=1_000_000).contains(n.get_ref()) => {
+                return Err(at(
+                    n.span(),
+                    Some("switch.fdb_max_entries"),
+                    "must be from 16 to 1000000".into(),
+                ))
+            }
+            Some(n) => n.into_inner(),
+            None => 8192,
+        };
+        let fdb_ageing = match sw.fdb_ageing_secs {
+            Some(n) if !(10..=86_400).contains(n.get_ref()) => {
+                return Err(at(
+                    n.span(),
+                    Some("switch.fdb_ageing_secs"),
+                    "must be from 10 to 86400 seconds".into(),
+                ))
+            }
+            Some(n) => Duration::from_secs(n.into_inner()),
+            None => Duration::from_secs(300),
+        };
+
+        let mut peers: Vec<PeerConfig> = Vec::with_capacity(raw.peers.len());
+        for p in raw.peers {
+            let span = p.name.span();
+            validate_node_name(p.name.get_ref()).map_err(|m| at(span.clone(), Some("name"), m))?;
+            if *p.name.get_ref() == name {
+                return Err(at(
+                    span,
+                    Some("name"),
+                    format!("peer `{name}` has this node's own name"),
+                ));
+            }
+            if peers.iter().any(|q| q.name == *p.name.get_ref()) {
+                return Err(at(
+                    span,
+                    Some("name"),
+                    format!("peer `{}` is listed twice", p.name.get_ref()),
+                ));
+            }
+            let key_span = p.public_key.span();
+            if peers.iter().any(|q| q.public_key == *p.public_key.get_ref()) {
+                return Err(at(
+                    key_span,
+                    Some("public_key"),
+                    "two peers share this public key".into(),
+                ));
+            }
+            peers.push(PeerConfig {
+                name: p.name.into_inner(),
+                public_key: p.public_key.into_inner(),
+                endpoint: p.endpoint,
+            });
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            listen: raw
+                .listen
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("constant address parses")),
+            private_key_file: resolve(&raw.private_key_file),
+            control_socket: raw
+                .control_socket
+                .as_deref()
+                .map(resolve)
+                .unwrap_or_else(|| PathBuf::from(format!("/run/meshd/{name}.sock"))),
+            control_group: raw.control_group,
+            metrics_listen: raw.metrics_listen,
+            log_level: raw.log_level,
+            interface: InterfaceConfig {
+                name: iface.name.unwrap_or_else(|| DEFAULT_INTERFACE.to_string()),
+                bridge: iface.bridge,
+                address: iface.address,
+                mtu,
+            },
+            switch: SwitchConfig {
+                fdb_max_entries,
+                fdb_ageing,
+            },
+            peers,
+            name,
+        })
+    }
+
+    /// Loads the private key, refusing a key file that others can read.
+    pub fn load_private_key(&self) -> Result<StaticSecret, ConfigError> {
+        read_private_key(&self.private_key_file)
+    }
+}
+
+/// Reads a base64 private key file, which must not be readable by group or others.
+pub fn read_private_key(path: &Path) -> Result<StaticSecret, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let other = |message: String| ConfigError::Other {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(other(format!(
+            "private key file has mode {mode:04o}; it must be readable by its owner only (chmod 600)"
+        )));
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?);
+    StaticSecret::from_base64(&text).map_err(|e| other(format!("not a meshd private key: {e}")))
+}
+
+/// Writes a private key file with mode 0600, failing if it already exists.
+pub fn write_private_key(path: &Path, secret: &StaticSecret) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let encoded = secret.to_base64();
+    f.write_all(encoded.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "q2Jq7nB5bY4sWJfK0l3mJ0o2n8iZ6oQk6b0hY2uVx1s=";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/meshd/meshd.toml"), text)
+    }
+
+    fn minimal() -> String {
+        "name = \"h1\"\nprivate_key_file = \"h1.key\"\n".to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(c.name, "h1");
+        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.private_key_file, PathBuf::from("/etc/meshd/h1.key"));
+        assert_eq!(c.control_socket, PathBuf::from("/run/meshd/h1.sock"));
+        assert_eq!(c.interface.name, "meshd0");
+        assert_eq!(c.interface.mtu, 1402);
+        assert_eq!(c.switch.fdb_max_entries, 8192);
+        assert_eq!(c.switch.fdb_ageing, Duration::from_secs(300));
+        assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let text = format!(
+            "{}listen = \"10.201.0.1:6655\"\ncontrol_socket = \"/tmp/x.sock\"\n[interface]\nbridge = \"br0\"\nmtu = 1400\n[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\nendpoint = \"10.201.0.2:6655\"\n",
+            minimal()
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.interface.bridge.as_deref(), Some("br0"));
+        assert_eq!(c.interface.mtu, 1400);
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].public_key.to_string(), KEY);
+        assert_eq!(c.peers[0].endpoint, Some("10.201.0.2:6655".parse().unwrap()));
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err(&format!("{}colour = \"red\"\n", minimal()));
+        assert!(e.contains(":3:"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_names_key_and_line() {
+        let e = err(&format!("{}listen = \"nowhere\"\n", minimal()));
+        assert!(e.contains(":3:") && e.contains("`listen`"), "{e}");
+    }
+
+    #[test]
+    fn bad_public_key_names_key_and_line() {
+        let e = err(&format!(
+            "{}[[peers]]\nname = \"h2\"\npublic_key = \"abc\"\n",
+            minimal()
+        ));
+        assert!(e.contains(":5:") && e.contains("public_key"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_peer_and_own_name_rejected() {
+        let p = format!("[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\n");
+        let e = err(&format!("{}{p}{p}", minimal()));
+        assert!(e.contains(":6:") && e.contains("twice"), "{e}");
+        let e = err(&format!(
+            "{}[[peers]]\nname = \"h1\"\npublic_key = \"{KEY}\"\n",
+            minimal()
+        ));
+        assert!(e.contains("own name"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_rejected() {
+        let e = err(&format!("{}[interface]\nmtu = 100\n", minimal()));
+        assert!(e.contains(":4:") && e.contains("interface.mtu"), "{e}");
+        let e = err(&format!("{}[switch]\nfdb_ageing_secs = 1\n", minimal()));
+        assert!(e.contains("fdb_ageing_secs"), "{e}");
+        let e = err(&format!("{}[interface]\naddress = \"10.0.0.1/40\"\n", minimal()));
+        assert!(e.contains(":4:") && e.contains("address"), "{e}");
+        let e = err(&format!(
+            "{}[interface]\nname = \"averyveryverylongname\"\n",
+            minimal()
+        ));
+        assert!(e.contains("15 characters"), "{e}");
+    }
+
+    #[test]
+    fn bridge_and_address_exclusive() {
+        let e = err(&format!(
+            "{}[interface]\nbridge = \"br0\"\naddress = \"10.0.0.1/24\"\n",
+            minimal()
+        ));
+        assert!(e.contains("choose one"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_reported() {
+        let e = err("name = \"h1\"\n");
+        assert!(e.contains("private_key_file"), "{e}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_node_name("h1").is_ok());
+        assert!(validate_node_name("web-01.dc2").is_ok());
+        assert!(validate_node_name("").is_err());
+        assert!(validate_node_name("-x").is_err());
+        assert!(validate_node_name("a b").is_err());
+        assert!(validate_node_name(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn cidr_parses_and_displays() {
+        let c: Cidr = "fd77::1/64".parse().unwrap();
+        assert_eq!(c.to_string(), "fd77::1/64");
+        assert!("10.0.0.1".parse::<Cidr>().is_err());
+        assert!("10.0.0.1/33".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn private_key_mode_is_enforced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("meshd-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.key");
+        let _ = std::fs::remove_file(&path);
+        let secret = StaticSecret::from_bytes([7; 32]);
+        write_private_key(&path, &secret).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let back = read_private_key(&path).unwrap();
+        assert_eq!(back.public_key(), secret.public_key());
+        assert!(write_private_key(&path, &secret).is_err(), "no overwrite");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_private_key(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

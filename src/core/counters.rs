@@ -1,0 +1,94 @@
+//! Event counters of a node: every dropped packet is counted under the reason it was dropped.
+//!
+//! Counters only ever increase. Their names are stable: they appear in `meshd status`, in the JSON
+//! status and as Prometheus metric labels, so renaming one is an interface change.
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Monotonic counters of a node, one field per event or drop reason.
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            /// Every counter with its stable name, in declaration order.
+            pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                [$((stringify!($name), self.$name)),*].into_iter()
+            }
+        }
+    };
+}
+
+counters! {
+    /// Datagrams received on the UDP socket.
+    rx_datagrams,
+    /// Datagrams shorter than their message type requires, or of the wrong length.
+    rx_malformed,
+    /// Datagrams carrying a protocol version this node does not speak.
+    rx_bad_version,
+    /// Datagrams of a message type this node does not know.
+    rx_unknown_type,
+    /// Data packets for a session index this node does not have.
+    rx_unknown_index,
+    /// Data packets whose counter was already seen or is too old for the replay window.
+    rx_replayed,
+    /// Data packets that failed authentication.
+    rx_decrypt_failed,
+    /// Data packets on a session past its lifetime.
+    rx_expired_session,
+    /// Data packets with a payload kind this node does not know.
+    rx_unknown_kind,
+    /// Decrypted frames too short to be Ethernet.
+    rx_bad_frame,
+    /// Handshake messages whose mac1 did not verify (sent without knowing our public key).
+    rx_bad_mac1,
+    /// Handshake messages dropped because the handshake rate limit was reached.
+    rx_handshake_ratelimited,
+    /// Handshake messages that failed Noise processing.
+    rx_handshake_failed,
+    /// Initiations that were not newer than the last one from the same peer (replays).
+    rx_handshake_replayed,
+    /// Valid initiations from a key that is not a configured peer.
+    rx_unknown_peer,
+    /// Frames from the TAP too short to be Ethernet.
+    tx_bad_frame,
+    /// Frames from the TAP larger than the configured maximum.
+    tx_oversize,
+    /// Frames dropped because the peer had no session and its queue was full.
+    tx_no_session,
+    /// Frames to a peer whose session ran out of message counters.
+    tx_counter_exhausted,
+    /// Frames received from a peer and delivered to the TAP.
+    frames_to_tap,
+    /// Frames read from the TAP and sent to at least one peer.
+    frames_from_tap,
+    /// Frames flooded (broadcast, multicast, unknown unicast).
+    frames_flooded,
+    /// Handshakes this node completed (either role).
+    handshakes_completed,
+    /// Handshake initiations this node sent, retransmissions included.
+    handshakes_initiated,
+    /// Keepalives sent.
+    keepalives_sent,
+    /// MAC addresses that moved between ports (a container moved between hosts).
+    fdb_moves,
+    /// FDB entries evicted because the table was full.
+    fdb_evictions,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_listed_in_order() {
+        let c = Counters {
+            rx_datagrams: 3,
+            ..Default::default()
+        };
+        let v: Vec<_> = c.iter().collect();
+        assert_eq!(v[0], ("rx_datagrams", 3));
+        assert!(v.iter().any(|(n, _)| *n == "fdb_evictions"));
+    }
+}

@@ -1,0 +1,15 @@
+//! The sans-IO core: every protocol state machine of a node, driven by `(now, bytes)`.
+//!
+//! Nothing in here reads a clock, the OS random source or a socket; the `io` layer owns those and feeds
+//! their results in. That keeps every behaviour reproducible under a virtual clock in tests.
+
+pub mod switch;
+pub mod buffer;
+pub mod counters;
+pub mod node;
+pub mod peer;
+pub mod ratelimit;
+
+pub use buffer::{BufferPool, PacketBuf};
+pub use counters::Counters;
+pub use node::{CoreStatus, Node, NodeConfig, PeerSpec, Received, Transmit};

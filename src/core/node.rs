@@ -1,0 +1,831 @@
+//! The node state machine: handshakes, sessions, timers and the switch, driven by `(now, bytes)`.
+//!
+//! Inputs: frames read from the TAP (`handle_tap_frame`), datagrams from the UDP socket
+//! (`handle_datagram`) and the passage of time (`handle_timeout`). Outputs: datagrams to send
+//! (`poll_transmit`), frames to write to the TAP (returned by `handle_datagram` as a range of the
+//! caller's buffer, so received frames are decrypted in place and never copied), and `poll_timeout`.
+//!
+//! Invariants: every local index in `by_index` belongs to exactly one session or pending initiation
+//! of the peer it maps to, and is removed when that session or initiation goes; a frame received
+//! from a peer is only ever delivered to the TAP (split horizon), so a full mesh cannot loop; a
+//! packet is authenticated before anything about it (endpoint, FDB, counters of good traffic) is
+//! believed; no Diffie-Hellman work is done for a handshake message before its mac1 verified and
+//! the rate limiter let it through.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use meshd_crypto::{
+    compute_mac1, mac1_key, respond, verify_mac1, CoreRng, CryptoError, Initiator, PublicKey,
+    StaticSecret, REKEY_AFTER_MESSAGES,
+};
+use rand_core::RngCore;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::buffer::{BufferPool, PacketBuf};
+use super::counters::Counters;
+use super::peer::{
+    retry_delay, HandshakeProgress, Initiation, Peer, Session, Slot, DEAD_AFTER,
+    KEEPALIVE_INTERVAL, PENDING_FRAMES_MAX, REJECT_AFTER_TIME,
+};
+use super::ratelimit::{HandshakeLimiter, LIMITER_SWEEP_INTERVAL};
+use super::switch::{Fdb, FdbConfig, Forward, Learned, PeerId, Port};
+use crate::wire::{
+    classify, emit_data_header, Data, EthernetFrame, HandshakeInit, HandshakeResponse,
+    MessageType, PayloadKind, WireError, DATA_HEADER_LEN, HANDSHAKE_INIT_LEN,
+    HANDSHAKE_RESPONSE_LEN,
+};
+
+/// Bound into every handshake so a meshd node never completes one with another protocol.
+pub const NOISE_PROLOGUE: &[u8] = b"meshd v1";
+/// How often aged FDB entries and idle rate-limiter sources are swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// Idle buffers the pool keeps for reuse.
+const POOL_IDLE_MAX: usize = 1024;
+
+/// A configured peer as the core needs it.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Everything a node is built from. The io layer supplies the random seed and the wall-clock time
+/// that corresponds to `now`, so the core itself never asks the OS for either.
+pub struct NodeConfig {
+    pub secret: StaticSecret,
+    pub peers: Vec<PeerSpec>,
+    pub fdb: FdbConfig,
+    /// Largest Ethernet frame carried (TAP MTU + Ethernet header + one VLAN tag).
+    pub max_frame: usize,
+    pub rng_seed: [u8; 32],
+    pub now: Instant,
+    /// Nanoseconds since the Unix epoch at `now`; used for replay-proof initiation timestamps.
+    pub unix_nanos_at_now: u64,
+}
+
+/// A datagram to send.
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub packet: PacketBuf,
+}
+
+/// What `handle_datagram` found in a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// An Ethernet frame for the TAP, at this range of the datagram buffer.
+    Frame(Range<usize>),
+    /// Nothing for the TAP (a handshake, keepalive, or a dropped packet, counted).
+    Nothing,
+}
+
+/// Index keys are random, so hashing them again buys nothing; lookups by attacker-chosen keys
+/// cannot degrade the table because only this node inserts.
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IndexMap = HashMap<u32, PeerId, BuildHasherDefault<IndexHasher>>;
+
+pub struct Node {
+    secret: StaticSecret,
+    public_key: PublicKey,
+    our_mac1_key: [u8; 32],
+    rng: CoreRng,
+    peers: Vec<Peer>,
+    by_key: HashMap<PublicKey, PeerId>,
+    by_index: IndexMap,
+    fdb: Fdb,
+    limiter: HandshakeLimiter,
+    transmits: VecDeque<Transmit>,
+    pool: BufferPool,
+    counters: Counters,
+    clock_base: (Instant, u64),
+    last_timestamp: u64,
+    last_now: Instant,
+    next_sweep: Instant,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig) -> Node {
+        let public_key = config.secret.public_key();
+        let peers: Vec<Peer> = config
+            .peers
+            .into_iter()
+            .map(|p| Peer::new(p.name, p.public_key, p.endpoint))
+            .collect();
+        let by_key = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.public_key, i as PeerId))
+            .collect();
+        Node {
+            our_mac1_key: mac1_key(&public_key),
+            public_key,
+            secret: config.secret,
+            rng: CoreRng::from_seed(config.rng_seed),
+            peers,
+            by_key,
+            by_index: IndexMap::default(),
+            fdb: Fdb::new(config.fdb),
+            limiter: HandshakeLimiter::new(config.now),
+            transmits: VecDeque::new(),
+            pool: BufferPool::new(config.max_frame, POOL_IDLE_MAX),
+            counters: Counters::default(),
+            clock_base: (config.now, config.unix_nanos_at_now),
+            last_timestamp: 0,
+            last_now: config.now,
+            next_sweep: config.now + SWEEP_INTERVAL,
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// The largest frame a buffer from `take_buffer` holds.
+    pub fn max_frame(&self) -> usize {
+        self.pool.max_frame()
+    }
+
+    /// A buffer to read a frame into; give it back through `handle_tap_frame` or `recycle`.
+    pub fn take_buffer(&mut self) -> PacketBuf {
+        self.pool.take()
+    }
+
+    /// Returns a buffer (typically a sent `Transmit`'s) for reuse.
+    pub fn recycle(&mut self, buf: PacketBuf) {
+        self.pool.give(buf);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Counters, with the switch's own counts folded in.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.fdb_moves = self.fdb.moves();
+        c.fdb_evictions = self.fdb.evictions();
+        c
+    }
+
+    fn observe(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+    }
+
+    /// A strictly increasing wall-clock timestamp, so a restarted node's initiations are newer
+    /// than any it sent before (as long as the host clock does not step back past them).
+    fn next_timestamp(&mut self, now: Instant) -> u64 {
+        let (base_instant, base_nanos) = self.clock_base;
+        let elapsed = now.saturating_duration_since(base_instant).as_nanos() as u64;
+        let ts = base_nanos.saturating_add(elapsed).max(self.last_timestamp + 1);
+        self.last_timestamp = ts;
+        ts
+    }
+
+    fn alloc_index(&mut self, peer: PeerId) -> u32 {
+        loop {
+            let index = self.rng.next_u32();
+            if let std::collections::hash_map::Entry::Vacant(e) = self.by_index.entry(index) {
+                e.insert(peer);
+                return index;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- frames from the TAP
+
+    /// Switches a frame read from the TAP to the peers it must reach.
+    pub fn handle_tap_frame(&mut self, now: Instant, frame: PacketBuf) {
+        self.observe(now);
+        let (src, dst) = match EthernetFrame::new_checked(frame.bytes()) {
+            Ok(eth) => (eth.src(), eth.dst()),
+            Err(_) => {
+                self.counters.tx_bad_frame += 1;
+                self.pool.give(frame);
+                return;
+            }
+        };
+        if let Learned::Moved { from } = self.fdb.learn(now, src, Port::Local) {
+            debug!(mac = %src, from = ?from, "MAC moved to this host");
+        }
+        match self.fdb.forward_from_local(now, dst) {
+            Forward::Drop | Forward::Local => self.pool.give(frame),
+            Forward::Unicast(peer) => {
+                self.counters.frames_from_tap += 1;
+                self.send_frame(now, peer, frame);
+            }
+            Forward::Flood => self.flood(now, frame),
+        }
+    }
+
+    fn flood(&mut self, now: Instant, frame: PacketBuf) {
+        let targets: Vec<PeerId> = (0..self.peers.len() as PeerId)
+            .filter(|&id| {
+                let p = &self.peers[id as usize];
+                p.current.is_some() || p.endpoint.is_some()
+            })
+            .collect();
+        let Some((&last, rest)) = targets.split_last() else {
+            self.pool.give(frame);
+            return;
+        };
+        self.counters.frames_flooded += 1;
+        self.counters.frames_from_tap += 1;
+        for &id in rest {
+            let mut copy = self.pool.take();
+            copy.copy_frame_from(frame.bytes());
+            self.send_frame(now, id, copy);
+        }
+        self.send_frame(now, last, frame);
+    }
+
+    /// Sends a frame to one peer now if it has a session, else queues it and starts a handshake.
+    fn send_frame(&mut self, now: Instant, id: PeerId, frame: PacketBuf) {
+        let peer = &mut self.peers[id as usize];
+        let usable = peer
+            .current
+            .as_ref()
+            .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES);
+        if usable {
+            self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
+            let s = self.peers[id as usize].current.as_ref().expect("checked usable");
+            if now >= s.rekey_at() && s.we_initiated {
+                self.start_handshake(now, id);
+            }
+        } else {
+            if peer.pending.len() >= PENDING_FRAMES_MAX {
+                if let Some(old) = peer.pending.pop_front() {
+                    self.counters.tx_no_session += 1;
+                    self.pool.give(old);
+                }
+            }
+            self.peers[id as usize].pending.push_back(frame);
+            self.start_handshake(now, id);
+        }
+    }
+
+    /// Encrypts `packet` in place on the peer's current session and queues the datagram.
+    fn seal_and_queue(&mut self, now: Instant, id: PeerId, kind: PayloadKind, mut packet: PacketBuf) {
+        let peer = &mut self.peers[id as usize];
+        let (Some(session), Some(destination)) = (peer.current.as_mut(), peer.endpoint) else {
+            self.pool.give(packet);
+            return;
+        };
+        let plain_len = packet.len() as u64;
+        let sealed = session.send.next_counter().and_then(|counter| {
+            let remote = session.remote_index;
+            let send = &session.send;
+            packet.seal_with(|head, body, tail| {
+                emit_data_header(head, kind, remote, counter);
+                let tag = send.seal_in_place(counter, head, body)?;
+                tail.copy_from_slice(&tag);
+                Ok::<(), CryptoError>(())
+            })
+        });
+        match sealed {
+            Ok(()) => {
+                peer.tx_bytes += plain_len;
+                peer.last_sent = Some(now);
+                self.transmits.push_back(Transmit {
+                    destination,
+                    packet,
+                });
+            }
+            Err(_) => {
+                self.counters.tx_counter_exhausted += 1;
+                self.pool.give(packet);
+                self.start_handshake(now, id);
+            }
+        }
+    }
+
+    fn send_keepalive(&mut self, now: Instant, id: PeerId) {
+        let mut packet = self.pool.take();
+        packet.set_frame_len(0);
+        self.counters.keepalives_sent += 1;
+        self.seal_and_queue(now, id, PayloadKind::Keepalive, packet);
+    }
+
+    fn flush_pending(&mut self, now: Instant, id: PeerId) {
+        let pending = std::mem::take(&mut self.peers[id as usize].pending);
+        let had_any = !pending.is_empty();
+        for frame in pending {
+            self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
+        }
+        if !had_any && self.peers[id as usize].current.as_ref().is_some_and(|s| s.we_initiated) {
+            // The responder only starts sending on a session once it has received on it.
+            self.send_keepalive(now, id);
+        }
+    }
+
+    // ---------------------------------------------------------------- datagrams from the network
+
+    /// Processes one received datagram. A received Ethernet frame is decrypted in place and its
+    /// range inside `datagram` returned for the caller to write to the TAP.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Received {
+        self.observe(now);
+        self.counters.rx_datagrams += 1;
+        match classify(datagram) {
+            Ok(MessageType::Data) => self.on_data(now, from, datagram),
+            Ok(MessageType::HandshakeInit) => {
+                self.on_handshake_init(now, from, datagram);
+                Received::Nothing
+            }
+            Ok(MessageType::HandshakeResponse) => {
+                self.on_handshake_response(now, from, datagram);
+                Received::Nothing
+            }
+            Ok(MessageType::CookieReply) | Ok(MessageType::Unknown(_)) => {
+                self.counters.rx_unknown_type += 1;
+                Received::Nothing
+            }
+            Err(e) => {
+                self.count_wire_error(e);
+                Received::Nothing
+            }
+        }
+    }
+
+    fn count_wire_error(&mut self, e: WireError) {
+        match e {
+            WireError::BadVersion(_) => self.counters.rx_bad_version += 1,
+            _ => self.counters.rx_malformed += 1,
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) -> Received {
+        let (index, counter, kind) = match Data::new_checked(&*datagram) {
+            Ok(d) => (d.receiver_index(), d.counter(), d.payload_kind()),
+            Err(e) => {
+                self.count_wire_error(e);
+                return Received::Nothing;
+            }
+        };
+        let Some(&id) = self.by_index.get(&index) else {
+            self.counters.rx_unknown_index += 1;
+            return Received::Nothing;
+        };
+        let peer = &mut self.peers[id as usize];
+        let Some(slot) = peer.slot_of(index) else {
+            self.counters.rx_unknown_index += 1;
+            return Received::Nothing;
+        };
+        let session = peer.session_mut(slot).expect("slot_of found it");
+        if session.expired(now) {
+            self.counters.rx_expired_session += 1;
+            return Received::Nothing;
+        }
+        if !session.replay.check(counter) {
+            self.counters.rx_replayed += 1;
+            return Received::Nothing;
+        }
+        let (header, body) = datagram.split_at_mut(DATA_HEADER_LEN);
+        let plain_len = match session.recv.open_in_place(counter, header, body) {
+            Ok(plain) => plain.len(),
+            Err(_) => {
+                self.counters.rx_decrypt_failed += 1;
+                return Received::Nothing;
+            }
+        };
+        if !session.replay.accept(counter) {
+            self.counters.rx_replayed += 1;
+            return Received::Nothing;
+        }
+
+        // Authenticated from here on.
+        peer.last_received = Some(now);
+        peer.rx_bytes += plain_len as u64;
+        if peer.endpoint != Some(from) {
+            info!(peer = %peer.name, old = ?peer.endpoint, new = %from, "peer endpoint changed");
+            peer.endpoint = Some(from);
+        }
+        if slot == Slot::Next {
+            self.promote_next(now, id);
+        }
+        let frame = DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len;
+        match kind {
+            PayloadKind::Keepalive => Received::Nothing,
+            PayloadKind::Ethernet => {
+                let (src, dst) = match EthernetFrame::new_checked(&datagram[frame.clone()]) {
+                    Ok(eth) => (eth.src(), eth.dst()),
+                    Err(_) => {
+                        self.counters.rx_bad_frame += 1;
+                        return Received::Nothing;
+                    }
+                };
+                if let Learned::Moved { from } = self.fdb.learn(now, src, Port::Peer(id)) {
+                    debug!(mac = %src, from = ?from, peer = %self.peers[id as usize].name, "MAC moved");
+                }
+                match self.fdb.forward_from_peer(now, id, dst) {
+                    Forward::Local => {
+                        self.counters.frames_to_tap += 1;
+                        Received::Frame(frame)
+                    }
+                    _ => Received::Nothing,
+                }
+            }
+            PayloadKind::Unknown(_) => {
+                self.counters.rx_unknown_kind += 1;
+                Received::Nothing
+            }
+        }
+    }
+
+    /// The initiator has proven it holds the keys of the session we answered: start using it.
+    fn promote_next(&mut self, now: Instant, id: PeerId) {
+        let peer = &mut self.peers[id as usize];
+        let Some(next) = peer.next.take() else { return };
+        let was_up = peer.current.is_some();
+        if let Some(old) = peer.previous.take() {
+            self.by_index.remove(&old.local_index);
+        }
+        peer.previous = peer.current.replace(next);
+        peer.handshake = HandshakeProgress::default();
+        if let Some(init) = peer.initiation.take() {
+            self.by_index.remove(&init.local_index);
+        }
+        if !was_up {
+            info!(peer = %peer.name, "peer up");
+        }
+        self.flush_pending(now, id);
+    }
+
+    fn on_handshake_init(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let init = match HandshakeInit::new_checked(datagram) {
+            Ok(m) => m,
+            Err(e) => return self.count_wire_error(e),
+        };
+        if !verify_mac1(&self.our_mac1_key, init.mac1_covered(), init.mac1()) {
+            self.counters.rx_bad_mac1 += 1;
+            return;
+        }
+        if !self.limiter.allow(now, from.ip()) {
+            self.counters.rx_handshake_ratelimited += 1;
+            return;
+        }
+        let responder = match respond(&self.secret, NOISE_PROLOGUE, &mut self.rng, init.noise()) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.rx_handshake_failed += 1;
+                return;
+            }
+        };
+        let remote = responder.remote_static();
+        let Some(&id) = self.by_key.get(&remote) else {
+            self.counters.rx_unknown_peer += 1;
+            debug!(key = %remote, %from, "handshake from a key that is not a peer");
+            return;
+        };
+        let timestamp = u64::from_be_bytes(responder.timestamp());
+        if timestamp <= self.peers[id as usize].last_init_timestamp {
+            self.counters.rx_handshake_replayed += 1;
+            return;
+        }
+        let sender_index = init.sender_index();
+        let local_index = self.alloc_index(id);
+        let mut packet = self.pool.take();
+        let area = &mut packet.frame_area()[..HANDSHAKE_RESPONSE_LEN];
+        let mut msg = HandshakeResponse::new_emit(area).expect("buffer holds a response");
+        msg.fill_header();
+        msg.set_sender_index(local_index);
+        msg.set_receiver_index(sender_index);
+        let keys = match responder.write_response(msg.noise_mut()) {
+            Ok((_, keys)) => keys,
+            Err(_) => {
+                self.counters.rx_handshake_failed += 1;
+                self.by_index.remove(&local_index);
+                self.pool.give(packet);
+                return;
+            }
+        };
+        let peer = &mut self.peers[id as usize];
+        let mac1 = compute_mac1(&peer.mac1_key, msg.mac1_covered());
+        msg.set_mac1(&mac1);
+        msg.set_mac2(&[0; 16]);
+        packet.set_frame_len(HANDSHAKE_RESPONSE_LEN);
+
+        peer.last_init_timestamp = timestamp;
+        peer.endpoint = Some(from);
+        peer.last_handshake = Some(now);
+        let session = Session::new(local_index, sender_index, keys, now, false);
+        if let Some(old) = peer.next.replace(session) {
+            self.by_index.remove(&old.local_index);
+        }
+        self.counters.handshakes_completed += 1;
+        debug!(peer = %self.peers[id as usize].name, %from, "answered handshake");
+        self.transmits.push_back(Transmit {
+            destination: from,
+            packet,
+        });
+    }
+
+    fn on_handshake_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let resp = match HandshakeResponse::new_checked(datagram) {
+            Ok(m) => m,
+            Err(e) => return self.count_wire_error(e),
+        };
+        if !verify_mac1(&self.our_mac1_key, resp.mac1_covered(), resp.mac1()) {
+            self.counters.rx_bad_mac1 += 1;
+            return;
+        }
+        let index = resp.receiver_index();
+        let Some(&id) = self.by_index.get(&index) else {
+            self.counters.rx_unknown_index += 1;
+            return;
+        };
+        if !self.limiter.allow(now, from.ip()) {
+            self.counters.rx_handshake_ratelimited += 1;
+            return;
+        }
+        let peer = &mut self.peers[id as usize];
+        let Some(initiation) = peer.initiation.as_mut().filter(|i| i.local_index == index) else {
+            self.counters.rx_unknown_index += 1;
+            return;
+        };
+        // A forged response must not cancel the real one still on its way, so a failure leaves
+        // the initiation in place.
+        let keys = match initiation.initiator.try_read_response(resp.noise()) {
+            Ok(keys) => keys,
+            Err(_) => {
+                self.counters.rx_handshake_failed += 1;
+                return;
+            }
+        };
+        peer.initiation = None;
+        let session = Session::new(index, resp.sender_index(), keys, now, true);
+        if let Some(old) = peer.previous.take() {
+            self.by_index.remove(&old.local_index);
+        }
+        let was_up = peer.current.is_some();
+        peer.previous = peer.current.replace(session);
+        peer.handshake = HandshakeProgress::default();
+        peer.last_handshake = Some(now);
+        peer.endpoint = Some(from);
+        self.counters.handshakes_completed += 1;
+        if !was_up {
+            info!(peer = %peer.name, endpoint = %from, "peer up");
+        }
+        self.flush_pending(now, id);
+    }
+
+    // ---------------------------------------------------------------- handshakes we drive
+
+    /// Starts a handshake round with the peer unless one is already running.
+    fn start_handshake(&mut self, now: Instant, id: PeerId) {
+        let peer = &mut self.peers[id as usize];
+        if peer.handshake.in_progress() || peer.endpoint.is_none() {
+            return;
+        }
+        peer.handshake = HandshakeProgress {
+            attempts: 0,
+            started: Some(now),
+            next_attempt: Some(now),
+        };
+        self.send_initiation(now, id);
+    }
+
+    /// Sends a fresh initiation (new ephemeral key and index) and schedules the retransmission.
+    fn send_initiation(&mut self, now: Instant, id: PeerId) {
+        let Some(destination) = self.peers[id as usize].endpoint else {
+            self.peers[id as usize].handshake = HandshakeProgress::default();
+            return;
+        };
+        if let Some(old) = self.peers[id as usize].initiation.take() {
+            self.by_index.remove(&old.local_index);
+        }
+        let remote = self.peers[id as usize].public_key;
+        let mut initiator =
+            match Initiator::new(&self.secret, &remote, NOISE_PROLOGUE, &mut self.rng) {
+                Ok(i) => i,
+                Err(e) => {
+                    warn!(peer = %self.peers[id as usize].name, error = %e, "cannot start handshake");
+                    return;
+                }
+            };
+        let timestamp = self.next_timestamp(now);
+        let local_index = self.alloc_index(id);
+        let mut packet = self.pool.take();
+        let area = &mut packet.frame_area()[..HANDSHAKE_INIT_LEN];
+        let mut msg = HandshakeInit::new_emit(area).expect("buffer holds an initiation");
+        msg.fill_header();
+        msg.set_sender_index(local_index);
+        if initiator
+            .write_init(timestamp.to_be_bytes(), msg.noise_mut())
+            .is_err()
+        {
+            self.by_index.remove(&local_index);
+            self.pool.give(packet);
+            return;
+        }
+        let peer = &mut self.peers[id as usize];
+        let mac1 = compute_mac1(&peer.mac1_key, msg.mac1_covered());
+        msg.set_mac1(&mac1);
+        msg.set_mac2(&[0; 16]);
+        packet.set_frame_len(HANDSHAKE_INIT_LEN);
+
+        peer.initiation = Some(Initiation {
+            initiator,
+            local_index,
+        });
+        let delay = retry_delay(peer.handshake.attempts);
+        let jitter_ms = self.rng.next_u32() as u64 % (delay.as_millis() as u64 / 4 + 1);
+        let peer = &mut self.peers[id as usize];
+        peer.handshake.attempts += 1;
+        peer.handshake.next_attempt = Some(now + delay + Duration::from_millis(jitter_ms));
+        self.counters.handshakes_initiated += 1;
+        debug!(peer = %peer.name, attempt = peer.handshake.attempts, %destination, "sent handshake initiation");
+        self.transmits.push_back(Transmit {
+            destination,
+            packet,
+        });
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe(now);
+        for id in 0..self.peers.len() as PeerId {
+            self.peer_timers(now, id);
+        }
+        if now >= self.next_sweep {
+            self.fdb.expire(now);
+            self.limiter.sweep(now);
+            self.next_sweep = now + SWEEP_INTERVAL.min(LIMITER_SWEEP_INTERVAL);
+        }
+    }
+
+    fn peer_timers(&mut self, now: Instant, id: PeerId) {
+        let peer = &mut self.peers[id as usize];
+        for slot in [&mut peer.current, &mut peer.previous, &mut peer.next] {
+            if slot.as_ref().is_some_and(|s| s.expired(now)) {
+                let s = slot.take().expect("checked");
+                self.by_index.remove(&s.local_index);
+            }
+        }
+        let dead = peer.current.is_some()
+            && peer
+                .last_heard()
+                .is_some_and(|t| now.saturating_duration_since(t) >= DEAD_AFTER);
+        if dead {
+            warn!(peer = %peer.name, "peer down: nothing received for {}s", DEAD_AFTER.as_secs());
+            for s in [peer.current.take(), peer.previous.take(), peer.next.take()]
+                .into_iter()
+                .flatten()
+            {
+                self.by_index.remove(&s.local_index);
+            }
+            self.fdb.remove_port(Port::Peer(id));
+        }
+        let peer = &self.peers[id as usize];
+        if let Some(s) = &peer.current {
+            let idle_since = peer.last_sent.unwrap_or(s.created).max(s.created);
+            if now.saturating_duration_since(idle_since) >= KEEPALIVE_INTERVAL {
+                self.send_keepalive(now, id);
+            }
+        }
+        let peer = &self.peers[id as usize];
+        let needs_session = match &peer.current {
+            None => peer.endpoint.is_some(),
+            Some(s) => now >= s.rekey_at(),
+        };
+        if peer.handshake.in_progress() {
+            if peer.handshake.next_attempt.is_some_and(|t| now >= t) {
+                self.send_initiation(now, id);
+            }
+        } else if needs_session {
+            self.start_handshake(now, id);
+        }
+        let peer = &mut self.peers[id as usize];
+        if peer.current.is_none() && !peer.pending.is_empty() && peer.state(now) == "down" {
+            let n = peer.pending.len() as u64;
+            self.counters.tx_no_session += n;
+            for frame in std::mem::take(&mut peer.pending) {
+                self.pool.give(frame);
+            }
+        }
+    }
+
+    /// When `handle_timeout` next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.next_sweep;
+        for p in &self.peers {
+            let mut consider = |t: Instant| next = next.min(t);
+            if let Some(t) = p.handshake.next_attempt {
+                consider(t);
+            }
+            for s in [&p.current, &p.previous, &p.next].into_iter().flatten() {
+                consider(s.created + REJECT_AFTER_TIME);
+            }
+            if let Some(s) = &p.current {
+                consider(p.last_sent.unwrap_or(s.created).max(s.created) + KEEPALIVE_INTERVAL);
+                if let Some(t) = p.last_heard() {
+                    consider(t + DEAD_AFTER);
+                }
+                if !p.handshake.in_progress() {
+                    consider(s.rekey_at());
+                }
+            } else if p.endpoint.is_some() && !p.handshake.in_progress() {
+                consider(self.last_now);
+            }
+        }
+        Some(next)
+    }
+
+    // ---------------------------------------------------------------- status
+
+    pub fn status(&self, now: Instant) -> CoreStatus {
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| PeerStatus {
+                name: p.name.clone(),
+                public_key: p.public_key.to_string(),
+                endpoint: p.endpoint.map(|e| e.to_string()),
+                state: p.state(now).to_string(),
+                via: None,
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+                last_handshake_secs_ago: p
+                    .last_handshake
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+            })
+            .collect();
+        let mut fdb: Vec<FdbEntryStatus> = self
+            .fdb
+            .iter(now)
+            .map(|(mac, port, age)| FdbEntryStatus {
+                mac: mac.to_string(),
+                port: match port {
+                    Port::Local => "local".to_string(),
+                    Port::Peer(id) => self.peers[id as usize].name.clone(),
+                },
+                age_secs: age.as_secs(),
+            })
+            .collect();
+        fdb.sort_by(|a, b| a.mac.cmp(&b.mac));
+        CoreStatus {
+            public_key: self.public_key.to_string(),
+            peers,
+            fdb,
+            counters: self
+                .counters()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub state: String,
+    /// The relay this peer is reached through; always direct until relaying exists.
+    pub via: Option<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub last_handshake_secs_ago: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FdbEntryStatus {
+    pub mac: String,
+    pub port: String,
+    pub age_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoreStatus {
+    pub public_key: String,
+    pub peers: Vec<PeerStatus>,
+    pub fdb: Vec<FdbEntryStatus>,
+    pub counters: BTreeMap<String, u64>,
+}

@@ -1,0 +1,210 @@
+//! The data-path worker: the one owner of a node, its TAP queue and its UDP socket.
+//!
+//! Each wake-up handles a batch: up to `TAP_BATCH` frames from the TAP or a recvmmsg batch of
+//! datagrams (with GRO, one buffer may hold many), then flushes what the core queued. Frames
+//! received from peers are decrypted in place inside the receive buffer and written to the TAP
+//! from there; frames read from the TAP are encrypted in place inside their pooled buffer. Nothing
+//! on this path allocates once the pool is warm.
+
+use std::io::{self, IoSliceMut};
+use std::time::Instant;
+
+use quinn_udp::RecvMeta;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use tun_rs::AsyncDevice;
+
+use super::control::ControlRequest;
+use super::udp::{Udp, MAX_DATAGRAM};
+use super::RunError;
+use crate::core::{Node, Received};
+use crate::status::{InterfaceStatus, NodeStatus};
+
+/// Frames read from the TAP per wake-up before the worker looks at the socket again.
+pub const TAP_BATCH: usize = 64;
+/// recvmmsg batches handled per wake-up before the worker looks at the TAP again.
+pub const UDP_BATCHES_PER_WAKE: usize = 8;
+
+/// What status needs that the core does not know.
+pub struct StaticInfo {
+    pub name: String,
+    pub listen: String,
+    pub interface: InterfaceStatus,
+    pub started: Instant,
+}
+
+/// Failures of the io layer itself, reported beside the core's counters.
+#[derive(Default)]
+struct IoCounters {
+    udp_send_errors: u64,
+    udp_recv_errors: u64,
+    tap_read_errors: u64,
+    tap_write_errors: u64,
+}
+
+pub struct Worker {
+    node: Node,
+    tap: AsyncDevice,
+    udp: Udp,
+    info: StaticInfo,
+    rx_bufs: Vec<Vec<u8>>,
+    rx_meta: Vec<RecvMeta>,
+    io_counters: IoCounters,
+}
+
+impl Worker {
+    pub fn new(node: Node, tap: AsyncDevice, udp: Udp, info: StaticInfo) -> Worker {
+        let per_buf = if udp.gro_segments() > 1 {
+            MAX_DATAGRAM
+        } else {
+            node.max_frame() + 64
+        };
+        let batch = quinn_udp::BATCH_SIZE.max(1);
+        Worker {
+            rx_bufs: (0..batch).map(|_| vec![0u8; per_buf]).collect(),
+            rx_meta: vec![RecvMeta::default(); batch],
+            node,
+            tap,
+            udp,
+            info,
+            io_counters: IoCounters::default(),
+        }
+    }
+
+    pub async fn run(mut self, mut control: mpsc::Receiver<ControlRequest>) -> Result<(), RunError> {
+        let mut sigterm = signal(SignalKind::terminate())
+            .map_err(|e| RunError(format!("installing SIGTERM handler: {e}")))?;
+        let mut sigint = signal(SignalKind::interrupt())
+            .map_err(|e| RunError(format!("installing SIGINT handler: {e}")))?;
+        let timer = tokio::time::sleep_until(Instant::now().into());
+        tokio::pin!(timer);
+        self.node.handle_timeout(Instant::now());
+        self.flush().await;
+        loop {
+            if let Some(deadline) = self.node.poll_timeout() {
+                timer.as_mut().reset(deadline.into());
+            }
+            tokio::select! {
+                _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); return Ok(()) }
+                _ = sigint.recv() => { info!("SIGINT received, shutting down"); return Ok(()) }
+                r = self.tap.readable() => {
+                    r.map_err(|e| RunError(format!("TAP device failed: {e}")))?;
+                    self.read_tap();
+                }
+                r = self.udp.readable() => {
+                    r.map_err(|e| RunError(format!("UDP socket failed: {e}")))?;
+                    self.read_udp().await;
+                }
+                _ = &mut timer => {
+                    self.node.handle_timeout(Instant::now());
+                }
+                Some(request) = control.recv() => self.answer(request),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn read_tap(&mut self) {
+        let now = Instant::now();
+        for _ in 0..TAP_BATCH {
+            let mut buf = self.node.take_buffer();
+            match self.tap.try_recv(buf.frame_area()) {
+                Ok(n) => {
+                    buf.set_frame_len(n);
+                    self.node.handle_tap_frame(now, buf);
+                }
+                Err(e) => {
+                    self.node.recycle(buf);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.io_counters.tap_read_errors += 1;
+                        warn!(error = %e, "TAP read failed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn read_udp(&mut self) {
+        for _ in 0..UDP_BATCHES_PER_WAKE {
+            let mut slices: Vec<IoSliceMut<'_>> =
+                self.rx_bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let count = match self.udp.try_recv(&mut slices, &mut self.rx_meta) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    self.io_counters.udp_recv_errors += 1;
+                    debug!(error = %e, "UDP receive failed");
+                    return;
+                }
+            };
+            drop(slices);
+            let now = Instant::now();
+            for i in 0..count {
+                let meta = self.rx_meta[i];
+                let stride = meta.stride.max(1);
+                let buf = &mut self.rx_bufs[i][..meta.len];
+                for segment in buf.chunks_mut(stride) {
+                    if let Received::Frame(range) =
+                        self.node.handle_datagram(now, meta.addr, segment)
+                    {
+                        write_tap(&self.tap, &segment[range], &mut self.io_counters).await;
+                    }
+                }
+            }
+            // Sends queued by handshakes or keepalives go out between batches, not after all.
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            if let Err(e) = self.udp.send(t.destination, t.packet.bytes()).await {
+                self.io_counters.udp_send_errors += 1;
+                debug!(destination = %t.destination, error = %e, "UDP send failed");
+            }
+            self.node.recycle(t.packet);
+        }
+    }
+
+    fn answer(&mut self, request: ControlRequest) {
+        match request {
+            ControlRequest::Status(reply) => {
+                let now = Instant::now();
+                let core = self.node.status(now);
+                let mut counters = core.counters;
+                let io = &self.io_counters;
+                for (k, v) in [
+                    ("io_udp_send_errors", io.udp_send_errors),
+                    ("io_udp_recv_errors", io.udp_recv_errors),
+                    ("io_tap_read_errors", io.tap_read_errors),
+                    ("io_tap_write_errors", io.tap_write_errors),
+                ] {
+                    counters.insert(k.to_string(), v);
+                }
+                let _ = reply.send(NodeStatus {
+                    name: self.info.name.clone(),
+                    public_key: core.public_key,
+                    listen: self.info.listen.clone(),
+                    interface: self.info.interface.clone(),
+                    uptime_secs: now.duration_since(self.info.started).as_secs(),
+                    peers: core.peers,
+                    fdb: core.fdb,
+                    counters,
+                });
+            }
+        }
+    }
+}
+
+async fn write_tap(tap: &AsyncDevice, frame: &[u8], counters: &mut IoCounters) {
+    let result = match tap.try_send(frame) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => tap.send(frame).await,
+        other => other,
+    };
+    if let Err(e) = result {
+        counters.tap_write_errors += 1;
+        debug!(error = %e, "TAP write failed");
+    }
+}

@@ -1,0 +1,14 @@
+//! meshd: a userspace encrypted Layer-2 mesh VPN.
+//!
+//! The crate is split by who may touch the operating system. `wire` parses and emits untrusted bytes
+//! through checked views; `core` holds every protocol state machine and is sans-IO (time and bytes come
+//! in as arguments, transmits and frames go out through queues); `config`, `status` and `cli` turn
+//! files, state and arguments into values; only `io` opens devices and sockets, reads clocks and talks
+//! netlink.
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod io;
+pub mod status;
+pub mod wire;

@@ -1,0 +1,137 @@
+//! What `meshd status` reports: the daemon's state as one serializable value, and its table form.
+//!
+//! The JSON field names are an interface scripts rely on: extend, never rename.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::node::{FdbEntryStatus, PeerStatus};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub bridge: Option<String>,
+    pub mtu: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub public_key: String,
+    pub listen: String,
+    pub interface: InterfaceStatus,
+    pub uptime_secs: u64,
+    pub peers: Vec<PeerStatus>,
+    pub fdb: Vec<FdbEntryStatus>,
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl NodeStatus {
+    /// The human-readable form printed by `meshd status`.
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        let iface = match &self.interface.bridge {
+            Some(br) => format!("{} in bridge {}", self.interface.name, br),
+            None => self.interface.name.clone(),
+        };
+        let _ = writeln!(out, "node       {}  (key {})", self.name, self.public_key);
+        let _ = writeln!(out, "listening  {}", self.listen);
+        let _ = writeln!(out, "interface  {iface}, mtu {}", self.interface.mtu);
+        let _ = writeln!(out, "uptime     {}s", self.uptime_secs);
+        let up = self.peers.iter().filter(|p| p.state == "up").count();
+        let _ = writeln!(out, "\npeers ({up} of {} up)", self.peers.len());
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10}  via",
+            "NAME", "STATE", "ENDPOINT", "RX", "TX", "HANDSHAKE"
+        );
+        for p in &self.peers {
+            let hs = p
+                .last_handshake_secs_ago
+                .map_or("never".to_string(), |s| format!("{s}s ago"));
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10}  {}",
+                p.name,
+                p.state,
+                p.endpoint.as_deref().unwrap_or("-"),
+                human_bytes(p.rx_bytes),
+                human_bytes(p.tx_bytes),
+                hs,
+                p.via.as_deref().unwrap_or("direct"),
+            );
+        }
+        let _ = writeln!(out, "\nswitch table ({} entries)", self.fdb.len());
+        for e in &self.fdb {
+            let _ = writeln!(out, "  {}  {:<16} {}s", e.mac, e.port, e.age_secs);
+        }
+        let nonzero: Vec<_> = self.counters.iter().filter(|(_, v)| **v > 0).collect();
+        let _ = writeln!(out, "\ncounters (non-zero)");
+        for (k, v) in nonzero {
+            let _ = writeln!(out, "  {k:<28} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_shows_peers_fdb_and_counters() {
+        let s = NodeStatus {
+            name: "h1".into(),
+            public_key: "KEY".into(),
+            listen: "0.0.0.0:6655".into(),
+            interface: InterfaceStatus {
+                name: "meshd0".into(),
+                bridge: Some("br0".into()),
+                mtu: 1402,
+            },
+            uptime_secs: 5,
+            peers: vec![PeerStatus {
+                name: "h2".into(),
+                public_key: "K2".into(),
+                endpoint: Some("10.0.0.2:6655".into()),
+                state: "up".into(),
+                via: None,
+                rx_bytes: 2048,
+                tx_bytes: 10,
+                last_handshake_secs_ago: Some(3),
+            }],
+            fdb: vec![FdbEntryStatus {
+                mac: "02:00:00:00:00:01".into(),
+                port: "h2".into(),
+                age_secs: 1,
+            }],
+            counters: [("rx_replayed".to_string(), 4), ("rx_bad_mac1".to_string(), 0)]
+                .into_iter()
+                .collect(),
+        };
+        let t = s.render_table();
+        assert!(t.contains("1 of 1 up"), "{t}");
+        assert!(t.contains("2.0 KiB"), "{t}");
+        assert!(t.contains("02:00:00:00:00:01  h2"), "{t}");
+        assert!(t.contains("rx_replayed") && !t.contains("rx_bad_mac1"), "{t}");
+        let json = serde_json::to_string(&s).unwrap();
+        let back: NodeStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.peers[0].state, "up");
+    }
+}

@@ -1,0 +1,499 @@
+//! The outer datagram (protocol version 1): the 4-byte header shared by every message, the two handshake
+//! messages and the data message.
+//!
+//! Invariant of every view here: once `new_checked` returned `Ok`, the buffer is at least as long as every
+//! accessor reads (for handshakes: exactly the message length), the version byte is
+//! [`PROTOCOL_VERSION`] and the type byte matches the view. Byte 3 (and byte 2 of handshakes) is reserved:
+//! emitted as zero, ignored on receive.
+
+use super::{MessageType, PayloadKind, WireError};
+
+/// The only version this build speaks; byte 0 of every datagram.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Length of the header every datagram starts with.
+pub const HEADER_LEN: usize = 4;
+/// Length of mac1 and mac2 in handshake messages.
+pub const MAC_LEN: usize = 16;
+/// Length of the Noise handshake message carried in a HandshakeInit.
+pub const NOISE_INIT_LEN: usize = 104;
+/// Length of the Noise handshake message carried in a HandshakeResponse.
+pub const NOISE_RESPONSE_LEN: usize = 48;
+/// Total length of a HandshakeInit datagram.
+pub const HANDSHAKE_INIT_LEN: usize = HEADER_LEN + 4 + NOISE_INIT_LEN + MAC_LEN + MAC_LEN;
+/// Total length of a HandshakeResponse datagram.
+pub const HANDSHAKE_RESPONSE_LEN: usize =
+    HEADER_LEN + 4 + 4 + NOISE_RESPONSE_LEN + MAC_LEN + MAC_LEN;
+/// Cleartext part of a data message (header, receiver index, counter); authenticated as AAD.
+pub const DATA_HEADER_LEN: usize = 16;
+/// ChaCha20-Poly1305 tag appended to every encrypted payload.
+pub const TAG_LEN: usize = 16;
+/// Shortest data message: a keepalive (empty payload, tag only).
+pub const DATA_MIN_LEN: usize = DATA_HEADER_LEN + TAG_LEN;
+/// Bytes a data message adds around its plaintext payload.
+pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
+
+const VERSION: usize = 0;
+const TYPE: usize = 1;
+const KIND: usize = 2;
+const RESERVED: usize = 3;
+
+mod init {
+    use super::*;
+    pub const SENDER: usize = HEADER_LEN;
+    pub const NOISE: usize = SENDER + 4;
+    pub const MAC1: usize = NOISE + NOISE_INIT_LEN;
+    pub const MAC2: usize = MAC1 + MAC_LEN;
+}
+
+mod response {
+    use super::*;
+    pub const SENDER: usize = HEADER_LEN;
+    pub const RECEIVER: usize = SENDER + 4;
+    pub const NOISE: usize = RECEIVER + 4;
+    pub const MAC1: usize = NOISE + NOISE_RESPONSE_LEN;
+    pub const MAC2: usize = MAC1 + MAC_LEN;
+}
+
+mod data {
+    pub const RECEIVER: usize = super::HEADER_LEN;
+    pub const COUNTER: usize = RECEIVER + 4;
+}
+
+const _: () = assert!(HANDSHAKE_INIT_LEN == 144 && init::MAC2 + MAC_LEN == HANDSHAKE_INIT_LEN);
+const _: () =
+    assert!(HANDSHAKE_RESPONSE_LEN == 92 && response::MAC2 + MAC_LEN == HANDSHAKE_RESPONSE_LEN);
+const _: () = assert!(data::COUNTER + 8 == DATA_HEADER_LEN && DATA_MIN_LEN == 32);
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut raw = [0u8; 4];
+    raw.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(raw)
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(raw)
+}
+
+fn write_header(bytes: &mut [u8], message_type: MessageType, kind: u8) {
+    bytes[VERSION] = PROTOCOL_VERSION;
+    bytes[TYPE] = message_type.into();
+    bytes[KIND] = kind;
+    bytes[RESERVED] = 0;
+}
+
+/// The header check alone: length and version. Cheap enough to run on every datagram before dispatch.
+pub fn classify(datagram: &[u8]) -> Result<MessageType, WireError> {
+    match datagram {
+        [version, message_type, _, _, ..] if *version == PROTOCOL_VERSION => {
+            Ok((*message_type).into())
+        }
+        [version, _, _, _, ..] => Err(WireError::BadVersion(*version)),
+        _ => Err(WireError::Truncated),
+    }
+}
+
+/// Checks length (`len` exactly `expected`), version and type: the common prefix of every handshake view.
+fn check_fixed(
+    bytes: &[u8],
+    expected_type: MessageType,
+    expected_len: usize,
+) -> Result<(), WireError> {
+    if bytes.len() < expected_len {
+        return Err(WireError::Truncated);
+    }
+    if bytes.len() > expected_len {
+        return Err(WireError::BadLength);
+    }
+    check_type(bytes, expected_type)
+}
+
+fn check_type(bytes: &[u8], expected_type: MessageType) -> Result<(), WireError> {
+    let found = classify(bytes)?;
+    if found != expected_type {
+        return Err(WireError::WrongType(found));
+    }
+    Ok(())
+}
+
+/// Writes the 16 cleartext bytes of a data message (header, receiver index, counter) into `buf[..16]`.
+///
+/// These bytes are the AEAD's associated data, so they must be written before sealing.
+///
+/// # Panics
+/// If `buf` is shorter than [`DATA_HEADER_LEN`]; the caller sizes its own buffers.
+pub fn emit_data_header(buf: &mut [u8], kind: PayloadKind, receiver_index: u32, counter: u64) {
+    write_header(buf, MessageType::Data, kind.into());
+    buf[data::RECEIVER..data::COUNTER].copy_from_slice(&receiver_index.to_le_bytes());
+    buf[data::COUNTER..DATA_HEADER_LEN].copy_from_slice(&counter.to_le_bytes());
+}
+
+/// The 4-byte header every datagram starts with.
+#[derive(Debug, Clone)]
+pub struct Header<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Header<T> {
+    /// Wraps `buffer` without checking it; accessors panic if it is shorter than [`HEADER_LEN`].
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Header { buffer }
+    }
+
+    /// Wraps `buffer` if it holds at least [`HEADER_LEN`] bytes and the version is [`PROTOCOL_VERSION`].
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        classify(buffer.as_ref())?;
+        Ok(Header { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[VERSION]
+    }
+
+    pub fn message_type(&self) -> MessageType {
+        self.buffer.as_ref()[TYPE].into()
+    }
+
+    /// Byte 2 read as a payload kind; meaningful for data messages only (handshakes carry 0).
+    pub fn payload_kind(&self) -> PayloadKind {
+        self.buffer.as_ref()[KIND].into()
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
+    /// Writes all four header bytes: current version, `message_type`, `kind`, reserved zero.
+    pub fn emit(&mut self, message_type: MessageType, kind: PayloadKind) {
+        write_header(self.buffer.as_mut(), message_type, kind.into());
+    }
+
+    pub fn set_version(&mut self, version: u8) {
+        self.buffer.as_mut()[VERSION] = version;
+    }
+
+    pub fn set_message_type(&mut self, message_type: MessageType) {
+        self.buffer.as_mut()[TYPE] = message_type.into();
+    }
+
+    pub fn set_payload_kind(&mut self, kind: PayloadKind) {
+        self.buffer.as_mut()[KIND] = kind.into();
+    }
+}
+
+/// HandshakeInit (type 1): exactly [`HANDSHAKE_INIT_LEN`] bytes.
+#[derive(Debug, Clone)]
+pub struct HandshakeInit<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> HandshakeInit<T> {
+    /// Wraps `buffer` without checking it; accessors panic if it is shorter than [`HANDSHAKE_INIT_LEN`].
+    pub const fn new_unchecked(buffer: T) -> Self {
+        HandshakeInit { buffer }
+    }
+
+    /// Wraps `buffer` if it is exactly [`HANDSHAKE_INIT_LEN`] bytes of version 1, type HandshakeInit.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        check_fixed(
+            buffer.as_ref(),
+            MessageType::HandshakeInit,
+            HANDSHAKE_INIT_LEN,
+        )?;
+        Ok(HandshakeInit { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The whole message as emitted or received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[..HANDSHAKE_INIT_LEN]
+    }
+
+    /// The initiator's local session index; the responder echoes it as `receiver_index`.
+    pub fn sender_index(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), init::SENDER)
+    }
+
+    /// The Noise handshake message ([`NOISE_INIT_LEN`] bytes), opaque to this layer.
+    pub fn noise(&self) -> &[u8] {
+        &self.buffer.as_ref()[init::NOISE..init::MAC1]
+    }
+
+    pub fn mac1(&self) -> &[u8] {
+        &self.buffer.as_ref()[init::MAC1..init::MAC2]
+    }
+
+    /// Reserved for cookies; zero in version 1.
+    pub fn mac2(&self) -> &[u8] {
+        &self.buffer.as_ref()[init::MAC2..HANDSHAKE_INIT_LEN]
+    }
+
+    /// The bytes mac1 authenticates: everything before it.
+    pub fn mac1_covered(&self) -> &[u8] {
+        &self.buffer.as_ref()[..init::MAC1]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeInit<T> {
+    /// Prepares `buffer` for emitting: checks it is exactly [`HANDSHAKE_INIT_LEN`] bytes, writes the header
+    /// and zeroes mac1 and mac2. The caller then sets the index and Noise message, and mac1 last.
+    pub fn new_emit(buffer: T) -> Result<Self, WireError> {
+        let len = buffer.as_ref().len();
+        if len != HANDSHAKE_INIT_LEN {
+            return Err(if len < HANDSHAKE_INIT_LEN {
+                WireError::Truncated
+            } else {
+                WireError::BadLength
+            });
+        }
+        let mut message = HandshakeInit { buffer };
+        message.fill_header();
+        message.set_mac1(&[0; MAC_LEN]);
+        message.set_mac2(&[0; MAC_LEN]);
+        Ok(message)
+    }
+
+    /// Writes version, type HandshakeInit and the two zero reserved bytes.
+    pub fn fill_header(&mut self) {
+        write_header(self.buffer.as_mut(), MessageType::HandshakeInit, 0);
+    }
+
+    pub fn set_sender_index(&mut self, index: u32) {
+        self.buffer.as_mut()[init::SENDER..init::NOISE].copy_from_slice(&index.to_le_bytes());
+    }
+
+    pub fn noise_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[init::NOISE..init::MAC1]
+    }
+
+    pub fn set_noise(&mut self, noise: &[u8; NOISE_INIT_LEN]) {
+        self.noise_mut().copy_from_slice(noise);
+    }
+
+    pub fn set_mac1(&mut self, mac: &[u8; MAC_LEN]) {
+        self.buffer.as_mut()[init::MAC1..init::MAC2].copy_from_slice(mac);
+    }
+
+    pub fn set_mac2(&mut self, mac: &[u8; MAC_LEN]) {
+        self.buffer.as_mut()[init::MAC2..HANDSHAKE_INIT_LEN].copy_from_slice(mac);
+    }
+}
+
+/// HandshakeResponse (type 2): exactly [`HANDSHAKE_RESPONSE_LEN`] bytes.
+#[derive(Debug, Clone)]
+pub struct HandshakeResponse<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> HandshakeResponse<T> {
+    /// Wraps `buffer` without checking it; accessors panic if it is shorter than
+    /// [`HANDSHAKE_RESPONSE_LEN`].
+    pub const fn new_unchecked(buffer: T) -> Self {
+        HandshakeResponse { buffer }
+    }
+
+    /// Wraps `buffer` if it is exactly [`HANDSHAKE_RESPONSE_LEN`] bytes of version 1, type
+    /// HandshakeResponse.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        check_fixed(
+            buffer.as_ref(),
+            MessageType::HandshakeResponse,
+            HANDSHAKE_RESPONSE_LEN,
+        )?;
+        Ok(HandshakeResponse { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The whole message as emitted or received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[..HANDSHAKE_RESPONSE_LEN]
+    }
+
+    /// The responder's local session index; data sent to the responder carries it as `receiver_index`.
+    pub fn sender_index(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), response::SENDER)
+    }
+
+    /// The initiator's `sender_index`, echoed back so the initiator finds its pending handshake.
+    pub fn receiver_index(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), response::RECEIVER)
+    }
+
+    /// The Noise handshake message ([`NOISE_RESPONSE_LEN`] bytes), opaque to this layer.
+    pub fn noise(&self) -> &[u8] {
+        &self.buffer.as_ref()[response::NOISE..response::MAC1]
+    }
+
+    pub fn mac1(&self) -> &[u8] {
+        &self.buffer.as_ref()[response::MAC1..response::MAC2]
+    }
+
+    /// Reserved for cookies; zero in version 1.
+    pub fn mac2(&self) -> &[u8] {
+        &self.buffer.as_ref()[response::MAC2..HANDSHAKE_RESPONSE_LEN]
+    }
+
+    /// The bytes mac1 authenticates: everything before it.
+    pub fn mac1_covered(&self) -> &[u8] {
+        &self.buffer.as_ref()[..response::MAC1]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeResponse<T> {
+    /// Prepares `buffer` for emitting: checks it is exactly [`HANDSHAKE_RESPONSE_LEN`] bytes, writes the
+    /// header and zeroes mac1 and mac2. The caller then sets indices and Noise message, and mac1 last.
+    pub fn new_emit(buffer: T) -> Result<Self, WireError> {
+        let len = buffer.as_ref().len();
+        if len != HANDSHAKE_RESPONSE_LEN {
+            return Err(if len < HANDSHAKE_RESPONSE_LEN {
+                WireError::Truncated
+            } else {
+                WireError::BadLength
+            });
+        }
+        let mut message = HandshakeResponse { buffer };
+        message.fill_header();
+        message.set_mac1(&[0; MAC_LEN]);
+        message.set_mac2(&[0; MAC_LEN]);
+        Ok(message)
+    }
+
+    /// Writes version, type HandshakeResponse and the two zero reserved bytes.
+    pub fn fill_header(&mut self) {
+        write_header(self.buffer.as_mut(), MessageType::HandshakeResponse, 0);
+    }
+
+    pub fn set_sender_index(&mut self, index: u32) {
+        self.buffer.as_mut()[response::SENDER..response::RECEIVER]
+            .copy_from_slice(&index.to_le_bytes());
+    }
+
+    pub fn set_receiver_index(&mut self, index: u32) {
+        self.buffer.as_mut()[response::RECEIVER..response::NOISE]
+            .copy_from_slice(&index.to_le_bytes());
+    }
+
+    pub fn noise_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[response::NOISE..response::MAC1]
+    }
+
+    pub fn set_noise(&mut self, noise: &[u8; NOISE_RESPONSE_LEN]) {
+        self.noise_mut().copy_from_slice(noise);
+    }
+
+    pub fn set_mac1(&mut self, mac: &[u8; MAC_LEN]) {
+        self.buffer.as_mut()[response::MAC1..response::MAC2].copy_from_slice(mac);
+    }
+
+    pub fn set_mac2(&mut self, mac: &[u8; MAC_LEN]) {
+        self.buffer.as_mut()[response::MAC2..HANDSHAKE_RESPONSE_LEN].copy_from_slice(mac);
+    }
+}
+
+/// Data (type 4): 16 cleartext bytes, then the encrypted payload and its 16-byte tag.
+///
+/// `new_checked` also rejects a keepalive that carries payload bytes ([`WireError::BadLength`]), so that
+/// malformed keepalives are dropped before any decryption work.
+#[derive(Debug, Clone)]
+pub struct Data<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Data<T> {
+    /// Wraps `buffer` without checking it; accessors panic if it is shorter than [`DATA_MIN_LEN`].
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Data { buffer }
+    }
+
+    /// Wraps `buffer` if it holds at least [`DATA_MIN_LEN`] bytes of version 1, type Data, and a
+    /// keepalive has no payload.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let bytes = buffer.as_ref();
+        if bytes.len() < DATA_MIN_LEN {
+            return Err(WireError::Truncated);
+        }
+        check_type(bytes, MessageType::Data)?;
+        if PayloadKind::from(bytes[KIND]) == PayloadKind::Keepalive && bytes.len() != DATA_MIN_LEN {
+            return Err(WireError::BadLength);
+        }
+        Ok(Data { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The whole datagram.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    pub fn payload_kind(&self) -> PayloadKind {
+        self.buffer.as_ref()[KIND].into()
+    }
+
+    /// The index the receiving node assigned to this session in its handshake message.
+    pub fn receiver_index(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), data::RECEIVER)
+    }
+
+    /// The sender's message counter: the AEAD nonce and the replay-window position.
+    pub fn counter(&self) -> u64 {
+        read_u64(self.buffer.as_ref(), data::COUNTER)
+    }
+
+    /// The 16 cleartext bytes, which are the AEAD's associated data.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[..DATA_HEADER_LEN]
+    }
+
+    /// Encrypted payload followed by the tag.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.buffer.as_ref()[DATA_HEADER_LEN..]
+    }
+
+    /// Length of the plaintext payload once decrypted.
+    pub fn payload_len(&self) -> usize {
+        self.buffer.as_ref().len() - DATA_OVERHEAD
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Data<T> {
+    /// Writes the 16 cleartext bytes; see [`emit_data_header`].
+    pub fn fill_header(&mut self, kind: PayloadKind, receiver_index: u32, counter: u64) {
+        emit_data_header(self.buffer.as_mut(), kind, receiver_index, counter);
+    }
+
+    pub fn set_payload_kind(&mut self, kind: PayloadKind) {
+        self.buffer.as_mut()[KIND] = kind.into();
+    }
+
+    pub fn set_receiver_index(&mut self, index: u32) {
+        self.buffer.as_mut()[data::RECEIVER..data::COUNTER].copy_from_slice(&index.to_le_bytes());
+    }
+
+    pub fn set_counter(&mut self, counter: u64) {
+        self.buffer.as_mut()[data::COUNTER..DATA_HEADER_LEN]
+            .copy_from_slice(&counter.to_le_bytes());
+    }
+
+    /// Encrypted payload followed by the tag, for decryption in place.
+    pub fn ciphertext_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[DATA_HEADER_LEN..]
+    }
+
+    /// The associated data and the ciphertext at once, as in-place AEAD calls need both.
+    pub fn split_aad_mut(&mut self) -> (&[u8], &mut [u8]) {
+        let (header, ciphertext) = self.buffer.as_mut().split_at_mut(DATA_HEADER_LEN);
+        (header, ciphertext)
+    }
+}

@@ -1,0 +1,151 @@
+//! Checked zero-copy views over meshd's untrusted bytes: the outer UDP datagram and the inner Ethernet frame.
+//!
+//! This module owns the byte layout and nothing else: no state, no crypto, no allocation. Every view wraps
+//! a buffer `T: AsRef<[u8]>`; `new_checked` validates everything the accessors rely on (cheapest checks
+//! first: length, then version, then type), after which every getter is infallible and never panics.
+//! `new_unchecked` skips validation and is meant for emitting into a buffer the caller sized itself.
+//! Unknown message types and payload kinds are values (`MessageType::Unknown`, `PayloadKind::Unknown`)
+//! so the core can count and drop them; only structurally broken input is a [`WireError`].
+//!
+//! Invariants: all integers in meshd's own header are little-endian; Ethernet fields are network order
+//! (big-endian) because they are the frame's own bytes. The layout is documented in docs/wire-format.md,
+//! which must change together with this module.
+
+mod datagram;
+mod ethernet;
+
+#[cfg(test)]
+mod tests;
+
+pub use datagram::{
+    classify, emit_data_header, Data, HandshakeInit, HandshakeResponse, Header, DATA_HEADER_LEN,
+    DATA_MIN_LEN, DATA_OVERHEAD, HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HEADER_LEN, MAC_LEN,
+    NOISE_INIT_LEN, NOISE_RESPONSE_LEN, PROTOCOL_VERSION, TAG_LEN,
+};
+pub use ethernet::{
+    EthernetFrame, MacAddr, MacParseError, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
+};
+
+/// Why a buffer could not be viewed as the requested message.
+///
+/// Every variant has a stable [`WireError::as_str`] label so the core can use it directly as a drop
+/// counter's label without allocating.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum WireError {
+    /// Shorter than the fixed part of the message.
+    #[error("truncated message")]
+    Truncated,
+    /// The version byte is not [`PROTOCOL_VERSION`].
+    #[error("unsupported protocol version {0}")]
+    BadVersion(u8),
+    /// The length does not fit the message type (a handshake of the wrong size, a keepalive with payload).
+    #[error("length does not match the message type")]
+    BadLength,
+    /// The header names another message type than the view that was asked for.
+    #[error("message type {0:?} does not match the requested view")]
+    WrongType(MessageType),
+}
+
+impl WireError {
+    /// A short, stable, lower-case label (`"truncated"`, `"bad_version"`, …) suitable for metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WireError::Truncated => "truncated",
+            WireError::BadVersion(_) => "bad_version",
+            WireError::BadLength => "bad_length",
+            WireError::WrongType(_) => "wrong_type",
+        }
+    }
+}
+
+/// Byte 1 of every datagram.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessageType {
+    HandshakeInit,
+    HandshakeResponse,
+    /// Reserved for a future cookie (DoS) reply; version 1 never sends it.
+    CookieReply,
+    Data,
+    /// Any other value; receivers count and drop it.
+    Unknown(u8),
+}
+
+impl MessageType {
+    /// A short, stable label for metrics and logs; every `Unknown` maps to `"unknown"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageType::HandshakeInit => "handshake_init",
+            MessageType::HandshakeResponse => "handshake_response",
+            MessageType::CookieReply => "cookie_reply",
+            MessageType::Data => "data",
+            MessageType::Unknown(_) => "unknown",
+        }
+    }
+}
+
+impl From<u8> for MessageType {
+    fn from(value: u8) -> Self {
+        match value {
+            1 => MessageType::HandshakeInit,
+            2 => MessageType::HandshakeResponse,
+            3 => MessageType::CookieReply,
+            4 => MessageType::Data,
+            other => MessageType::Unknown(other),
+        }
+    }
+}
+
+impl From<MessageType> for u8 {
+    fn from(value: MessageType) -> Self {
+        match value {
+            MessageType::HandshakeInit => 1,
+            MessageType::HandshakeResponse => 2,
+            MessageType::CookieReply => 3,
+            MessageType::Data => 4,
+            MessageType::Unknown(other) => other,
+        }
+    }
+}
+
+/// Byte 2 of a data message: what the decrypted payload is. Handshakes carry 0 there.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PayloadKind {
+    /// Empty payload; only proves liveness and keeps NAT bindings open.
+    Keepalive,
+    /// One complete Ethernet frame, from the destination MAC to the end of the payload (no FCS).
+    Ethernet,
+    /// Any other value; receivers count and drop it.
+    Unknown(u8),
+}
+
+impl PayloadKind {
+    /// A short, stable label for metrics and logs; every `Unknown` maps to `"unknown"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PayloadKind::Keepalive => "keepalive",
+            PayloadKind::Ethernet => "ethernet",
+            PayloadKind::Unknown(_) => "unknown",
+        }
+    }
+}
+
+impl From<u8> for PayloadKind {
+    fn from(value: u8) -> Self {
+        match value {
+            0 => PayloadKind::Keepalive,
+            1 => PayloadKind::Ethernet,
+            other => PayloadKind::Unknown(other),
+        }
+    }
+}
+
+impl From<PayloadKind> for u8 {
+    fn from(value: PayloadKind) -> Self {
+        match value {
+            PayloadKind::Keepalive => 0,
+            PayloadKind::Ethernet => 1,
+            PayloadKind::Unknown(other) => other,
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The namespace topology: one underlay switch, three hosts with a bridge each, two containers per host.
+//!
+//! ```text
+//!   underlay ns: bridge ulbr (10.201.0.254/24)
+//!     |-- veth -- host hN: ul0 10.201.0.N/24, bridge br0
+//!                      |-- vNa -- container cNa: eth0 02:77:00:00:0N:01 10.77.0.N1/24 fd77::N1/64
+//!                      `-- vNb -- container cNb: eth0 02:77:00:00:0N:02 10.77.0.N2/24 fd77::N2/64
+//! ```
+//!
+//! The hosts' br0 bridges are joined into one L2 segment either by meshd (its TAP enslaved into br0) or,
+//! in control mode, by plain veth links h1-h2 and h2-h3 (a line, never a loop).
+//!
+//! Invariants: every namespace name carries this run's prefix (`meshit<pid>-`), so parallel or crashed
+//! runs never collide; every interface is created inside a namespace, never in the caller's; the guard
+//! deletes every namespace it created when dropped, also while a test is panicking.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use super::cmd::{self, ip, ip_ok, sysctl_in};
+
+/// UDP port every meshd node listens on.
+pub const MESHD_PORT: u16 = 6655;
+/// Address of the underlay namespace itself; the garbage flood comes from here.
+pub const UNDERLAY_SELF: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 254);
+/// Container MTU: the contract's default TAP MTU (underlay 1500 minus 98 bytes of encapsulation), so
+/// full-size container frames fit through the tunnel. Lowered at runtime if meshd reports less.
+pub const CONTAINER_MTU: u32 = 1402;
+const UNDERLAY_MTU: u32 = 1500;
+const NAME_PREFIX: &str = "meshit";
+
+pub struct Host {
+    /// 1..=3
+    pub n: u8,
+    /// Node name as meshd knows it: "h1".
+    pub name: String,
+    pub ns: String,
+    pub underlay_ip: Ipv4Addr,
+}
+
+pub struct Container {
+    /// "c1a": host digit and slot letter of the container's original placement.
+    pub name: String,
+    pub ns: String,
+    /// Host the container is currently plugged into (changes when it moves).
+    pub host: u8,
+    pub mac: String,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+}
+
+impl Container {
+    /// Name of the host-side end of the container's veth; unique on any host because it names the container.
+    pub fn host_port(&self) -> String {
+        format!("v{}", &self.name[1..])
+    }
+}
+
+pub struct Topology {
+    pub prefix: String,
+    pub underlay: String,
+    pub hosts: Vec<Host>,
+    pub containers: Vec<Container>,
+    pub container_mtu: u32,
+    /// Namespaces created so far, in creation order; the guard deletes them in reverse.
+    created: Vec<String>,
+}
+
+impl Topology {
+    /// Creates the whole topology; on a panic halfway, the partial guard tears down what exists.
+    pub fn build(control: bool) -> Topology {
+        remove_stale_namespaces();
+        let prefix = format!("{NAME_PREFIX}{}", std::process::id());
+        let mut topo = Topology {
+            underlay: format!("{prefix}-ul"),
+            prefix,
+            hosts: Vec::new(),
+            containers: Vec::new(),
+            container_mtu: CONTAINER_MTU,
+            created: Vec::new(),
+        };
+        let started = Instant::now();
+        topo.build_underlay();
+        for n in 1..=3u8 {
+            topo.build_host(n);
+        }
+        for n in 1..=3u8 {
+            for slot in 1..=2u8 {
+                topo.build_container(n, slot);
+            }
+        }
+        if control {
+            topo.link_bridges_directly();
+        }
+        println!(
+            "topology {}: underlay + 3 hosts + 6 containers ready in {:.1?}{}",
+            topo.prefix,
+            started.elapsed(),
+            if control {
+                " (CONTROL mode: bridges joined by veth h1-h2-h3, no meshd)"
+            } else {
+                ""
+            }
+        );
+        topo
+    }
+
+    fn add_namespace(&mut self, ns: &str) {
+        cmd::check(ip(&["netns", "add", ns]), cmd::SHORT);
+        self.created.push(ns.to_string());
+        ip_ok(ns, &["link", "set", "lo", "up"]);
+    }
+
+    fn build_underlay(&mut self) {
+        let ul = self.underlay.clone();
+        self.add_namespace(&ul);
+        ip_ok(
+            &ul,
+            &[
+                "link",
+                "add",
+                "ulbr",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+        );
+        ip_ok(&ul, &["addr", "add", &format!("{UNDERLAY_SELF}/24"), "dev", "ulbr"]);
+        ip_ok(&ul, &["link", "set", "ulbr", "up"]);
+    }
+
+    fn build_host(&mut self, n: u8) {
+        let host = Host {
+            n,
+            name: format!("h{n}"),
+            ns: format!("{}-h{n}", self.prefix),
+            underlay_ip: Ipv4Addr::new(10, 201, 0, n),
+        };
+        self.add_namespace(&host.ns);
+        let ul = self.underlay.clone();
+        let mtu = UNDERLAY_MTU.to_string();
+        ip_ok(
+            &ul,
+            &[
+                "link", "add", &host.name, "mtu", &mtu, "type", "veth", "peer", "name", "ul0",
+                "netns", &host.ns,
+            ],
+        );
+        ip_ok(&ul, &["link", "set", &host.name, "master", "ulbr", "up"]);
+        ip_ok(
+            &host.ns,
+            &["addr", "add", &format!("{}/24", host.underlay_ip), "dev", "ul0"],
+        );
+        ip_ok(&host.ns, &["link", "set", "ul0", "mtu", &mtu, "up"]);
+        // Snooping off: without an MLD querier it would only add state, and NDP must flood freely.
+        ip_ok(
+            &host.ns,
+            &[
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+        );
+        ip_ok(&host.ns, &["link", "set", "br0", "up"]);
+        self.hosts.push(host);
+    }
+
+    fn build_container(&mut self, n: u8, slot: u8) {
+        let letter = (b'a' + slot - 1) as char;
+        let index = 10 * n + slot;
+        let container = Container {
+            name: format!("c{n}{letter}"),
+            ns: format!("{}-c{n}{letter}", self.prefix),
+            host: n,
+            mac: format!("02:77:00:00:{n:02x}:{slot:02x}"),
+            ipv4: Ipv4Addr::new(10, 77, 0, index),
+            ipv6: format!("fd77::{index}").parse().expect("valid IPv6 literal"),
+        };
+        self.add_namespace(&container.ns);
+        sysctl_in(&container.ns, "net.ipv4.icmp_echo_ignore_broadcasts=0");
+        self.plug(&container, n);
+        self.containers.push(container);
+    }
+
+    /// Creates the container's veth into host `n`'s br0 and configures eth0 (MAC, MTU, addresses, up).
+    fn plug(&self, c: &Container, n: u8) {
+        let host_ns = &self.host(n).ns;
+        let port = c.host_port();
+        let mtu = self.container_mtu.to_string();
+        ip_ok(
+            host_ns,
+            &[
+                "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", "eth0",
+                "netns", &c.ns,
+            ],
+        );
+        ip_ok(host_ns, &["link", "set", &port, "master", "br0", "up"]);
+        ip_ok(
+            &c.ns,
+            &[
+                "link", "set", "eth0", "address", &c.mac, "mtu", &mtu,
+            ],
+        );
+        ip_ok(&c.ns, &["addr", "add", &format!("{}/24", c.ipv4), "dev", "eth0"]);
+        // nodad: the address is usable at once instead of after ~1 s of duplicate detection.
+        ip_ok(
+            &c.ns,
+            &["addr", "add", &format!("{}/64", c.ipv6), "dev", "eth0", "nodad"],
+        );
+        ip_ok(&c.ns, &["link", "set", "eth0", "up"]);
+    }
+
+    /// Control mode: joins the hosts' bridges with veth links in a line so the segment has no loop.
+    fn link_bridges_directly(&self) {
+        for (a, b) in [(1u8, 2u8), (2, 3)] {
+            let (a_ns, b_ns) = (&self.host(a).ns, &self.host(b).ns);
+            let a_end = format!("t{a}{b}");
+            let b_end = format!("t{b}{a}");
+            ip_ok(
+                a_ns,
+                &[
+                    "link", "add", &a_end, "type", "veth", "peer", "name", &b_end, "netns", b_ns,
+                ],
+            );
+            ip_ok(a_ns, &["link", "set", &a_end, "master", "br0", "up"]);
+            ip_ok(b_ns, &["link", "set", &b_end, "master", "br0", "up"]);
+        }
+    }
+
+    pub fn host(&self, n: u8) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.n == n)
+            .unwrap_or_else(|| panic!("no host h{n}"))
+    }
+
+    pub fn container(&self, name: &str) -> &Container {
+        self.containers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    /// Moves container `name` to host `to`: its veth is deleted and a new one is created into the other
+    /// host's br0 with the same MAC and addresses. Returns when the new eth0 is up.
+    pub fn move_container(&mut self, name: &str, to: u8) -> Instant {
+        let index = self
+            .containers
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no container {name}"));
+        let from = self.containers[index].host;
+        let port = self.containers[index].host_port();
+        // Deleting one end of a veth deletes both; the container keeps its namespace and sockets.
+        ip_ok(&self.host(from).ns, &["link", "del", &port]);
+        self.plug(&self.containers[index], to);
+        self.containers[index].host = to;
+        Instant::now()
+    }
+
+    /// Lowers every container veth (both ends) to `mtu`, e.g. when meshd's TAP MTU is smaller.
+    pub fn set_container_mtu(&mut self, mtu: u32) {
+        let value = mtu.to_string();
+        for c in &self.containers {
+            ip_ok(&c.ns, &["link", "set", "eth0", "mtu", &value]);
+            ip_ok(
+                &self.host(c.host).ns,
+                &["link", "set", &c.host_port(), "mtu", &value],
+            );
+        }
+        self.container_mtu = mtu;
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        for ns in self.created.iter().rev() {
+            let out = cmd::run(ip(&["netns", "del", ns]), cmd::SHORT);
+            if !out.success() {
+                eprintln!("teardown: ip netns del {ns}: {}", out.describe());
+            }
+        }
+        if !self.created.is_empty() {
+            println!(
+                "teardown: deleted {} namespaces in {:.1?}",
+                self.created.len(),
+                started.elapsed()
+            );
+        }
+    }
+}
+
+/// Deletes namespaces left by earlier runs of this harness whose process is gone (killed by SIGKILL or
+/// Ctrl-C, so their guard never ran). Namespaces of a still-running process are left alone.
+fn remove_stale_namespaces() {
+    let out = cmd::run(ip(&["netns", "list"]), cmd::SHORT);
+    for line in out.stdout.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('-') else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let pids = cmd::run(ip(&["netns", "pids", name]), cmd::SHORT);
+        if !pids.stdout.trim().is_empty() {
+            eprintln!(
+                "stale namespace {name} still has processes {:?}; deleting the name only",
+                pids.stdout.split_whitespace().collect::<Vec<_>>()
+            );
+        }
+        let del = cmd::run(ip(&["netns", "del", name]), cmd::SHORT);
+        println!("removed stale namespace {name} from an earlier run ({})", {
+            if del.success() {
+                "ok".to_string()
+            } else {
+                del.describe()
+            }
+        });
+    }
+}
+
+/// Polls `probe` every `every` until it returns true or `timeout` passes; returns the time it took.
+pub fn poll_until(timeout: Duration, every: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        if probe() {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
