@@ -182,7 +182,10 @@ fn init(
             path.display()
         )));
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::Runtime(format!("creating {}: {e}", dir.display())))?;
     let key_name = format!("{name}.key");
@@ -202,7 +205,9 @@ fn init(
     match (&bridge, address) {
         (Some(b), _) => text.push_str(&format!("bridge = {}\n", toml_string(b))),
         (None, Some(a)) => text.push_str(&format!("address = {}\n", toml_string(&a.to_string()))),
-        (None, None) => text.push_str("# bridge = \"br0\"          # or: address = \"10.77.0.1/24\"\n"),
+        (None, None) => {
+            text.push_str("# bridge = \"br0\"          # or: address = \"10.77.0.1/24\"\n")
+        }
     }
     text.push_str(
         "\n# Peers: add with `meshd add-peer --config PATH --name NAME --public-key KEY --endpoint ADDR:PORT`\n",

@@ -115,10 +115,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A problem with the file as a whole or with a file it points to.
-    Other {
-        path: PathBuf,
-        message: String,
-    },
+    Other { path: PathBuf, message: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -371,7 +368,10 @@ impl Config {
                 ));
             }
             let key_span = p.public_key.span();
-            if peers.iter().any(|q| q.public_key == *p.public_key.get_ref()) {
+            if peers
+                .iter()
+                .any(|q| q.public_key == *p.public_key.get_ref())
+            {
                 return Err(at(
                     key_span,
                     Some("public_key"),
@@ -500,7 +500,10 @@ mod tests {
         assert_eq!(c.interface.mtu, 1400);
         assert_eq!(c.peers.len(), 1);
         assert_eq!(c.peers[0].public_key.to_string(), KEY);
-        assert_eq!(c.peers[0].endpoint, Some("10.201.0.2:6655".parse().unwrap()));
+        assert_eq!(
+            c.peers[0].endpoint,
+            Some("10.201.0.2:6655".parse().unwrap())
+        );
     }
 
     fn err(text: &str) -> String {
@@ -547,7 +550,10 @@ mod tests {
         assert!(e.contains(":4:") && e.contains("interface.mtu"), "{e}");
         let e = err(&format!("{}[switch]\nfdb_ageing_secs = 1\n", minimal()));
         assert!(e.contains("fdb_ageing_secs"), "{e}");
-        let e = err(&format!("{}[interface]\naddress = \"10.0.0.1/40\"\n", minimal()));
+        let e = err(&format!(
+            "{}[interface]\naddress = \"10.0.0.1/40\"\n",
+            minimal()
+        ));
         assert!(e.contains(":4:") && e.contains("address"), "{e}");
         let e = err(&format!(
             "{}[interface]\nname = \"averyveryverylongname\"\n",

@@ -121,15 +121,21 @@ mod tests {
                 port: "h2".into(),
                 age_secs: 1,
             }],
-            counters: [("rx_replayed".to_string(), 4), ("rx_bad_mac1".to_string(), 0)]
-                .into_iter()
-                .collect(),
+            counters: [
+                ("rx_replayed".to_string(), 4),
+                ("rx_bad_mac1".to_string(), 0),
+            ]
+            .into_iter()
+            .collect(),
         };
         let t = s.render_table();
         assert!(t.contains("1 of 1 up"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("02:00:00:00:00:01  h2"), "{t}");
-        assert!(t.contains("rx_replayed") && !t.contains("rx_bad_mac1"), "{t}");
+        assert!(
+            t.contains("rx_replayed") && !t.contains("rx_bad_mac1"),
+            "{t}"
+        );
         let json = serde_json::to_string(&s).unwrap();
         let back: NodeStatus = serde_json::from_str(&json).unwrap();
         assert_eq!(back.peers[0].state, "up");

@@ -3,12 +3,12 @@
 //! Nothing in here reads a clock, the OS random source or a socket; the `io` layer owns those and feeds
 //! their results in. That keeps every behaviour reproducible under a virtual clock in tests.
 
-pub mod switch;
 pub mod buffer;
 pub mod counters;
 pub mod node;
 pub mod peer;
 pub mod ratelimit;
+pub mod switch;
 
 pub use buffer::{BufferPool, PacketBuf};
 pub use counters::Counters;

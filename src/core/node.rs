@@ -35,9 +35,8 @@ use super::peer::{
 use super::ratelimit::{HandshakeLimiter, LIMITER_SWEEP_INTERVAL};
 use super::switch::{Fdb, FdbConfig, Forward, Learned, PeerId, Port};
 use crate::wire::{
-    classify, emit_data_header, Data, EthernetFrame, HandshakeInit, HandshakeResponse,
-    MessageType, PayloadKind, WireError, DATA_HEADER_LEN, HANDSHAKE_INIT_LEN,
-    HANDSHAKE_RESPONSE_LEN,
+    classify, emit_data_header, Data, EthernetFrame, HandshakeInit, HandshakeResponse, MessageType,
+    PayloadKind, WireError, DATA_HEADER_LEN, HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN,
 };
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
@@ -197,7 +196,9 @@ impl Node {
     fn next_timestamp(&mut self, now: Instant) -> u64 {
         let (base_instant, base_nanos) = self.clock_base;
         let elapsed = now.saturating_duration_since(base_instant).as_nanos() as u64;
-        let ts = base_nanos.saturating_add(elapsed).max(self.last_timestamp + 1);
+        let ts = base_nanos
+            .saturating_add(elapsed)
+            .max(self.last_timestamp + 1);
         self.last_timestamp = ts;
         ts
     }
@@ -268,7 +269,10 @@ impl Node {
             .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES);
         if usable {
             self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
-            let s = self.peers[id as usize].current.as_ref().expect("checked usable");
+            let s = self.peers[id as usize]
+                .current
+                .as_ref()
+                .expect("checked usable");
             if now >= s.rekey_at() && s.we_initiated {
                 self.start_handshake(now, id);
             }
@@ -285,7 +289,13 @@ impl Node {
     }
 
     /// Encrypts `packet` in place on the peer's current session and queues the datagram.
-    fn seal_and_queue(&mut self, now: Instant, id: PeerId, kind: PayloadKind, mut packet: PacketBuf) {
+    fn seal_and_queue(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        kind: PayloadKind,
+        mut packet: PacketBuf,
+    ) {
         let peer = &mut self.peers[id as usize];
         let (Some(session), Some(destination)) = (peer.current.as_mut(), peer.endpoint) else {
             self.pool.give(packet);
@@ -332,7 +342,12 @@ impl Node {
         for frame in pending {
             self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
         }
-        if !had_any && self.peers[id as usize].current.as_ref().is_some_and(|s| s.we_initiated) {
+        if !had_any
+            && self.peers[id as usize]
+                .current
+                .as_ref()
+                .is_some_and(|s| s.we_initiated)
+        {
             // The responder only starts sending on a session once it has received on it.
             self.send_keepalive(now, id);
         }
@@ -619,14 +634,18 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         let remote = self.peers[id as usize].public_key;
-        let mut initiator =
-            match Initiator::new(&self.secret, &remote, NOISE_PROLOGUE, &mut self.rng) {
-                Ok(i) => i,
-                Err(e) => {
-                    warn!(peer = %self.peers[id as usize].name, error = %e, "cannot start handshake");
-                    return;
-                }
-            };
+        let mut initiator = match Initiator::new(
+            &self.secret,
+            &remote,
+            NOISE_PROLOGUE,
+            &mut self.rng,
+        ) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(peer = %self.peers[id as usize].name, error = %e, "cannot start handshake");
+                return;
+            }
+        };
         let timestamp = self.next_timestamp(now);
         let local_index = self.alloc_index(id);
         let mut packet = self.pool.take();
@@ -758,6 +777,25 @@ impl Node {
     }
 
     // ---------------------------------------------------------------- status
+
+    /// (peer, current, previous, next) as (local, remote) index pairs, for tests and debugging.
+    #[doc(hidden)]
+    pub fn debug_sessions(&self) -> Vec<String> {
+        let f = |s: &Option<Session>| s.as_ref().map(|s| (s.local_index, s.remote_index));
+        self.peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: cur={:?} prev={:?} next={:?} init={:?}",
+                    p.name,
+                    f(&p.current),
+                    f(&p.previous),
+                    f(&p.next),
+                    p.initiation.as_ref().map(|i| i.local_index)
+                )
+            })
+            .collect()
+    }
 
     pub fn status(&self, now: Instant) -> CoreStatus {
         let peers = self

@@ -124,7 +124,10 @@ mod tests {
         assert!(b.try_take(t0 + Duration::from_millis(100)));
         assert!(b.try_take(t0 + Duration::from_secs(100)));
         assert!(b.try_take(t0 + Duration::from_secs(100)));
-        assert!(!b.try_take(t0 + Duration::from_secs(100)), "burst caps refill");
+        assert!(
+            !b.try_take(t0 + Duration::from_secs(100)),
+            "burst caps refill"
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl Drop for ControlServer {
     }
 }
 
-async fn handle_client(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> io::Result<()> {
+async fn handle_client(
+    stream: UnixStream,
+    requests: mpsc::Sender<ControlRequest>,
+) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST_LINE as u64);

@@ -55,7 +55,10 @@ pub fn render(status: &NodeStatus) -> String {
 }
 
 /// Serves `GET /metrics` until the task is dropped.
-pub async fn serve(addr: SocketAddr, requests: mpsc::Sender<ControlRequest>) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    requests: mpsc::Sender<ControlRequest>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     loop {

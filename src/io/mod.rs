@@ -85,16 +85,28 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         .ok_or_else(|| RunError(format!("TAP device {} vanished", iface.name)))?;
     let bridge_index = match &iface.bridge {
         None => None,
-        Some(bridge) => Some(match netlink.link_index(bridge).await.map_err(fail("finding the bridge"))? {
-            Some(index) => {
-                netlink.set_up(index).await.map_err(fail("bringing the bridge up"))?;
-                index
-            }
-            None => {
-                info!(%bridge, "bridge does not exist; creating it");
-                netlink.create_bridge(bridge).await.map_err(fail("creating the bridge"))?
-            }
-        }),
+        Some(bridge) => Some(
+            match netlink
+                .link_index(bridge)
+                .await
+                .map_err(fail("finding the bridge"))?
+            {
+                Some(index) => {
+                    netlink
+                        .set_up(index)
+                        .await
+                        .map_err(fail("bringing the bridge up"))?;
+                    index
+                }
+                None => {
+                    info!(%bridge, "bridge does not exist; creating it");
+                    netlink
+                        .create_bridge(bridge)
+                        .await
+                        .map_err(fail("creating the bridge"))?
+                }
+            },
+        ),
     };
     netlink
         .configure_link(tap_index, iface.mtu, bridge_index)
@@ -108,7 +120,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     }
 
     let udp = Udp::bind(config.listen).map_err(fail(&format!("binding UDP {}", config.listen)))?;
-    let listen = udp.local_addr().map_err(fail("reading the bound address"))?;
+    let listen = udp
+        .local_addr()
+        .map_err(fail("reading the bound address"))?;
     let control = ControlServer::bind(&config.control_socket, config.control_group.as_deref())
         .map_err(fail(&format!(
             "opening control socket {}",

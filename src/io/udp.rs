@@ -56,7 +56,11 @@ impl Udp {
     }
 
     /// Receives a batch without blocking; `Ok(0)` means nothing was ready.
-    pub fn try_recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+    pub fn try_recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
         match self.socket.try_io(Interest::READABLE, || {
             self.state.recv((&self.socket).into(), bufs, meta)
         }) {
@@ -80,9 +84,7 @@ impl Udp {
                 self.state.try_send((&self.socket).into(), &transmit)
             }) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.writable().await?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.writable().await?,
                 Err(e) => return Err(e),
             }
         }

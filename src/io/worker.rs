@@ -72,7 +72,10 @@ impl Worker {
         }
     }
 
-    pub async fn run(mut self, mut control: mpsc::Receiver<ControlRequest>) -> Result<(), RunError> {
+    pub async fn run(
+        mut self,
+        mut control: mpsc::Receiver<ControlRequest>,
+    ) -> Result<(), RunError> {
         let mut sigterm = signal(SignalKind::terminate())
             .map_err(|e| RunError(format!("installing SIGTERM handler: {e}")))?;
         let mut sigint = signal(SignalKind::interrupt())
@@ -128,8 +131,11 @@ impl Worker {
 
     async fn read_udp(&mut self) {
         for _ in 0..UDP_BATCHES_PER_WAKE {
-            let mut slices: Vec<IoSliceMut<'_>> =
-                self.rx_bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let mut slices: Vec<IoSliceMut<'_>> = self
+                .rx_bufs
+                .iter_mut()
+                .map(|b| IoSliceMut::new(b))
+                .collect();
             let count = match self.udp.try_recv(&mut slices, &mut self.rx_meta) {
                 Ok(0) => return,
                 Ok(n) => n,

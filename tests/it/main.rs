@@ -2,3 +2,4 @@
 //! crate links once: `netns` drives the real `meshd` binary across network namespaces (needs root).
 
 mod netns;
+mod sim;

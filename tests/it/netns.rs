@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use mesh::Mesh;
 use topology::Topology;
 
-const SKIP_MESSAGE: &str = "skipping netns tests: need root for network namespaces (run as root / sudo)";
+const SKIP_MESSAGE: &str =
+    "skipping netns tests: need root for network namespaces (run as root / sudo)";
 
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

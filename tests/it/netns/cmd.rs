@@ -102,8 +102,7 @@ impl Running {
             }
         };
         let join = |h: Option<JoinHandle<String>>| {
-            h.map(|h| h.join().unwrap_or_default())
-                .unwrap_or_default()
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
         };
         Output {
             status,

@@ -64,7 +64,10 @@ impl Mesh {
         let dir = std::env::temp_dir().join(format!("{}-meshd", topo.prefix));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        println!("meshd: binary {MESHD}, configs and logs in {}", dir.display());
+        println!(
+            "meshd: binary {MESHD}, configs and logs in {}",
+            dir.display()
+        );
         let mut mesh = Mesh {
             dir,
             nodes: Vec::new(),
@@ -94,7 +97,10 @@ impl Mesh {
                 ]),
                 cmd::SHORT,
             );
-            let pubkey = cmd::check(meshd(&["pubkey", "--config", node.config_str()]), cmd::SHORT);
+            let pubkey = cmd::check(
+                meshd(&["pubkey", "--config", node.config_str()]),
+                cmd::SHORT,
+            );
             let key = pubkey.stdout.trim().to_string();
             assert_eq!(
                 key.len(),
@@ -108,7 +114,11 @@ impl Mesh {
                 node.name,
                 init.stdout.trim()
             );
-            keys.push((host.name.clone(), key, format!("{}:{MESHD_PORT}", host.underlay_ip)));
+            keys.push((
+                host.name.clone(),
+                key,
+                format!("{}:{MESHD_PORT}", host.underlay_ip),
+            ));
             mesh.nodes.push(node);
         }
         for node in &mesh.nodes {
@@ -174,7 +184,11 @@ impl Mesh {
             Duration::from_secs(5),
         );
         if !out.success() {
-            return Err(format!("`meshd status` for {}: {}", node.name, out.describe()));
+            return Err(format!(
+                "`meshd status` for {}: {}",
+                node.name,
+                out.describe()
+            ));
         }
         serde_json::from_str(&out.stdout).map_err(|e| {
             format!(
@@ -187,7 +201,10 @@ impl Mesh {
     /// Panics (with the daemon's log) if any daemon has exited.
     pub fn assert_alive(&mut self) {
         for node in &mut self.nodes {
-            let exited = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 panic!(
                     "meshd on {} exited unexpectedly ({status}); log tail:\n{}",
@@ -221,7 +238,10 @@ impl Mesh {
                     self.nodes.len(),
                     started.elapsed()
                 );
-                return last.into_iter().map(|s| s.expect("checked above")).collect();
+                return last
+                    .into_iter()
+                    .map(|s| s.expect("checked above"))
+                    .collect();
             }
             thread::sleep(Duration::from_millis(250));
         }
@@ -341,7 +361,10 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("meshd pid {} ignored SIGTERM for {grace:?}; killing it", child.id());
+    eprintln!(
+        "meshd pid {} ignored SIGTERM for {grace:?}; killing it",
+        child.id()
+    );
     let _ = child.kill();
     let _ = child.wait();
     None
@@ -350,8 +373,8 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 /// Sets the top-level `control_socket` key in a config written by `meshd init`: replaces an existing
 /// top-level line, or inserts one before the first table header.
 fn set_control_socket(config: &Path, socket: &Path) {
-    let text = fs::read_to_string(config)
-        .unwrap_or_else(|e| panic!("read {}: {e}", config.display()));
+    let text =
+        fs::read_to_string(config).unwrap_or_else(|e| panic!("read {}: {e}", config.display()));
     let line = format!(
         "control_socket = {}",
         toml_string(socket.to_str().expect("temp paths are UTF-8"))

@@ -49,8 +49,7 @@ impl Received {
             let tci = u16::from_be_bytes([d[14], d[15]]);
             return Some((tci & 0x0fff, u16::from_be_bytes([d[16], d[17]]), &d[18..]));
         }
-        self.aux_vlan_tci
-            .map(|tci| (tci & 0x0fff, outer, &d[14..]))
+        self.aux_vlan_tci.map(|tci| (tci & 0x0fff, outer, &d[14..]))
     }
 }
 
@@ -204,7 +203,8 @@ impl PacketSocket {
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+                if (*cmsg).cmsg_level == libc::SOL_PACKET
+                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
                 {
                     let aux: libc::tpacket_auxdata =
                         std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
@@ -220,7 +220,13 @@ impl PacketSocket {
 }
 
 /// An Ethernet frame carrying an 802.1Q tag with VLAN id `vid`.
-pub fn tagged_frame(dst: [u8; 6], src: [u8; 6], vid: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+pub fn tagged_frame(
+    dst: [u8; 6],
+    src: [u8; 6],
+    vid: u16,
+    ethertype: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut frame = Vec::with_capacity(18 + payload.len());
     frame.extend_from_slice(&dst);
     frame.extend_from_slice(&src);

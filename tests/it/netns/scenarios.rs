@@ -52,18 +52,38 @@ impl Family {
     }
 }
 
-fn ping_command(from_ns: &str, family: Family, to: IpAddr, count: u32, interval: &str) -> std::process::Command {
+fn ping_command(
+    from_ns: &str,
+    family: Family,
+    to: IpAddr,
+    count: u32,
+    interval: &str,
+) -> std::process::Command {
     let (count, to) = (count.to_string(), to.to_string());
     exec_in(
         from_ns,
         "ping",
-        &[family.flag(), "-n", "-q", "-c", &count, "-i", interval, "-W", "2", &to],
+        &[
+            family.flag(),
+            "-n",
+            "-q",
+            "-c",
+            &count,
+            "-i",
+            interval,
+            "-W",
+            "2",
+            &to,
+        ],
     )
 }
 
 /// One ping exchange (up to 2 echo requests, success when any reply arrives).
 fn ping_once(from: &Container, family: Family, to: IpAddr) -> cmd::Output {
-    cmd::run(ping_command(&from.ns, family, to, 2, "0.2"), Duration::from_secs(10))
+    cmd::run(
+        ping_command(&from.ns, family, to, 2, "0.2"),
+        Duration::from_secs(10),
+    )
 }
 
 /// Every ordered container pair pings over IPv4 and IPv6; pings run in parallel, and failures are
@@ -86,7 +106,10 @@ pub fn ping_matrix(topo: &Topology, when: &str) {
                 .map(|(a, b)| cmd::spawn(ping_command(&a.ns, family, family.addr(b), 2, "0.2")))
                 .collect();
             let deadline = Instant::now() + Duration::from_secs(10);
-            let outputs: Vec<_> = running.into_iter().map(|r| r.wait_until(deadline)).collect();
+            let outputs: Vec<_> = running
+                .into_iter()
+                .map(|r| r.wait_until(deadline))
+                .collect();
             let mut still_failing = Vec::new();
             last_failures.clear();
             for ((a, b), out) in pending.iter().zip(outputs) {
@@ -192,12 +215,14 @@ pub fn tcp_transfer(topo: &Topology, from: &str, to: &str) {
             .map_err(|e| format!("shutdown: {e}"))?;
         Ok((sent, hasher.finalize()))
     });
-    let sent = sender.join(Duration::from_secs(120));
-    let received = receiver.join(Duration::from_secs(120));
+    // The sender's error (e.g. connect failed) explains more than the receiver's accept timeout.
+    let (sent_bytes, sent_hash) = sender
+        .join(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("TCP {from} -> {to}: sender failed: {e}"));
+    let (recv_bytes, recv_hash) = receiver
+        .join(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("TCP {from} -> {to}: receiver failed: {e}"));
     let elapsed = started.elapsed();
-    let (sent_bytes, sent_hash) = sent.unwrap_or_else(|e| panic!("TCP {from} -> {to}: sender failed: {e}"));
-    let (recv_bytes, recv_hash) =
-        received.unwrap_or_else(|e| panic!("TCP {from} -> {to}: receiver failed: {e}"));
     assert_eq!(
         recv_bytes, sent_bytes,
         "TCP {from} -> {to}: receiver got {recv_bytes} bytes, sender sent {sent_bytes}"
@@ -223,7 +248,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A UDP broadcast to 10.77.0.255 from one container reaches a listener in each of the other five.
 pub fn broadcast(topo: &Topology, from: &str) {
-    let token = format!("meshd-it broadcast {} {:?}", std::process::id(), Instant::now());
+    let token = format!(
+        "meshd-it broadcast {} {:?}",
+        std::process::id(),
+        Instant::now()
+    );
     let (ready_tx, ready_rx) = mpsc::channel();
     let listeners: Vec<_> = topo
         .containers
@@ -259,17 +288,21 @@ pub fn broadcast(topo: &Topology, from: &str) {
     }
     let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 77, 0, 255)), BROADCAST_PORT);
     let payload = token.clone();
-    let sender = nsthread::spawn(&topo.container(from).ns, &format!("bcast-send-{from}"), move || {
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
-        sock.set_broadcast(true).map_err(|e| e.to_string())?;
-        // A few copies: the first may race an ARP-less path warming up; one is enough to pass.
-        for _ in 0..5 {
-            sock.send_to(payload.as_bytes(), target)
-                .map_err(|e| format!("send_to {target}: {e}"))?;
-            thread::sleep(Duration::from_millis(200));
-        }
-        Ok(())
-    });
+    let sender = nsthread::spawn(
+        &topo.container(from).ns,
+        &format!("bcast-send-{from}"),
+        move || {
+            let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+            sock.set_broadcast(true).map_err(|e| e.to_string())?;
+            // A few copies: the first may race an ARP-less path warming up; one is enough to pass.
+            for _ in 0..5 {
+                sock.send_to(payload.as_bytes(), target)
+                    .map_err(|e| format!("send_to {target}: {e}"))?;
+                thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        },
+    );
     sender
         .join(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("broadcast sender failed: {e}"));
@@ -346,9 +379,15 @@ pub fn vlan(topo: &Topology, from: &str, to: &str) {
         .join(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("VLAN sender in {from} failed: {e}"));
     let (vid, how) = received.unwrap_or_else(|e| {
-        panic!("802.1Q frame (VLAN {VLAN_ID}, {} bytes) {from} -> {to}: {e}", frame_len(&payload))
+        panic!(
+            "802.1Q frame (VLAN {VLAN_ID}, {} bytes) {from} -> {to}: {e}",
+            frame_len(&payload)
+        )
     });
-    assert_eq!(vid, VLAN_ID, "frame {from} -> {to} arrived with VLAN id {vid}, expected {VLAN_ID}");
+    assert_eq!(
+        vid, VLAN_ID,
+        "frame {from} -> {to} arrived with VLAN id {vid}, expected {VLAN_ID}"
+    );
     println!(
         "  tagged frame VLAN {VLAN_ID} ({} bytes) {from} -> {to} arrived intact, VLAN id {vid} ({how})",
         frame_len(&payload)
@@ -364,7 +403,12 @@ fn vlan_subinterface_ping(src: &Container, dst: &Container) {
     let sub = format!("eth0.{VLAN_ID}");
     let vid = VLAN_ID.to_string();
     let probe = cmd::run(
-        ip_in(&src.ns, &["link", "add", "link", "eth0", "name", &sub, "type", "vlan", "id", &vid]),
+        ip_in(
+            &src.ns,
+            &[
+                "link", "add", "link", "eth0", "name", &sub, "type", "vlan", "id", &vid,
+            ],
+        ),
         cmd::SHORT,
     );
     if !probe.success() {
@@ -379,12 +423,20 @@ fn vlan_subinterface_ping(src: &Container, dst: &Container) {
     for (c, created) in [(src, true), (dst, false)] {
         if !created {
             cmd::check(
-                ip_in(&c.ns, &["link", "add", "link", "eth0", "name", &sub, "type", "vlan", "id", &vid]),
+                ip_in(
+                    &c.ns,
+                    &[
+                        "link", "add", "link", "eth0", "name", &sub, "type", "vlan", "id", &vid,
+                    ],
+                ),
                 cmd::SHORT,
             );
         }
         cmd::check(
-            ip_in(&c.ns, &["addr", "add", &format!("{}/24", address(c)), "dev", &sub]),
+            ip_in(
+                &c.ns,
+                &["addr", "add", &format!("{}/24", address(c)), "dev", &sub],
+            ),
             cmd::SHORT,
         );
         cmd::check(ip_in(&c.ns, &["link", "set", &sub, "up"]), cmd::SHORT);
@@ -394,7 +446,12 @@ fn vlan_subinterface_ping(src: &Container, dst: &Container) {
     for _ in 0..PING_ATTEMPTS {
         let out = ping_once(src, Family::V4, target);
         if out.success() {
-            println!("  {} {sub} ({}) pings {} {sub} ({target})", src.name, address(src), dst.name);
+            println!(
+                "  {} {sub} ({}) pings {} {sub} ({target})",
+                src.name,
+                address(src),
+                dst.name
+            );
             return;
         }
         last = Some(out);
@@ -437,7 +494,16 @@ pub fn container_move(topo: &mut Topology, name: &str, to: u8, observer: &str) {
                 exec_in(
                     &watcher.ns,
                     "ping",
-                    &[family.flag(), "-n", "-q", "-c", "1", "-W", "1", &target.to_string()],
+                    &[
+                        family.flag(),
+                        "-n",
+                        "-q",
+                        "-c",
+                        "1",
+                        "-W",
+                        "0.3",
+                        &target.to_string(),
+                    ],
                 ),
                 Duration::from_secs(5),
             )
@@ -495,9 +561,10 @@ pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
                     Err(_) => errors += 1,
                 }
             }
-            let due = (started.elapsed().as_secs_f64() * FLOOD_RATE as f64) as u64;
-            if sent > due {
-                thread::sleep(Duration::from_millis(1));
+            // Pace to FLOOD_RATE: sleep until the datagrams sent so far are due.
+            let due_at = Duration::from_secs_f64((sent + errors) as f64 / FLOOD_RATE as f64);
+            if let Some(ahead) = due_at.checked_sub(started.elapsed()) {
+                thread::sleep(ahead);
             }
         }
         Ok((sent, errors, started.elapsed()))
@@ -508,7 +575,13 @@ pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
         .iter()
         .map(|(a, b)| {
             let dst = topo.container(b).ipv4;
-            cmd::spawn(ping_command(&topo.container(a).ns, Family::V4, IpAddr::V4(dst), 12, "0.25"))
+            cmd::spawn(ping_command(
+                &topo.container(a).ns,
+                Family::V4,
+                IpAddr::V4(dst),
+                12,
+                "0.25",
+            ))
         })
         .collect();
     let (sent, errors, took) = flood
@@ -565,7 +638,13 @@ fn peer_states(status: &serde_json::Value) -> String {
         .map(|peers| {
             peers
                 .iter()
-                .map(|p| format!("{}={}", p["name"].as_str().unwrap_or("?"), p["state"].as_str().unwrap_or("?")))
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p["name"].as_str().unwrap_or("?"),
+                        p["state"].as_str().unwrap_or("?")
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         })

@@ -126,7 +126,10 @@ impl Topology {
                 "0",
             ],
         );
-        ip_ok(&ul, &["addr", "add", &format!("{UNDERLAY_SELF}/24"), "dev", "ulbr"]);
+        ip_ok(
+            &ul,
+            &["addr", "add", &format!("{UNDERLAY_SELF}/24"), "dev", "ulbr"],
+        );
         ip_ok(&ul, &["link", "set", "ulbr", "up"]);
     }
 
@@ -150,7 +153,13 @@ impl Topology {
         ip_ok(&ul, &["link", "set", &host.name, "master", "ulbr", "up"]);
         ip_ok(
             &host.ns,
-            &["addr", "add", &format!("{}/24", host.underlay_ip), "dev", "ul0"],
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", host.underlay_ip),
+                "dev",
+                "ul0",
+            ],
         );
         ip_ok(&host.ns, &["link", "set", "ul0", "mtu", &mtu, "up"]);
         // Snooping off: without an MLD querier it would only add state, and NDP must flood freely.
@@ -179,7 +188,9 @@ impl Topology {
             host: n,
             mac: format!("02:77:00:00:{n:02x}:{slot:02x}"),
             ipv4: Ipv4Addr::new(10, 77, 0, index),
-            ipv6: format!("fd77::{index}").parse().expect("valid IPv6 literal"),
+            ipv6: format!("fd77::{index}")
+                .parse()
+                .expect("valid IPv6 literal"),
         };
         self.add_namespace(&container.ns);
         sysctl_in(&container.ns, "net.ipv4.icmp_echo_ignore_broadcasts=0");
@@ -195,22 +206,30 @@ impl Topology {
         ip_ok(
             host_ns,
             &[
-                "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", "eth0",
-                "netns", &c.ns,
+                "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "netns",
+                &c.ns,
             ],
         );
         ip_ok(host_ns, &["link", "set", &port, "master", "br0", "up"]);
         ip_ok(
             &c.ns,
-            &[
-                "link", "set", "eth0", "address", &c.mac, "mtu", &mtu,
-            ],
+            &["link", "set", "eth0", "address", &c.mac, "mtu", &mtu],
         );
-        ip_ok(&c.ns, &["addr", "add", &format!("{}/24", c.ipv4), "dev", "eth0"]);
+        ip_ok(
+            &c.ns,
+            &["addr", "add", &format!("{}/24", c.ipv4), "dev", "eth0"],
+        );
         // nodad: the address is usable at once instead of after ~1 s of duplicate detection.
         ip_ok(
             &c.ns,
-            &["addr", "add", &format!("{}/64", c.ipv6), "dev", "eth0", "nodad"],
+            &[
+                "addr",
+                "add",
+                &format!("{}/64", c.ipv6),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
         );
         ip_ok(&c.ns, &["link", "set", "eth0", "up"]);
     }
@@ -335,7 +354,11 @@ fn remove_stale_namespaces() {
 }
 
 /// Polls `probe` every `every` until it returns true or `timeout` passes; returns the time it took.
-pub fn poll_until(timeout: Duration, every: Duration, mut probe: impl FnMut() -> bool) -> Option<Duration> {
+pub fn poll_until(
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> bool,
+) -> Option<Duration> {
     let started = Instant::now();
     loop {
         if probe() {
@@ -347,4 +370,3 @@ pub fn poll_until(timeout: Duration, every: Duration, mut probe: impl FnMut() ->
         std::thread::sleep(every);
     }
 }
-

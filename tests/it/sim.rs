@@ -1,0 +1,675 @@
+//! Simulation tests of the sans-IO core: real `Node`s on a virtual clock, joined by a virtual
+//! network that can lose, delay, reorder and duplicate datagrams, and inject hostile ones.
+//!
+//! Nothing here sleeps or touches a socket, so every scenario is deterministic for its seed and
+//! runs in milliseconds even when it covers minutes of protocol time (rekeys, timeouts).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use meshd::core::node::{NodeConfig, PeerSpec, Received};
+use meshd::core::switch::FdbConfig;
+use meshd::core::Node;
+use meshd::wire::{HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN};
+use meshd_crypto::{compute_mac1, mac1_key, CoreRng, PublicKey, StaticSecret};
+use rand_core::RngCore;
+
+const MAX_FRAME: usize = 1500 + 18;
+
+/// A small deterministic PRNG for the network's own decisions.
+struct NetRng(u64);
+
+impl NetRng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Impairment {
+    loss_percent: u64,
+    duplicate_percent: u64,
+    /// Each datagram is delayed by a uniform amount up to this, which reorders them.
+    max_jitter: Duration,
+}
+
+struct InFlight {
+    deliver_at: Instant,
+    seq: u64,
+    to: usize,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+struct SimHost {
+    node: Node,
+    addr: SocketAddr,
+    secret_bytes: [u8; 32],
+    peers: Vec<PeerSpec>,
+    /// Frames the node handed to its TAP.
+    delivered: Vec<Vec<u8>>,
+}
+
+struct Sim {
+    now: Instant,
+    hosts: Vec<SimHost>,
+    flight: Vec<InFlight>,
+    seq: u64,
+    net: NetRng,
+    impairment: Impairment,
+    /// Datagrams dropped by a test-chosen filter (e.g. "lose the first handshake messages").
+    filter: Option<Box<dyn FnMut(usize, &[u8]) -> bool>>,
+    /// Copies of every datagram sent, when a test wants to replay one.
+    capture: Option<Vec<(usize, SocketAddr, Vec<u8>)>>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    format!("10.0.0.{}:6655", i + 1).parse().unwrap()
+}
+
+fn secret(i: usize) -> [u8; 32] {
+    // Byte 0's low bits are cleared by X25519 clamping, so vary a byte that survives it.
+    let mut b = [0x42u8; 32];
+    b[1] = i as u8 + 1;
+    b
+}
+
+fn mac(host: usize, n: u8) -> [u8; 6] {
+    [0x02, 0x77, 0, 0, host as u8 + 1, n]
+}
+
+/// An Ethernet frame carrying a sequence number so deliveries can be checked one by one.
+fn frame(dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(14 + 8)];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental ethertype
+    f[14..22].copy_from_slice(&seq.to_be_bytes());
+    f
+}
+
+fn seq_of(frame: &[u8]) -> u64 {
+    u64::from_be_bytes(frame[14..22].try_into().unwrap())
+}
+
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+impl Sim {
+    /// `n` hosts in a full mesh, each knowing every other's endpoint.
+    fn new(n: usize, seed: u64) -> Sim {
+        let now = Instant::now();
+        let keys: Vec<PublicKey> = (0..n)
+            .map(|i| StaticSecret::from_bytes(secret(i)).public_key())
+            .collect();
+        let hosts = (0..n)
+            .map(|i| {
+                let peers: Vec<PeerSpec> = (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| PeerSpec {
+                        name: format!("h{}", j + 1),
+                        public_key: keys[j],
+                        endpoint: Some(addr(j)),
+                    })
+                    .collect();
+                SimHost {
+                    node: make_node(now, secret(i), peers.clone(), seed + i as u64),
+                    addr: addr(i),
+                    secret_bytes: secret(i),
+                    peers,
+                    delivered: Vec::new(),
+                }
+            })
+            .collect();
+        Sim {
+            now,
+            hosts,
+            flight: Vec::new(),
+            seq: 0,
+            net: NetRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            impairment: Impairment::default(),
+            filter: None,
+            capture: None,
+        }
+    }
+
+    fn host_of(&self, a: SocketAddr) -> Option<usize> {
+        self.hosts.iter().position(|h| h.addr == a)
+    }
+
+    /// Moves everything the node queued into the network.
+    fn collect(&mut self, from: usize) {
+        while let Some(t) = self.hosts[from].node.poll_transmit() {
+            let bytes = t.packet.bytes().to_vec();
+            let dst = t.destination;
+            self.hosts[from].node.recycle(t.packet);
+            let Some(to) = self.host_of(dst) else {
+                continue;
+            };
+            if let Some(cap) = &mut self.capture {
+                cap.push((to, self.hosts[from].addr, bytes.clone()));
+            }
+            if let Some(filter) = &mut self.filter {
+                if filter(from, &bytes) {
+                    continue;
+                }
+            }
+            if self.net.chance(self.impairment.loss_percent) {
+                continue;
+            }
+            let copies = if self.net.chance(self.impairment.duplicate_percent) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let jitter = self
+                    .net
+                    .below(self.impairment.max_jitter.as_micros() as u64);
+                self.seq += 1;
+                self.flight.push(InFlight {
+                    deliver_at: self.now + Duration::from_micros(100 + jitter),
+                    seq: self.seq,
+                    to,
+                    from: self.hosts[from].addr,
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: usize, from: SocketAddr, mut bytes: Vec<u8>) {
+        let now = self.now;
+        let host = &mut self.hosts[to];
+        if let Received::Frame(range) = host.node.handle_datagram(now, from, &mut bytes) {
+            host.delivered.push(bytes[range].to_vec());
+        }
+
+        self.collect(to);
+    }
+
+    /// A frame enters host `at` from its TAP.
+    fn send_frame(&mut self, at: usize, frame: &[u8]) {
+        let now = self.now;
+        let node = &mut self.hosts[at].node;
+        let mut buf = node.take_buffer();
+        buf.copy_frame_from(frame);
+        node.handle_tap_frame(now, buf);
+        self.collect(at);
+    }
+
+    /// Advances virtual time to `until`, delivering datagrams and firing timers in order.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let next_delivery = self.flight.iter().map(|f| (f.deliver_at, f.seq)).min();
+            let next_timer = self
+                .hosts
+                .iter()
+                .filter_map(|h| h.node.poll_timeout())
+                .min();
+            let next = match (next_delivery, next_timer) {
+                (Some((d, _)), Some(t)) => d.min(t),
+                (Some((d, _)), None) => d,
+                (None, Some(t)) => t,
+                (None, None) => until,
+            };
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(next);
+            if let Some((d, seq)) = next_delivery.filter(|(d, _)| *d <= self.now) {
+                let _ = d;
+                let idx = self.flight.iter().position(|f| f.seq == seq).unwrap();
+                let f = self.flight.swap_remove(idx);
+                self.deliver(f.to, f.from, f.bytes);
+                continue;
+            }
+            for i in 0..self.hosts.len() {
+                if self.hosts[i]
+                    .node
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+                {
+                    let now = self.now;
+                    self.hosts[i].node.handle_timeout(now);
+                    self.collect(i);
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn state(&self, host: usize, peer_name: &str) -> String {
+        self.hosts[host]
+            .node
+            .status(self.now)
+            .peers
+            .iter()
+            .find(|p| p.name == peer_name)
+            .map(|p| p.state.clone())
+            .unwrap()
+    }
+
+    fn counter(&self, host: usize, name: &str) -> u64 {
+        self.hosts[host]
+            .node
+            .counters()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .unwrap()
+    }
+
+    fn all_up(&self) -> bool {
+        self.hosts.iter().all(|h| {
+            h.node
+                .status(self.now)
+                .peers
+                .iter()
+                .all(|p| p.state == "up")
+        })
+    }
+
+    /// Replaces host `i` with a freshly started node holding the same key (a daemon restart).
+    fn restart(&mut self, i: usize, seed: u64) {
+        let h = &mut self.hosts[i];
+        h.node = make_node(self.now, h.secret_bytes, h.peers.clone(), seed);
+        h.delivered.clear();
+        self.flight.retain(|f| f.to != i);
+    }
+}
+
+fn make_node(now: Instant, secret: [u8; 32], peers: Vec<PeerSpec>, seed: u64) -> Node {
+    let mut rng_seed = [0u8; 32];
+    rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+    Node::new(NodeConfig {
+        secret: StaticSecret::from_bytes(secret),
+        peers,
+        fdb: FdbConfig::default(),
+        max_frame: MAX_FRAME,
+        rng_seed,
+        now,
+        // Wall clock advances with the virtual clock; a restart happens "later" in wall time too.
+        unix_nanos_at_now: 1_800_000_000_000_000_000 + seed * 1_000_000_000,
+    })
+}
+
+/// Sends `count` numbered frames a→b and b→a every `interval`, running the network between them,
+/// then checks each side received every sequence number exactly once.
+fn exchange(sim: &mut Sim, a: usize, b: usize, count: u64, interval: Duration) {
+    let start_a = sim.hosts[b].delivered.len();
+    let start_b = sim.hosts[a].delivered.len();
+    for seq in 0..count {
+        sim.send_frame(a, &frame(mac(b, 1), mac(a, 1), seq, 200));
+        sim.send_frame(b, &frame(mac(a, 1), mac(b, 1), seq, 200));
+        sim.run_for(interval);
+    }
+    sim.run_for(Duration::from_millis(500));
+    for (receiver, start) in [(b, start_a), (a, start_b)] {
+        let mut seen: Vec<u64> = sim.hosts[receiver].delivered[start..]
+            .iter()
+            .map(|f| seq_of(f))
+            .collect();
+        let n = seen.len();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), n, "host {receiver} received duplicates");
+        assert_eq!(
+            seen,
+            (0..count).collect::<Vec<_>>(),
+            "host {receiver} lost frames"
+        );
+    }
+}
+
+#[test]
+fn handshake_brings_peers_up_within_one_round_trip() {
+    let mut sim = Sim::new(2, 1);
+    sim.run_for(Duration::from_millis(50));
+    assert!(sim.all_up(), "both sides up after a round trip");
+    assert_eq!(sim.state(0, "h2"), "up");
+    exchange(&mut sim, 0, 1, 50, Duration::from_millis(10));
+}
+
+#[test]
+fn rekey_under_continuous_traffic_loses_nothing() {
+    let mut sim = Sim::new(2, 2);
+    sim.run_for(Duration::from_millis(50));
+    // 400 s of protocol time with a frame each way every 20 ms spans three rekeys.
+    exchange(&mut sim, 0, 1, 20_000, Duration::from_millis(20));
+    let handshakes =
+        sim.counter(0, "handshakes_completed") + sim.counter(1, "handshakes_completed");
+    assert!(
+        handshakes >= 6,
+        "expected at least three rekeys, saw {handshakes} handshake completions"
+    );
+    assert_eq!(
+        sim.counter(0, "rx_replayed") + sim.counter(1, "rx_replayed"),
+        0
+    );
+    assert_eq!(
+        sim.counter(0, "tx_no_session") + sim.counter(1, "tx_no_session"),
+        0
+    );
+    assert!(sim.all_up());
+}
+
+#[test]
+fn replayed_datagrams_are_rejected_and_counted() {
+    let mut sim = Sim::new(2, 3);
+    sim.run_for(Duration::from_millis(50));
+    sim.capture = Some(Vec::new());
+    sim.send_frame(0, &frame(mac(1, 1), mac(0, 1), 7, 100));
+    sim.run_for(Duration::from_millis(10));
+    let captured = sim.capture.take().unwrap();
+    assert_eq!(sim.hosts[1].delivered.len(), 1);
+    let before = sim.counter(1, "rx_replayed");
+    for (to, from, bytes) in captured.into_iter().filter(|(to, _, _)| *to == 1) {
+        for _ in 0..3 {
+            sim.deliver(to, from, bytes.clone());
+        }
+    }
+    assert_eq!(
+        sim.hosts[1].delivered.len(),
+        1,
+        "a replay must not deliver again"
+    );
+    assert_eq!(sim.counter(1, "rx_replayed"), before + 3);
+}
+
+#[test]
+fn reordering_and_duplication_inside_the_window_deliver_each_frame_once() {
+    let mut sim = Sim::new(2, 4);
+    sim.run_for(Duration::from_millis(50));
+    sim.impairment = Impairment {
+        loss_percent: 0,
+        duplicate_percent: 10,
+        max_jitter: Duration::from_millis(30),
+    };
+    // A frame every 100 µs against 30 ms of jitter reorders by up to ~300 packets.
+    exchange(&mut sim, 0, 1, 3000, Duration::from_micros(100));
+    assert!(
+        sim.counter(1, "rx_replayed") > 0,
+        "duplicates were counted as replays"
+    );
+}
+
+#[test]
+fn lost_handshake_messages_are_retransmitted() {
+    let mut sim = Sim::new(2, 5);
+    let mut dropped = 0;
+    sim.filter = Some(Box::new(move |_, bytes| {
+        let is_handshake =
+            bytes.len() == HANDSHAKE_INIT_LEN || bytes.len() == HANDSHAKE_RESPONSE_LEN;
+        if is_handshake && dropped < 4 {
+            dropped += 1;
+            return true;
+        }
+        false
+    }));
+    sim.run_for(Duration::from_millis(500));
+    assert!(!sim.all_up(), "first messages were lost");
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.all_up(), "retransmission completed the handshake");
+    sim.filter = None;
+    exchange(&mut sim, 0, 1, 20, Duration::from_millis(10));
+}
+
+#[test]
+fn lossy_network_still_converges_and_carries_traffic() {
+    let mut sim = Sim::new(3, 6);
+    sim.impairment = Impairment {
+        loss_percent: 20,
+        duplicate_percent: 5,
+        max_jitter: Duration::from_millis(5),
+    };
+    sim.run_for(Duration::from_secs(30));
+    assert!(sim.all_up(), "all peers up despite 20% loss");
+}
+
+#[test]
+fn restarted_peer_reestablishes_at_once() {
+    let mut sim = Sim::new(2, 7);
+    sim.run_for(Duration::from_millis(50));
+    exchange(&mut sim, 0, 1, 10, Duration::from_millis(10));
+    sim.run_for(Duration::from_secs(30));
+    sim.restart(1, 99);
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.all_up(), "restarted node handshakes on start");
+    exchange(&mut sim, 0, 1, 10, Duration::from_millis(10));
+}
+
+#[test]
+fn peer_that_cannot_reach_us_is_found_again_after_its_restart() {
+    // Host 1 does not know host 0's endpoint; only host 0 initiates. After host 1 restarts, host 0
+    // notices the silence and handshakes again.
+    let mut sim = Sim::new(2, 8);
+    for p in &mut sim.hosts[1].peers {
+        p.endpoint = None;
+    }
+    sim.restart(1, 8);
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.all_up());
+    sim.restart(1, 80);
+    sim.run_for(Duration::from_secs(60));
+    assert!(sim.all_up(), "host 0 re-handshook after the silent restart");
+    exchange(&mut sim, 0, 1, 10, Duration::from_millis(10));
+}
+
+#[test]
+fn simultaneous_initiation_settles_without_loss() {
+    let mut sim = Sim::new(2, 9);
+    // Both nodes initiate at the same instant (both know each other's endpoint).
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.all_up());
+    assert!(
+        sim.counter(0, "handshakes_initiated") >= 1 && sim.counter(1, "handshakes_initiated") >= 1
+    );
+    exchange(&mut sim, 0, 1, 200, Duration::from_millis(5));
+}
+
+#[test]
+fn dead_peer_goes_down_and_comes_back() {
+    let mut sim = Sim::new(2, 10);
+    sim.run_for(Duration::from_millis(100));
+    sim.filter = Some(Box::new(|_, _| true)); // the underlay is cut
+    sim.run_for(Duration::from_secs(70));
+    assert_eq!(sim.state(0, "h2"), "down");
+    sim.filter = None;
+    sim.run_for(Duration::from_secs(20));
+    assert!(sim.all_up(), "back after the cut heals");
+    exchange(&mut sim, 0, 1, 10, Duration::from_millis(10));
+}
+
+#[test]
+fn broadcast_reaches_every_peer_once_and_split_horizon_holds() {
+    let mut sim = Sim::new(3, 11);
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.all_up());
+    sim.send_frame(0, &frame(BROADCAST, mac(0, 1), 1, 60));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.hosts[1].delivered.len(), 1);
+    assert_eq!(sim.hosts[2].delivered.len(), 1);
+    assert_eq!(sim.hosts[0].delivered.len(), 0, "never echoed back");
+    // Host 1 learned the MAC behind host 0, so unicast to it goes only there.
+    sim.send_frame(1, &frame(mac(0, 1), mac(1, 1), 2, 60));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.hosts[0].delivered.len(), 1);
+    assert_eq!(
+        sim.hosts[2].delivered.len(),
+        1,
+        "unicast did not flood to host 2"
+    );
+    assert_eq!(sim.counter(1, "frames_flooded"), 0);
+}
+
+#[test]
+fn mac_move_between_hosts_is_followed() {
+    let mut sim = Sim::new(3, 12);
+    sim.run_for(Duration::from_millis(100));
+    let roaming = mac(9, 9);
+    sim.send_frame(0, &frame(BROADCAST, roaming, 1, 60));
+    sim.run_for(Duration::from_millis(50));
+    // The container moves to host 2 and announces itself (gratuitous ARP-like broadcast).
+    sim.send_frame(2, &frame(BROADCAST, roaming, 2, 60));
+    sim.run_for(Duration::from_millis(50));
+    let before = sim.hosts[2].delivered.len();
+    sim.send_frame(1, &frame(roaming, mac(1, 1), 3, 60));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(
+        sim.hosts[2].delivered.len(),
+        before + 1,
+        "unicast follows the move"
+    );
+    assert!(sim.counter(1, "fdb_moves") >= 1);
+}
+
+#[test]
+fn garbage_datagrams_are_counted_and_traffic_keeps_flowing() {
+    let mut sim = Sim::new(2, 13);
+    sim.run_for(Duration::from_millis(50));
+    let mut rng = NetRng(77);
+    let attacker: SocketAddr = "10.9.9.9:1234".parse().unwrap();
+    for i in 0..20_000 {
+        let len = rng.below(1600) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // A third of them carry a valid-looking header to reach deeper parsers.
+        if i % 3 == 0 && len >= 4 {
+            bytes[0] = 1;
+            bytes[1] = [1, 2, 4][i % 9 / 3];
+        }
+        sim.deliver(0, attacker, bytes);
+    }
+    let c = sim.hosts[0].node.counters();
+    let dropped: u64 = c
+        .iter()
+        .filter(|(n, _)| n.starts_with("rx_") && *n != "rx_datagrams")
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        dropped >= 20_000,
+        "every garbage datagram was counted as a drop ({dropped})"
+    );
+    assert!(sim.hosts[0].delivered.is_empty());
+    exchange(&mut sim, 0, 1, 20, Duration::from_millis(10));
+}
+
+#[test]
+fn handshake_flood_is_rate_limited_before_diffie_hellman() {
+    let mut sim = Sim::new(2, 14);
+    sim.run_for(Duration::from_millis(50));
+    // The attacker knows host 0's public key, so its initiations pass mac1, but its own static key
+    // is not a peer. Only the rate limiter's budget of them may cost DH work.
+    let victim = StaticSecret::from_bytes(secret(0)).public_key();
+    let key = mac1_key(&victim);
+    let mut rng = CoreRng::from_seed([5; 32]);
+    let attacker: SocketAddr = "10.9.9.9:1234".parse().unwrap();
+    for _ in 0..5000 {
+        let mut msg = vec![0u8; HANDSHAKE_INIT_LEN];
+        rng.fill_bytes(&mut msg);
+        msg[0] = 1;
+        msg[1] = 1;
+        msg[2] = 0;
+        msg[3] = 0;
+        let covered = HANDSHAKE_INIT_LEN - 32;
+        let mac = compute_mac1(&key, &msg[..covered]);
+        msg[covered..covered + 16].copy_from_slice(&mac);
+        sim.deliver(0, attacker, msg);
+    }
+    let limited = sim.counter(0, "rx_handshake_ratelimited");
+    let processed = sim.counter(0, "rx_handshake_failed") + sim.counter(0, "rx_unknown_peer");
+    assert!(limited >= 4900, "flood was rate limited ({limited})");
+    assert!(
+        processed <= 100,
+        "at most the budget reached DH ({processed})"
+    );
+    exchange(&mut sim, 0, 1, 20, Duration::from_millis(10));
+}
+
+#[test]
+fn unknown_key_cannot_get_a_frame_through() {
+    // A node whose key is not in host 0's peer list sends initiations with a correct mac1.
+    let mut sim = Sim::new(2, 15);
+    let outsider = StaticSecret::from_bytes([0xEE; 32]);
+    let outsider_peers = vec![PeerSpec {
+        name: "h1".into(),
+        public_key: StaticSecret::from_bytes(secret(0)).public_key(),
+        endpoint: Some(addr(0)),
+    }];
+    sim.hosts[1].secret_bytes = *outsider.as_bytes();
+    sim.hosts[1].peers = outsider_peers;
+    sim.restart(1, 15);
+    sim.run_for(Duration::from_secs(5));
+    sim.send_frame(1, &frame(BROADCAST, mac(1, 1), 1, 60));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.hosts[0].delivered.is_empty());
+    assert!(sim.counter(0, "rx_unknown_peer") >= 1);
+}
+
+#[test]
+fn status_reports_peers_fdb_and_counters() {
+    let mut sim = Sim::new(2, 16);
+    sim.run_for(Duration::from_millis(50));
+    exchange(&mut sim, 0, 1, 5, Duration::from_millis(10));
+    let s = sim.hosts[0].node.status(sim.now);
+    let p = &s.peers[0];
+    assert_eq!(p.name, "h2");
+    assert_eq!(p.state, "up");
+    assert_eq!(p.endpoint.as_deref(), Some("10.0.0.2:6655"));
+    assert!(p.rx_bytes >= 5 * 200 && p.tx_bytes >= 5 * 200);
+    assert!(p.last_handshake_secs_ago.is_some());
+    assert!(s
+        .fdb
+        .iter()
+        .any(|e| e.mac == "02:77:00:00:02:01" && e.port == "h2"));
+    assert!(s
+        .fdb
+        .iter()
+        .any(|e| e.mac == "02:77:00:00:01:01" && e.port == "local"));
+    let _ = HashMap::<u8, u8>::new();
+}
+
+mod random_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_datagrams_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2000), kind in 0u8..6) {
+            let mut sim = Sim::new(2, 17);
+            sim.run_for(Duration::from_millis(50));
+            let mut d = data;
+            if d.len() >= 2 { d[0] = 1; d[1] = kind; }
+            sim.deliver(0, addr(1), d);
+            prop_assert!(sim.all_up());
+        }
+
+        #[test]
+        fn arbitrary_tap_frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..MAX_FRAME)) {
+            let mut sim = Sim::new(2, 18);
+            sim.run_for(Duration::from_millis(50));
+            sim.send_frame(0, &data);
+            sim.run_for(Duration::from_millis(10));
+            prop_assert!(sim.hosts[0].delivered.is_empty());
+        }
+    }
+}
