@@ -83,7 +83,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 md_require_root "${ORIG_ARGS[@]}"
-tools=(ip:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3)
+tools=(ip:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3 cc:build-essential)
 [[ $SKIP_TINC == 1 ]] || tools+=(tincd:tinc)
 md_ensure_tools "${tools[@]}"
 

@@ -33,6 +33,7 @@ cleanup() {
 	set +e
 	trap - EXIT INT TERM
 	md_section "Cleaning up"
+	cd /
 	local i
 	for i in "${HOSTS[@]}"; do
 		[[ -n ${NODE_PIDS[$i]:-} ]] || continue
@@ -70,7 +71,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 md_require_root "$@"
-md_ensure_tools ip:iproute2 ping:iputils-ping python3:python3 ss:iproute2
+md_ensure_tools ip:iproute2 ping:iputils-ping python3:python3 cc:build-essential
 
 # -------------------------------------------------------------------------------------------------
 md_section "Building meshd"
@@ -86,6 +87,12 @@ fi
 
 md_destroy_prefix "$PREFIX" # leftovers of an interrupted run
 WORK=$(mktemp -d /tmp/md-demo.XXXXXX)
+# Work in WORK with `meshd` on PATH, so every command printed below can be copied as it is.
+mkdir -p "$WORK/bin"
+ln -s "$(realpath "$MESHD")" "$WORK/bin/meshd"
+export PATH="$WORK/bin:$PATH"
+cd "$WORK"
+md_info "working directory $WORK (meshd = $(realpath "$MESHD"))"
 
 # -------------------------------------------------------------------------------------------------
 md_section "Creating three hosts with two containers each (network namespaces)"
@@ -125,38 +132,40 @@ md_info "underlay ($UL): bridge ul0 joining the three hosts' eth0"
 md_section "Configuring meshd on each host (meshd init, meshd pubkey, meshd add-peer)"
 declare -A PUBKEY=()
 for i in "${HOSTS[@]}"; do
-	mkdir -p "$WORK/h$i"
-	cfg=$WORK/h$i/meshd.toml
-	md_run "$MESHD" init --config "$cfg" --name "h$i" --listen "10.201.0.$i:$PORT" --bridge br0 | sed 's/^/        /'
+	mkdir -p "h$i"
+	cfg=h$i/meshd.toml
+	md_info "\$ meshd init --config $cfg --name h$i --listen 10.201.0.$i:$PORT --bridge br0"
+	meshd init --config "$cfg" --name "h$i" --listen "10.201.0.$i:$PORT" --bridge br0 | sed 's/^/        /'
 	# Sockets under /run/meshd are shared by everything on this machine; keep the demo's private.
 	md_meshd_set "$cfg" control_socket "$WORK/h$i/control.sock"
-	PUBKEY[$i]=$("$MESHD" pubkey --config "$cfg")
-	md_info "\$ $MESHD pubkey --config $cfg  ->  ${PUBKEY[$i]}"
+	PUBKEY[$i]=$(meshd pubkey --config "$cfg")
+	md_info "\$ meshd pubkey --config $cfg"
+	md_info "    ${PUBKEY[$i]}"
 done
 for i in "${HOSTS[@]}"; do
 	for k in "${HOSTS[@]}"; do
 		((k == i)) && continue
-		md_run "$MESHD" add-peer --config "$WORK/h$i/meshd.toml" --name "h$k" \
+		md_run meshd add-peer --config "h$i/meshd.toml" --name "h$k" \
 			--public-key "${PUBKEY[$k]}" --endpoint "10.201.0.$k:$PORT"
 	done
 done
-md_info "resulting config of h1 ($WORK/h1/meshd.toml):"
-sed 's/^/        /' "$WORK/h1/meshd.toml"
+md_info "resulting h1/meshd.toml (control_socket set by this script):"
+sed 's/^/        /' h1/meshd.toml
 
 # -------------------------------------------------------------------------------------------------
 md_section "Starting meshd in each host"
 for i in "${HOSTS[@]}"; do
-	md_spawn "${PREFIX}h$i" "$WORK/h$i/meshd.log" env RUST_LOG="${RUST_LOG:-info}" "$MESHD" --config "$WORK/h$i/meshd.toml"
+	md_spawn "${PREFIX}h$i" "h$i/meshd.log" env RUST_LOG="${RUST_LOG:-info}" meshd --config "h$i/meshd.toml"
 	NODE_PIDS[$i]=$MD_LAST_PID
-	md_info "h$i: meshd --config $WORK/h$i/meshd.toml (pid $MD_LAST_PID, log $WORK/h$i/meshd.log)"
+	md_info "\$ ip netns exec ${PREFIX}h$i meshd --config h$i/meshd.toml 2>h$i/meshd.log &   # pid $MD_LAST_PID"
 done
 
 peers=$((${#HOSTS[@]} - 1))
 for i in "${HOSTS[@]}"; do
-	if md_meshd_wait_up "$MESHD" "$WORK/h$i/meshd.toml" "$peers" "${DEMO_UP_SECS:-30}"; then
+	if md_meshd_wait_up meshd "h$i/meshd.toml" "$peers" "${DEMO_UP_SECS:-30}"; then
 		md_ok "h$i: $peers of $peers peers up"
 	else
-		md_fail "h$i: peers not up after ${DEMO_UP_SECS:-30} s (up/total: $(md_meshd_peers "$MESHD" "$WORK/h$i/meshd.toml" || echo '?'))"
+		md_fail "h$i: peers not up after ${DEMO_UP_SECS:-30} s (up/total: $(md_meshd_peers meshd "h$i/meshd.toml" || echo '?'))"
 		for k in "${HOSTS[@]}"; do
 			kill -0 "${NODE_PIDS[$k]}" 2>/dev/null || md_warn "meshd on h$k is not running"
 			echo "--- last lines of h$k's log:" >&2
@@ -213,6 +222,6 @@ fi
 
 # -------------------------------------------------------------------------------------------------
 md_section "meshd status on host h1"
-md_run "$MESHD" status --config "$WORK/h1/meshd.toml"
+md_run meshd status --config h1/meshd.toml
 
 ((FAILED == 0)) || exit 1

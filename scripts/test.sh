@@ -103,8 +103,8 @@ trap 'exit 143' TERM
 # -------------------------------------------------------------------------------------------------
 step "Prerequisites"
 if [[ $(id -u) -eq 0 ]]; then
-	md_ensure_tools ip:iproute2 bridge:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 \
-		nft:nftables python3:python3 sha256sum:coreutils
+	md_ensure_tools ip:iproute2 bridge:iproute2 ping:iputils-ping sysctl:procps nft:nftables \
+		cc:build-essential c++:build-essential
 else
 	md_warn "not running as root: the namespace integration tests need root (sudo $0)"
 fi

@@ -179,6 +179,12 @@ impl Node {
         self.transmits.pop_front()
     }
 
+    /// The next transmit without taking it, so the io layer can batch equal-sized datagrams to one
+    /// destination into a single segmentation-offload send.
+    pub fn peek_transmit(&self) -> Option<&Transmit> {
+        self.transmits.front()
+    }
+
     /// Counters, with the switch's own counts folded in.
     pub fn counters(&self) -> Counters {
         let mut c = self.counters.clone();
@@ -778,23 +784,33 @@ impl Node {
 
     // ---------------------------------------------------------------- status
 
-    /// (peer, current, previous, next) as (local, remote) index pairs, for tests and debugging.
+    /// Verifies the index invariant of the module docs: every registered local index belongs to a
+    /// session or pending initiation of the peer it maps to, and every such index is registered.
+    /// Cheap enough for tests to call after every event; not used on the data path.
     #[doc(hidden)]
-    pub fn debug_sessions(&self) -> Vec<String> {
-        let f = |s: &Option<Session>| s.as_ref().map(|s| (s.local_index, s.remote_index));
-        self.peers
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}: cur={:?} prev={:?} next={:?} init={:?}",
-                    p.name,
-                    f(&p.current),
-                    f(&p.previous),
-                    f(&p.next),
-                    p.initiation.as_ref().map(|i| i.local_index)
-                )
-            })
-            .collect()
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut owned = 0;
+        for (id, peer) in self.peers.iter().enumerate() {
+            for index in peer.local_indices() {
+                owned += 1;
+                match self.by_index.get(&index) {
+                    Some(&p) if p as usize == id => {}
+                    other => {
+                        return Err(format!(
+                            "peer {} owns index {index} but the map says {other:?}",
+                            peer.name
+                        ))
+                    }
+                }
+            }
+        }
+        if owned != self.by_index.len() {
+            return Err(format!(
+                "{} indices registered but {owned} owned: a session was dropped without its index",
+                self.by_index.len()
+            ));
+        }
+        Ok(())
     }
 
     pub fn status(&self, now: Instant) -> CoreStatus {

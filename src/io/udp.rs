@@ -16,6 +16,36 @@ pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 /// Largest UDP payload that can arrive in one datagram.
 pub const MAX_DATAGRAM: usize = 65535;
 
+/// Sizes the kernel buffers. With CAP_NET_ADMIN (which meshd needs for the TAP anyway) the
+/// FORCE variants go past `net.core.rmem_max`, whose default (208 KiB) drops bursts at line rate;
+/// without it the plain options apply, capped by the sysctl, which only costs burst room.
+fn size_buffers(socket: &std::net::UdpSocket, state: &UdpSocketState) {
+    use std::os::fd::AsRawFd;
+    let size = SOCKET_BUFFER_BYTES as libc::c_int;
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        // SAFETY: setsockopt on a valid socket with a pointer to a c_int of the stated length.
+        let forced = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                force,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        } == 0;
+        if !forced {
+            let _ = if plain == libc::SO_RCVBUF {
+                state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER_BYTES)
+            } else {
+                state.set_send_buffer_size(socket.into(), SOCKET_BUFFER_BYTES)
+            };
+        }
+    }
+}
+
 pub struct Udp {
     socket: UdpSocket,
     state: UdpSocketState,
@@ -33,9 +63,7 @@ impl Udp {
         socket.bind(&addr.into())?;
         let std_socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new((&std_socket).into())?;
-        // Best effort: an unprivileged kernel limit may cap these, which only costs burst room.
-        let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
-        let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        size_buffers(&std_socket, &state);
         Ok(Udp {
             socket: UdpSocket::from_std(std_socket)?,
             state,
@@ -70,13 +98,24 @@ impl Udp {
         }
     }
 
-    /// Sends one datagram, waiting for socket room if the kernel buffer is full.
-    pub async fn send(&self, destination: SocketAddr, contents: &[u8]) -> io::Result<()> {
+    /// Datagrams one segmentation-offload send may carry (1 without UDP GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` as one datagram, or with `segment_size` as several datagrams of that size
+    /// (the last may be shorter) in one system call, waiting for socket room if the buffer is full.
+    pub async fn send(
+        &self,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
         let transmit = Transmit {
             destination,
             ecn: None,
             contents,
-            segment_size: None,
+            segment_size,
             src_ip: None,
         };
         loop {

@@ -25,6 +25,8 @@ use crate::status::{InterfaceStatus, NodeStatus};
 pub const TAP_BATCH: usize = 64;
 /// recvmmsg batches handled per wake-up before the worker looks at the TAP again.
 pub const UDP_BATCHES_PER_WAKE: usize = 8;
+/// Largest payload of one GSO send (the kernel's limit for one UDP super-datagram is 64 KiB).
+const GSO_MAX_BYTES: usize = 65_000;
 
 /// What status needs that the core does not know.
 pub struct StaticInfo {
@@ -51,6 +53,7 @@ pub struct Worker {
     rx_bufs: Vec<Vec<u8>>,
     rx_meta: Vec<RecvMeta>,
     io_counters: IoCounters,
+    gso_buf: Vec<u8>,
 }
 
 impl Worker {
@@ -69,6 +72,7 @@ impl Worker {
             udp,
             info,
             io_counters: IoCounters::default(),
+            gso_buf: Vec::with_capacity(GSO_MAX_BYTES + 2048),
         }
     }
 
@@ -151,6 +155,11 @@ impl Worker {
                 let meta = self.rx_meta[i];
                 let stride = meta.stride.max(1);
                 let buf = &mut self.rx_bufs[i][..meta.len];
+                if buf.is_empty() {
+                    // A zero-length datagram is still a datagram: the core counts it as malformed.
+                    let _ = self.node.handle_datagram(now, meta.addr, buf);
+                    continue;
+                }
                 for segment in buf.chunks_mut(stride) {
                     if let Received::Frame(range) =
                         self.node.handle_datagram(now, meta.addr, segment)
@@ -164,13 +173,43 @@ impl Worker {
         }
     }
 
+    /// Sends everything the core queued. Runs of equal-sized datagrams to one destination (the
+    /// common case under load: full-MTU frames to one peer) are coalesced into one GSO send.
     async fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.udp.send(t.destination, t.packet.bytes()).await {
-                self.io_counters.udp_send_errors += 1;
-                debug!(destination = %t.destination, error = %e, "UDP send failed");
+        let max_segments = self.udp.max_gso_segments().max(1);
+        while let Some(first) = self.node.poll_transmit() {
+            let destination = first.destination;
+            let segment = first.packet.len();
+            self.gso_buf.clear();
+            self.gso_buf.extend_from_slice(first.packet.bytes());
+            self.node.recycle(first.packet);
+            let mut segments = 1;
+            while segments < max_segments && self.gso_buf.len() + segment <= GSO_MAX_BYTES {
+                let fits = self
+                    .node
+                    .peek_transmit()
+                    .is_some_and(|t| t.destination == destination && t.packet.len() <= segment);
+                if !fits {
+                    break;
+                }
+                let t = self.node.poll_transmit().expect("peeked");
+                let last = t.packet.len() < segment;
+                self.gso_buf.extend_from_slice(t.packet.bytes());
+                self.node.recycle(t.packet);
+                segments += 1;
+                if last {
+                    break;
+                }
             }
-            self.node.recycle(t.packet);
+            let segment_size = (segments > 1).then_some(segment);
+            if let Err(e) = self
+                .udp
+                .send(destination, &self.gso_buf, segment_size)
+                .await
+            {
+                self.io_counters.udp_send_errors += 1;
+                debug!(%destination, error = %e, "UDP send failed");
+            }
         }
     }
 

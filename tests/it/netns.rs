@@ -40,7 +40,11 @@ fn scenario(number: usize, title: &str) -> Instant {
     Instant::now()
 }
 
-fn done(started: Instant) {
+/// Ends a scenario: in meshd mode every daemon must still be running, so a crash is reported as such.
+fn done(started: Instant, mesh: &mut Option<Mesh>) {
+    if let Some(mesh) = mesh.as_mut() {
+        mesh.assert_alive();
+    }
     println!("   ok ({:.1?})", started.elapsed());
 }
 
@@ -62,27 +66,27 @@ fn three_hosts_form_one_switch() {
 
     let t = scenario(1, "every container pair pings over IPv4 and IPv6");
     scenarios::ping_matrix(&topo, "across the mesh");
-    done(t);
+    done(t, &mut mesh);
 
     let t = scenario(2, "50 MiB TCP transfer c1a -> c3b keeps its SHA-256");
     scenarios::tcp_transfer(&topo, "c1a", "c3b");
-    done(t);
+    done(t, &mut mesh);
 
     let t = scenario(3, "a UDP broadcast from c2b reaches every other container");
     scenarios::broadcast(&topo, "c2b");
-    done(t);
+    done(t, &mut mesh);
 
     let t = scenario(4, "an 802.1Q-tagged frame crosses from c1b to c3a");
     scenarios::vlan(&topo, "c1b", "c3a");
-    done(t);
+    done(t, &mut mesh);
 
     let t = scenario(5, "c1a moves from h1 to h3 and c2a reaches it again");
     scenarios::container_move(&mut topo, "c1a", 3, "c2a");
-    done(t);
+    done(t, &mut mesh);
 
     let t = scenario(6, "a garbage flood at every node leaves traffic flowing");
     scenarios::garbage_flood(&topo, mesh.as_mut());
-    done(t);
+    done(t, &mut mesh);
 
     if let Some(mesh) = mesh.as_mut() {
         mesh.stop_and_check();

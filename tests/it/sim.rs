@@ -4,7 +4,6 @@
 //! Nothing here sleeps or touches a socket, so every scenario is deterministic for its seed and
 //! runs in milliseconds even when it covers minutes of protocol time (rekeys, timeouts).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -55,6 +54,9 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
+/// Decides, per datagram (sender index, bytes), whether the network drops it.
+type DropFilter = Box<dyn FnMut(usize, &[u8]) -> bool>;
+
 struct SimHost {
     node: Node,
     addr: SocketAddr,
@@ -72,7 +74,7 @@ struct Sim {
     net: NetRng,
     impairment: Impairment,
     /// Datagrams dropped by a test-chosen filter (e.g. "lose the first handshake messages").
-    filter: Option<Box<dyn FnMut(usize, &[u8]) -> bool>>,
+    filter: Option<DropFilter>,
     /// Copies of every datagram sent, when a test wants to replay one.
     capture: Option<Vec<(usize, SocketAddr, Vec<u8>)>>,
 }
@@ -197,6 +199,7 @@ impl Sim {
         if let Received::Frame(range) = host.node.handle_datagram(now, from, &mut bytes) {
             host.delivered.push(bytes[range].to_vec());
         }
+        host.node.check_invariants().unwrap();
 
         self.collect(to);
     }
@@ -208,6 +211,7 @@ impl Sim {
         let mut buf = node.take_buffer();
         buf.copy_frame_from(frame);
         node.handle_tap_frame(now, buf);
+        node.check_invariants().unwrap();
         self.collect(at);
     }
 
@@ -246,6 +250,7 @@ impl Sim {
                 {
                     let now = self.now;
                     self.hosts[i].node.handle_timeout(now);
+                    self.hosts[i].node.check_invariants().unwrap();
                     self.collect(i);
                 }
             }
@@ -644,7 +649,6 @@ fn status_reports_peers_fdb_and_counters() {
         .fdb
         .iter()
         .any(|e| e.mac == "02:77:00:00:01:01" && e.port == "local"));
-    let _ = HashMap::<u8, u8>::new();
 }
 
 mod random_input {

@@ -6,6 +6,7 @@
 //! then SIGKILL after a grace period) when dropped, and prints the daemons' logs if the test is
 //! panicking; the directory is kept (and its path printed) after a failure so logs can be inspected.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -329,6 +330,14 @@ impl Drop for Mesh {
         let failed = thread::panicking();
         if failed {
             self.dump_logs();
+            for node in &mut self.nodes {
+                let state = match node.child.as_mut().map(Child::try_wait) {
+                    Some(Ok(Some(status))) => format!("had exited ({status})"),
+                    Some(Ok(None)) => "was still running".to_string(),
+                    _ => "was not running".to_string(),
+                };
+                eprintln!("meshd on {} {state} when the test failed", node.name);
+            }
         }
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
@@ -424,12 +433,23 @@ fn toml_string(value: &str) -> String {
     quoted
 }
 
-/// Sum of every numeric value under `counters` in a status object.
-pub fn counters_sum(status: &Value) -> u64 {
+/// Totals that may sit beside the drop reasons under `counters`; they grow with any traffic.
+const TOTALS: [&str; 4] = ["rx_datagrams", "rx_bytes", "rx_packets", "rx_frames"];
+
+/// The receive-side drop counters of a status object: numeric `rx_*` entries of `counters` other than
+/// totals. The contract calls `counters` "drops by reason"; filtering keeps the check meaningful when
+/// traffic statistics are reported there too.
+pub fn drop_counters(status: &Value) -> BTreeMap<String, u64> {
     status["counters"]
         .as_object()
-        .map(|counters| counters.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0)
+        .map(|counters| {
+            counters
+                .iter()
+                .filter(|(key, _)| key.starts_with("rx_") && !TOTALS.contains(&key.as_str()))
+                .filter_map(|(key, value)| Some((key.clone(), value.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //!
 //! Every wait is bounded: commands have deadlines, socket jobs use socket timeouts plus a join deadline.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::cmd::{self, exec_in, ip_in};
-use super::mesh::{counters_sum, Mesh};
+use super::mesh::{drop_counters, Mesh};
 use super::nsthread;
 use super::packet::{self, PacketSocket, ETHERTYPE_EXPERIMENTAL};
 use super::prng::SplitMix64;
@@ -178,7 +179,7 @@ pub fn tcp_transfer(topo: &Topology, from: &str, to: &str) {
         loop {
             let n = stream
                 .read(&mut buf)
-                .map_err(|e| format!("read after {total} bytes from {peer}: {e}"))?;
+                .map_err(|e| format!("read after {total} bytes from {peer}: {}", io_error(&e)))?;
             if n == 0 {
                 break;
             }
@@ -207,7 +208,7 @@ pub fn tcp_transfer(topo: &Topology, from: &str, to: &str) {
             hasher.update(&chunk[..len]);
             stream
                 .write_all(&chunk[..len])
-                .map_err(|e| format!("write after {sent} bytes: {e}"))?;
+                .map_err(|e| format!("write after {sent} bytes: {}", io_error(&e)))?;
             sent += len;
         }
         stream
@@ -240,6 +241,16 @@ pub fn tcp_transfer(topo: &Topology, from: &str, to: &str) {
         sent_bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6,
         &hex(&sent_hash)[..16]
     );
+}
+
+/// Socket timeouts surface as EAGAIN; say what they mean.
+fn io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            "timed out (no progress for 15 s)".to_string()
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -526,10 +537,14 @@ pub fn container_move(topo: &mut Topology, name: &str, to: u8, observer: &str) {
 
 /// Floods every node's UDP port with garbage while pings run, then checks the daemons survived, counted
 /// the drops, and all container pairs still ping.
-pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
-    let before: Vec<u64> = match mesh.as_deref() {
+pub fn garbage_flood(topo: &Topology, mesh: Option<&mut Mesh>) {
+    let before: Vec<BTreeMap<String, u64>> = match mesh.as_deref() {
         Some(mesh) => (0..mesh.nodes.len())
-            .map(|i| mesh.status(i).map(|s| counters_sum(&s)).unwrap_or(0))
+            .map(|i| {
+                mesh.status(i)
+                    .map(|s| drop_counters(&s))
+                    .unwrap_or_default()
+            })
             .collect(),
         None => Vec::new(),
     };
@@ -538,37 +553,7 @@ pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
         .iter()
         .map(|h| SocketAddr::new(IpAddr::V4(h.underlay_ip), MESHD_PORT))
         .collect();
-    let flood = nsthread::spawn(&topo.underlay, "garbage-flood", move || {
-        let sock = UdpSocket::bind((UNDERLAY_SELF, 0)).map_err(|e| e.to_string())?;
-        let mut rng = SplitMix64::new(0x6761_7262_6167_6521);
-        let mut buf = [0u8; 1600];
-        let (mut sent, mut errors) = (0u64, 0u64);
-        let started = Instant::now();
-        while started.elapsed() < FLOOD_DURATION {
-            for _ in 0..64 {
-                let kind = rng.below(4);
-                let max_len = if rng.below(2) == 0 { 64 } else { 1600 };
-                let len = rng.below(max_len + 1) as usize;
-                rng.fill(&mut buf[..len]);
-                // Kinds 1-3 start like real messages (version 1, types 1/2/4) so parsing goes deeper.
-                if kind > 0 && len >= 2 {
-                    buf[0] = 0x01;
-                    buf[1] = [0x01, 0x02, 0x04][kind as usize - 1];
-                }
-                let target = targets[(sent % targets.len() as u64) as usize];
-                match sock.send_to(&buf[..len], target) {
-                    Ok(_) => sent += 1,
-                    Err(_) => errors += 1,
-                }
-            }
-            // Pace to FLOOD_RATE: sleep until the datagrams sent so far are due.
-            let due_at = Duration::from_secs_f64((sent + errors) as f64 / FLOOD_RATE as f64);
-            if let Some(ahead) = due_at.checked_sub(started.elapsed()) {
-                thread::sleep(ahead);
-            }
-        }
-        Ok((sent, errors, started.elapsed()))
-    });
+    let flood = nsthread::spawn(&topo.underlay, "garbage-flood", move || flood(&targets));
     // Pings across hosts while the flood runs: reported, not asserted (the assertion is afterwards).
     let probes: Vec<(&str, &str)> = vec![("c1b", "c2a"), ("c2b", "c3b"), ("c3a", "c1b")];
     let running: Vec<_> = probes
@@ -584,13 +569,16 @@ pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
             ))
         })
         .collect();
-    let (sent, errors, took) = flood
+    let stats = flood
         .join(FLOOD_DURATION + Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("garbage flood failed: {e}"));
+    let total: u64 = stats.sent.iter().sum();
     println!(
-        "  sent {sent} garbage datagrams ({:.0}/s, {errors} send errors) to {} nodes over {took:.1?}",
-        sent as f64 / took.as_secs_f64(),
-        topo.hosts.len()
+        "  sent {total} garbage datagrams ({:.0}/s, {} send errors) to {} nodes over {:.1?}",
+        total as f64 / stats.took.as_secs_f64(),
+        stats.errors,
+        topo.hosts.len(),
+        stats.took
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     for ((a, b), run) in probes.iter().zip(running) {
@@ -604,7 +592,7 @@ pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
             .to_string();
         println!("  during the flood {a} -> {b}: {summary}");
     }
-    match mesh.as_deref_mut() {
+    match mesh {
         Some(mesh) => {
             mesh.assert_alive();
             println!("  all {} meshd daemons are still running", mesh.nodes.len());
@@ -613,16 +601,32 @@ pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
                 let status = mesh
                     .status(i)
                     .unwrap_or_else(|e| panic!("status after the flood failed: {e}"));
-                let after = counters_sum(&status);
+                let after = drop_counters(&status);
+                let grown: Vec<String> = after
+                    .iter()
+                    .filter_map(|(key, value)| {
+                        let delta = value.saturating_sub(before.get(key).copied().unwrap_or(0));
+                        (delta > 0).then(|| format!("{key} +{delta}"))
+                    })
+                    .collect();
+                let counted: u64 = after
+                    .iter()
+                    .map(|(key, value)| value.saturating_sub(before.get(key).copied().unwrap_or(0)))
+                    .sum();
+                let (sent, empty) = (stats.sent[i], stats.empty[i]);
                 println!(
-                    "  {name}: counters sum {before} -> {after}; counters {}; peers {}",
-                    status["counters"],
+                    "  {name}: got {sent} garbage datagrams ({empty} empty); drop counters grew by {counted} \
+                     ({:.1}%): {}; peers {}",
+                    100.0 * counted as f64 / sent.max(1) as f64,
+                    grown.join(", "),
                     peer_states(&status)
                 );
+                // Half leaves room for datagrams a node may legitimately not see as separate drops
+                // (e.g. lost in the socket buffer under load) while catching drops that go uncounted.
                 assert!(
-                    after > *before && after > 0,
-                    "meshd on {name} received garbage but its status counters did not grow \
-                     (sum {before} before, {after} after): {}",
+                    counted > 0 && counted * 2 >= sent,
+                    "meshd on {name} received {sent} garbage datagrams but its drop counters grew by only \
+                     {counted}: {}",
                     status["counters"]
                 );
             }
@@ -630,6 +634,60 @@ pub fn garbage_flood(topo: &Topology, mut mesh: Option<&mut Mesh>) {
         None => println!("  (control mode: no daemons; the garbage hit closed ports)"),
     }
     ping_matrix(topo, "after the garbage flood");
+}
+
+struct FloodStats {
+    /// Datagrams sent per target, in `targets` order.
+    sent: Vec<u64>,
+    /// Of those, zero-length datagrams per target.
+    empty: Vec<u64>,
+    errors: u64,
+    took: Duration,
+}
+
+/// Sends paced random datagrams round-robin to `targets` for `FLOOD_DURATION`: random lengths (half of
+/// them short, to hit header checks), a quarter wholly random and the rest starting like real messages
+/// (version 1, types 1/2/4) so parsing goes deeper.
+fn flood(targets: &[SocketAddr]) -> Result<FloodStats, String> {
+    let sock = UdpSocket::bind((UNDERLAY_SELF, 0)).map_err(|e| e.to_string())?;
+    let mut rng = SplitMix64::new(0x6761_7262_6167_6521);
+    let mut buf = [0u8; 1600];
+    let mut stats = FloodStats {
+        sent: vec![0; targets.len()],
+        empty: vec![0; targets.len()],
+        errors: 0,
+        took: Duration::ZERO,
+    };
+    let started = Instant::now();
+    let mut attempts = 0u64;
+    while started.elapsed() < FLOOD_DURATION {
+        for _ in 0..64 {
+            let kind = rng.below(4);
+            let max_len = if rng.below(2) == 0 { 64 } else { 1600 };
+            let len = rng.below(max_len + 1) as usize;
+            rng.fill(&mut buf[..len]);
+            if kind > 0 && len >= 2 {
+                buf[0] = 0x01;
+                buf[1] = [0x01, 0x02, 0x04][kind as usize - 1];
+            }
+            let index = (attempts % targets.len() as u64) as usize;
+            attempts += 1;
+            match sock.send_to(&buf[..len], targets[index]) {
+                Ok(_) => {
+                    stats.sent[index] += 1;
+                    stats.empty[index] += u64::from(len == 0);
+                }
+                Err(_) => stats.errors += 1,
+            }
+        }
+        // Pace to FLOOD_RATE: sleep until the datagrams sent so far are due.
+        let due_at = Duration::from_secs_f64(attempts as f64 / FLOOD_RATE as f64);
+        if let Some(ahead) = due_at.checked_sub(started.elapsed()) {
+            thread::sleep(ahead);
+        }
+    }
+    stats.took = started.elapsed();
+    Ok(stats)
 }
 
 fn peer_states(status: &serde_json::Value) -> String {
