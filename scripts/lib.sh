@@ -99,7 +99,8 @@ md_find_cargo() {
 		home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
 		if [[ -n $home && -x $home/.cargo/bin/cargo ]]; then
 			MD_CARGO_DIR=$home/.cargo/bin
-			MD_CARGO_USER=$SUDO_USER
+			# Build as the user only in their own checkout; otherwise root builds with their toolchain.
+			[[ $(stat -c %U "$MD_REPO") == "$SUDO_USER" ]] && MD_CARGO_USER=$SUDO_USER
 			export PATH="$MD_CARGO_DIR:$PATH"
 			export CARGO_HOME="${CARGO_HOME:-$home/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$home/.rustup}"
 			return 0

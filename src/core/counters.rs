@@ -41,6 +41,8 @@ counters! {
     rx_unknown_kind,
     /// Decrypted frames too short to be Ethernet.
     rx_bad_frame,
+    /// Decrypted frames larger than this node's TAP carries (a peer with a larger MTU).
+    rx_oversize,
     /// Handshake messages whose mac1 did not verify (sent without knowing our public key).
     rx_bad_mac1,
     /// Handshake messages dropped because the handshake rate limit was reached.

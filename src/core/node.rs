@@ -452,6 +452,10 @@ impl Node {
         match kind {
             PayloadKind::Keepalive => Received::Nothing,
             PayloadKind::Ethernet => {
+                if plain_len > self.pool.max_frame() {
+                    self.counters.rx_oversize += 1;
+                    return Received::Nothing;
+                }
                 let (src, dst) = match EthernetFrame::new_checked(&datagram[frame.clone()]) {
                     Ok(eth) => (eth.src(), eth.dst()),
                     Err(_) => {

@@ -153,3 +153,73 @@ pub fn query_status(path: &Path) -> io::Result<NodeStatus> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::InterfaceStatus;
+
+    fn sample() -> NodeStatus {
+        NodeStatus {
+            name: "h1".into(),
+            public_key: "K".into(),
+            listen: "0.0.0.0:6655".into(),
+            interface: InterfaceStatus {
+                name: "meshd0".into(),
+                bridge: None,
+                mtu: 1402,
+            },
+            uptime_secs: 1,
+            peers: vec![],
+            fdb: vec![],
+            counters: [("rx_replayed".to_string(), 2)].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn socket_is_private_answers_status_and_replaces_stale_files() {
+        let dir = std::env::temp_dir().join(format!("meshd-ctl-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/h1.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = ControlServer::bind(&path, None).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            assert!(
+                ControlServer::bind(&path, None).is_err(),
+                "a live socket is not stolen"
+            );
+            let (tx, mut rx) = mpsc::channel(4);
+            let serve = tokio::spawn(server.serve(tx));
+            let answer = tokio::spawn(async move {
+                if let Some(ControlRequest::Status(reply)) = rx.recv().await {
+                    let _ = reply.send(sample());
+                }
+            });
+            let p = path.clone();
+            let status = tokio::task::spawn_blocking(move || query_status(&p))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(status.name, "h1");
+            assert_eq!(status.counters["rx_replayed"], 2);
+            answer.await.unwrap();
+            serve.abort();
+            let _ = serve.await;
+        });
+        // The server was dropped with its task: the file is gone.
+        assert!(!path.exists());
+        // A stale file (no listener) is replaced.
+        std::fs::write(&path, b"").unwrap();
+        rt.block_on(async { ControlServer::bind(&path, None).unwrap() });
+        let err = query_status(&dir.join("missing.sock"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is it running"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -630,6 +630,35 @@ fn unknown_key_cannot_get_a_frame_through() {
 }
 
 #[test]
+fn frames_larger_than_our_tap_are_dropped_and_counted() {
+    let mut sim = Sim::new(2, 19);
+    // Host 1 carries smaller frames than host 0 sends (mismatched MTU settings).
+    let peers = sim.hosts[1].peers.clone();
+    let mut rng_seed = [0u8; 32];
+    rng_seed[0] = 19;
+    sim.hosts[1].node = Node::new(NodeConfig {
+        secret: StaticSecret::from_bytes(sim.hosts[1].secret_bytes),
+        peers,
+        fdb: FdbConfig::default(),
+        max_frame: 1000,
+        rng_seed,
+        now: sim.now,
+        unix_nanos_at_now: 1_900_000_000_000_000_000,
+    });
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.all_up());
+    sim.send_frame(0, &frame(BROADCAST, mac(0, 1), 1, 1400));
+    sim.send_frame(0, &frame(BROADCAST, mac(0, 1), 2, 900));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(
+        sim.hosts[1].delivered.len(),
+        1,
+        "only the frame that fits is delivered"
+    );
+    assert_eq!(sim.counter(1, "rx_oversize"), 1);
+}
+
+#[test]
 fn status_reports_peers_fdb_and_counters() {
     let mut sim = Sim::new(2, 16);
     sim.run_for(Duration::from_millis(50));
