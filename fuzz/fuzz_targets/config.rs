@@ -19,7 +19,10 @@ fuzz_target!(|text: &str| {
             let message = e.to_string();
             assert!(message.starts_with("/etc/meshd/fuzz.toml"), "{message}");
             if let ConfigError::At { line, .. } = e {
-                assert!(line >= 1 && line <= text.lines().count() + 1, "line {line} out of range");
+                assert!(
+                    line >= 1 && line <= text.lines().count() + 1,
+                    "line {line} out of range"
+                );
             }
         }
     }

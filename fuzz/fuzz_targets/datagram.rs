@@ -46,7 +46,10 @@ fn check_handshake_init(datagram: &[u8], classified: Result<MessageType, WireErr
         return;
     };
     assert!(should_accept);
-    assert_eq!(message.mac1_covered().len() + 2 * MAC_LEN, HANDSHAKE_INIT_LEN);
+    assert_eq!(
+        message.mac1_covered().len() + 2 * MAC_LEN,
+        HANDSHAKE_INIT_LEN
+    );
 
     let mut emitted = [0u8; HANDSHAKE_INIT_LEN];
     let mut copy = HandshakeInit::new_emit(&mut emitted[..]).unwrap();
@@ -72,7 +75,10 @@ fn check_handshake_response(datagram: &[u8], classified: Result<MessageType, Wir
         return;
     };
     assert!(should_accept);
-    assert_eq!(message.mac1_covered().len() + 2 * MAC_LEN, HANDSHAKE_RESPONSE_LEN);
+    assert_eq!(
+        message.mac1_covered().len() + 2 * MAC_LEN,
+        HANDSHAKE_RESPONSE_LEN
+    );
 
     let mut emitted = [0u8; HANDSHAKE_RESPONSE_LEN];
     let mut copy = HandshakeResponse::new_emit(&mut emitted[..]).unwrap();
@@ -126,5 +132,7 @@ fn check_data(datagram: &[u8], classified: Result<MessageType, WireError>) {
 
 /// A checked view's fixed-size field as an array (its length is guaranteed by `new_checked`).
 fn array<const N: usize>(field: &[u8]) -> [u8; N] {
-    field.try_into().expect("checked view returned a field of the wrong length")
+    field
+        .try_into()
+        .expect("checked view returned a field of the wrong length")
 }

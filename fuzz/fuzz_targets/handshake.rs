@@ -27,9 +27,16 @@ enum Step {
     /// An initiation-shaped message with arbitrary contents and a valid mac1.
     ForgedInit { sender: u32, noise: Vec<u8> },
     /// A response-shaped message with arbitrary contents, a valid mac1, and a guessed index.
-    ForgedResponse { sender: u32, receiver: u32, noise: Vec<u8> },
+    ForgedResponse {
+        sender: u32,
+        receiver: u32,
+        noise: Vec<u8>,
+    },
     /// A genuine initiation from the configured peer, optionally with one byte flipped.
-    GenuineInit { timestamp: u64, flip: Option<(u8, u8)> },
+    GenuineInit {
+        timestamp: u64,
+        flip: Option<(u8, u8)>,
+    },
     /// Time passes.
     Tick { millis: u16 },
 }
@@ -86,7 +93,11 @@ fuzz_target!(|steps: Vec<Step>| {
                 m[8..8 + n].copy_from_slice(&noise[..n]);
                 with_mac1(m, &key)
             }
-            Step::ForgedResponse { sender, receiver, noise } => {
+            Step::ForgedResponse {
+                sender,
+                receiver,
+                noise,
+            } => {
                 let mut m = vec![0u8; HANDSHAKE_RESPONSE_LEN];
                 m[0] = 1;
                 m[1] = 2;

@@ -246,24 +246,23 @@ impl Node {
     }
 
     fn flood(&mut self, now: Instant, frame: PacketBuf) {
-        let targets: Vec<PeerId> = (0..self.peers.len() as PeerId)
-            .filter(|&id| {
-                let p = &self.peers[id as usize];
-                p.current.is_some() || p.endpoint.is_some()
-            })
-            .collect();
-        let Some((&last, rest)) = targets.split_last() else {
+        // Peers worth sending to: those with a session, or an endpoint to handshake with.
+        let eligible = |p: &Peer| p.current.is_some() || p.endpoint.is_some();
+        let Some(last) = self.peers.iter().rposition(eligible) else {
             self.pool.give(frame);
             return;
         };
         self.counters.frames_flooded += 1;
         self.counters.frames_from_tap += 1;
-        for &id in rest {
-            let mut copy = self.pool.take();
-            copy.copy_frame_from(frame.bytes());
-            self.send_frame(now, id, copy);
+        for id in 0..last {
+            if eligible(&self.peers[id]) {
+                let mut copy = self.pool.take();
+                copy.copy_frame_from(frame.bytes());
+                self.send_frame(now, id as PeerId, copy);
+            }
         }
-        self.send_frame(now, last, frame);
+        // The last recipient gets the original buffer: one copy fewer per flood.
+        self.send_frame(now, last as PeerId, frame);
     }
 
     /// Sends a frame to one peer now if it has a session, else queues it and starts a handshake.

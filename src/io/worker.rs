@@ -25,6 +25,8 @@ use crate::status::{InterfaceStatus, NodeStatus};
 pub const TAP_BATCH: usize = 64;
 /// recvmmsg batches handled per wake-up before the worker looks at the TAP again.
 pub const UDP_BATCHES_PER_WAKE: usize = 8;
+/// Datagrams per recvmmsg call.
+const BATCH: usize = quinn_udp::BATCH_SIZE;
 /// Largest payload of one GSO send (the kernel's limit for one UDP super-datagram is 64 KiB).
 const GSO_MAX_BYTES: usize = 65_000;
 
@@ -63,10 +65,9 @@ impl Worker {
         } else {
             node.max_frame() + 64
         };
-        let batch = quinn_udp::BATCH_SIZE.max(1);
         Worker {
-            rx_bufs: (0..batch).map(|_| vec![0u8; per_buf]).collect(),
-            rx_meta: vec![RecvMeta::default(); batch],
+            rx_bufs: (0..BATCH).map(|_| vec![0u8; per_buf]).collect(),
+            rx_meta: vec![RecvMeta::default(); BATCH],
             node,
             tap,
             udp,
@@ -135,11 +136,9 @@ impl Worker {
 
     async fn read_udp(&mut self) {
         for _ in 0..UDP_BATCHES_PER_WAKE {
-            let mut slices: Vec<IoSliceMut<'_>> = self
-                .rx_bufs
-                .iter_mut()
-                .map(|b| IoSliceMut::new(b))
-                .collect();
+            let mut bufs = self.rx_bufs.iter_mut();
+            let mut slices: [IoSliceMut<'_>; BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("BATCH buffers")));
             let count = match self.udp.try_recv(&mut slices, &mut self.rx_meta) {
                 Ok(0) => return,
                 Ok(n) => n,

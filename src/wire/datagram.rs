@@ -64,6 +64,13 @@ const _: () =
     assert!(HANDSHAKE_RESPONSE_LEN == 92 && response::MAC2 + MAC_LEN == HANDSHAKE_RESPONSE_LEN);
 const _: () = assert!(data::COUNTER + 8 == DATA_HEADER_LEN && DATA_MIN_LEN == 32);
 
+// The layout is defined here so this layer stays free of crypto, but it must agree with what
+// meshd-crypto produces.
+const _: () = assert!(NOISE_INIT_LEN == meshd_crypto::NOISE_INIT_LEN);
+const _: () = assert!(NOISE_RESPONSE_LEN == meshd_crypto::NOISE_RESPONSE_LEN);
+const _: () = assert!(MAC_LEN == meshd_crypto::MAC1_LEN);
+const _: () = assert!(TAG_LEN == meshd_crypto::TAG_LEN);
+
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
     let mut raw = [0u8; 4];
     raw.copy_from_slice(&bytes[at..at + 4]);
