@@ -43,6 +43,8 @@ use crate::wire::{
 pub const NOISE_PROLOGUE: &[u8] = b"meshd v1";
 /// How often aged FDB entries and idle rate-limiter sources are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one warning about handshakes from unknown keys per this interval.
+const UNKNOWN_PEER_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Idle buffers the pool keeps for reuse.
 const POOL_IDLE_MAX: usize = 1024;
 
@@ -121,6 +123,7 @@ pub struct Node {
     last_timestamp: u64,
     last_now: Instant,
     next_sweep: Instant,
+    next_unknown_peer_warning: Option<Instant>,
 }
 
 impl Node {
@@ -153,6 +156,7 @@ impl Node {
             last_timestamp: 0,
             last_now: config.now,
             next_sweep: config.now + SWEEP_INTERVAL,
+            next_unknown_peer_warning: None,
         }
     }
 
@@ -522,7 +526,12 @@ impl Node {
         let remote = responder.remote_static();
         let Some(&id) = self.by_key.get(&remote) else {
             self.counters.rx_unknown_peer += 1;
-            debug!(key = %remote, %from, "handshake from a key that is not a peer");
+            // The usual cause is a peer added on one side only, so say so, but rarely: the
+            // sender controls how often this happens.
+            if self.next_unknown_peer_warning.is_none_or(|t| now >= t) {
+                self.next_unknown_peer_warning = Some(now + UNKNOWN_PEER_WARNING_INTERVAL);
+                warn!(key = %remote, %from, "refused a handshake from a key that is not a peer; if it belongs to the mesh, add it with `meshd add-peer`");
+            }
             return;
         };
         let timestamp = u64::from_be_bytes(responder.timestamp());
