@@ -386,12 +386,16 @@ section = "\n".join(lines) + "\n"
 print(section)
 
 if out:
-    text = open(out).read() if os.path.exists(out) else "# Performance\n\n"
+    existed = os.path.exists(out)
+    text = open(out).read() if existed else "# Performance\n\n"
     pat = re.compile(r"<!-- bench\.sh:begin -->.*?<!-- bench\.sh:end -->\n?", re.S)
     if pat.search(text):
         text = pat.sub(lambda _: section, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + section
     open(out, "w").write(text)
+    if not existed:  # under sudo, a new file belongs to whoever owns the directory, not to root
+        st = os.stat(os.path.dirname(os.path.abspath(out)))
+        os.chown(out, st.st_uid, st.st_gid)
     print(f"(written to {out})")
 PY

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# test.sh — every check CI runs, in order; the first failure stops the run with a non-zero exit.
+# test.sh — every check CI runs, in order; the first failing step stops the run with a non-zero exit.
 #
 #   sudo ./scripts/test.sh
 #
 #   1. cargo fmt --all -- --check
 #   2. cargo clippy --workspace --all-targets -- -D warnings
-#   3. cargo test --workspace          (root: the integration tests build hosts out of network
-#                                       namespaces, TAP devices and bridges)
+#   3. cargo test --workspace --no-fail-fast
+#      (as root: the integration tests build hosts out of network namespaces, TAP devices, bridges)
 #   4. a short cargo-fuzz run of every target that `cargo fuzz list` names (installs cargo-fuzz
 #      when missing; RUSTC_BOOTSTRAP=1 lets the stable toolchain build with sanitizers)
 #   then a summary: time per step, the cargo test results, fuzz executions per target.
@@ -46,7 +46,7 @@ step() { # NAME: starts a step (and closes the previous one)
 }
 step_done() {
 	[[ -n $CURRENT_STEP ]] || return 0
-	STEP_LINES+=("$(printf 'ok    %-44s %4ss' "$CURRENT_STEP" $((SECONDS - STEP_START)))")
+	STEP_LINES+=("$(printf 'ok    %-58s %5ss' "$CURRENT_STEP" $((SECONDS - STEP_START)))")
 	CURRENT_STEP=''
 }
 
@@ -56,7 +56,11 @@ test_summary() {
 	[[ -s $log ]] || return 0
 	md_section "cargo test results"
 	awk '
-		/^ *Running / { sub(/^ *Running /, ""); sub(/ \(.*$/, ""); bin = $0 }
+		/^ *Running / {
+			crate = $0; sub(/^.*\(/, "", crate); sub(/\).*$/, "", crate)
+			sub(/^.*\//, "", crate); sub(/-[0-9a-f]+$/, "", crate)
+			sub(/^ *Running /, ""); sub(/ \(.*$/, ""); bin = crate ": " $0
+		}
 		/^ *Doc-tests / { sub(/^ *Doc-tests /, ""); bin = "doc-tests " $0 }
 		/^test result:/ {
 			printf "    %-46s %s\n", bin, $0
@@ -66,8 +70,8 @@ test_summary() {
 				if ($(i) ~ /^ignored;?$/) ignored += $(i - 1)
 			}
 		}
-		END { printf "    total: %d passed, %d failed, %d ignored\n", passed, failed, ignored }
-	' "$log"
+		END { printf "total: %d passed, %d failed, %d skipped\n", passed, failed, ignored > tally }
+	' tally="$LOGS/tally.txt" "$log"
 }
 
 finish() {
@@ -77,7 +81,7 @@ finish() {
 	if ((status == 0)); then
 		step_done
 	elif [[ -n $CURRENT_STEP ]]; then
-		STEP_LINES+=("$(printf 'FAIL  %-44s %4ss' "$CURRENT_STEP" $((SECONDS - STEP_START)))")
+		STEP_LINES+=("$(printf 'FAIL  %-58s %5ss' "$CURRENT_STEP" $((SECONDS - STEP_START)))")
 	fi
 	md_section "Summary"
 	local line
@@ -90,10 +94,12 @@ finish() {
 	echo
 	if ((status == 0)); then
 		printf '%sAll checks passed%s in %ss.\n' "$MD_GREEN" "$MD_RESET" $((SECONDS - RUN_START))
-		rm -rf "$LOGS"
 	else
 		printf '%sFAILED%s: %s (exit %d). Logs: %s\n' "$MD_RED" "$MD_RESET" "${CURRENT_STEP:-setup}" "$status" "$LOGS" >&2
 	fi
+	# The plain tally goes last, alone on its line, for anything that reads the closing line.
+	[[ -s $LOGS/tally.txt ]] && cat "$LOGS/tally.txt"
+	((status == 0)) && rm -rf "$LOGS"
 	exit "$status"
 }
 trap finish EXIT
@@ -131,7 +137,8 @@ md_cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace (profile: $TEST_PROFILE)"
 # Build as the toolchain's owner, run as root: under sudo, target/ stays owned by the user.
 md_cargo test --workspace "${PROFILE_ARGS[@]}" --no-run
-md_cargo_here test --workspace "${PROFILE_ARGS[@]}" 2>&1 | tee "$LOGS/cargo-test.log"
+# --no-fail-fast: every test binary runs, so one failure does not hide the others; still exits non-zero.
+md_cargo_here test --workspace "${PROFILE_ARGS[@]}" --no-fail-fast 2>&1 | tee "$LOGS/cargo-test.log"
 
 # -------------------------------------------------------------------------------------------------
 if ((FUZZ_SECS == 0)); then

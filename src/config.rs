@@ -536,7 +536,7 @@ mod tests {
     fn duplicate_peer_and_own_name_rejected() {
         let p = format!("[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\n");
         let e = err(&format!("{}{p}{p}", minimal()));
-        assert!(e.contains(":6:") && e.contains("twice"), "{e}");
+        assert!(e.contains(":7:") && e.contains("twice"), "{e}");
         let e = err(&format!(
             "{}[[peers]]\nname = \"h1\"\npublic_key = \"{KEY}\"\n",
             minimal()

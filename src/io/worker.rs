@@ -148,7 +148,6 @@ impl Worker {
                     return;
                 }
             };
-            drop(slices);
             let now = Instant::now();
             for i in 0..count {
                 let meta = self.rx_meta[i];
