@@ -55,8 +55,6 @@ counters! {
     rx_unknown_peer,
     /// Frames from the TAP too short to be Ethernet.
     tx_bad_frame,
-    /// Frames from the TAP larger than the configured maximum.
-    tx_oversize,
     /// Frames dropped because the peer had no session and its queue was full.
     tx_no_session,
     /// Frames to a peer whose session ran out of message counters.

@@ -118,6 +118,8 @@ pub struct Node {
     limiter: HandshakeLimiter,
     transmits: VecDeque<Transmit>,
     pool: BufferPool,
+    /// Largest Ethernet frame delivered to the TAP.
+    max_frame: usize,
     counters: Counters,
     clock_base: (Instant, u64),
     last_timestamp: u64,
@@ -150,7 +152,9 @@ impl Node {
             fdb: Fdb::new(config.fdb),
             limiter: HandshakeLimiter::new(config.now),
             transmits: VecDeque::new(),
-            pool: BufferPool::new(config.max_frame, POOL_IDLE_MAX),
+            // Buffers also carry handshake messages, so they are never smaller than one.
+            pool: BufferPool::new(config.max_frame.max(HANDSHAKE_INIT_LEN), POOL_IDLE_MAX),
+            max_frame: config.max_frame,
             counters: Counters::default(),
             clock_base: (config.now, config.unix_nanos_at_now),
             last_timestamp: 0,
@@ -164,9 +168,9 @@ impl Node {
         self.public_key
     }
 
-    /// The largest frame a buffer from `take_buffer` holds.
+    /// The largest frame this node carries (a buffer from `take_buffer` holds at least this).
     pub fn max_frame(&self) -> usize {
-        self.pool.max_frame()
+        self.max_frame
     }
 
     /// A buffer to read a frame into; give it back through `handle_tap_frame` or `recycle`.
@@ -455,7 +459,7 @@ impl Node {
         match kind {
             PayloadKind::Keepalive => Received::Nothing,
             PayloadKind::Ethernet => {
-                if plain_len > self.pool.max_frame() {
+                if plain_len > self.max_frame {
                     self.counters.rx_oversize += 1;
                     return Received::Nothing;
                 }
