@@ -90,13 +90,11 @@ impl NodeStatus {
     }
 }
 
+/// A small, fully populated status for tests of everything that renders one.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_shows_peers_fdb_and_counters() {
-        let s = NodeStatus {
+impl NodeStatus {
+    pub(crate) fn sample() -> NodeStatus {
+        NodeStatus {
             name: "h1".into(),
             public_key: "KEY".into(),
             listen: "0.0.0.0:6655".into(),
@@ -127,7 +125,17 @@ mod tests {
             ]
             .into_iter()
             .collect(),
-        };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_shows_peers_fdb_and_counters() {
+        let s = NodeStatus::sample();
         let t = s.render_table();
         assert!(t.contains("1 of 1 up"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");

@@ -157,25 +157,6 @@ pub fn query_status(path: &Path) -> io::Result<NodeStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::InterfaceStatus;
-
-    fn sample() -> NodeStatus {
-        NodeStatus {
-            name: "h1".into(),
-            public_key: "K".into(),
-            listen: "0.0.0.0:6655".into(),
-            interface: InterfaceStatus {
-                name: "meshd0".into(),
-                bridge: None,
-                mtu: 1402,
-            },
-            uptime_secs: 1,
-            peers: vec![],
-            fdb: vec![],
-            counters: [("rx_replayed".to_string(), 2)].into_iter().collect(),
-        }
-    }
-
     #[test]
     fn socket_is_private_answers_status_and_replaces_stale_files() {
         let dir = std::env::temp_dir().join(format!("meshd-ctl-test-{}", std::process::id()));
@@ -197,7 +178,7 @@ mod tests {
             let serve = tokio::spawn(server.serve(tx));
             let answer = tokio::spawn(async move {
                 if let Some(ControlRequest::Status(reply)) = rx.recv().await {
-                    let _ = reply.send(sample());
+                    let _ = reply.send(NodeStatus::sample());
                 }
             });
             let p = path.clone();
@@ -206,7 +187,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(status.name, "h1");
-            assert_eq!(status.counters["rx_replayed"], 2);
+            assert_eq!(status.counters["rx_replayed"], 4);
             answer.await.unwrap();
             serve.abort();
             let _ = serve.await;

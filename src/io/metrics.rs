@@ -99,45 +99,21 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::node::PeerStatus;
-    use crate::status::InterfaceStatus;
 
     #[test]
     fn renders_counters_and_peers_in_prometheus_text() {
-        let status = NodeStatus {
-            name: "h1".into(),
-            public_key: "K".into(),
-            listen: "0.0.0.0:6655".into(),
-            interface: InterfaceStatus {
-                name: "meshd0".into(),
-                bridge: None,
-                mtu: 1402,
-            },
-            uptime_secs: 1,
-            peers: vec![PeerStatus {
-                name: "h2".into(),
-                public_key: "K2".into(),
-                endpoint: None,
-                state: "up".into(),
-                via: None,
-                rx_bytes: 10,
-                tx_bytes: 20,
-                last_handshake_secs_ago: None,
-            }],
-            fdb: vec![],
-            counters: [("rx_replayed".to_string(), 3)].into_iter().collect(),
-        };
+        let status = NodeStatus::sample();
         let text = render(&status);
         assert!(
-            text.contains("meshd_events_total{event=\"rx_replayed\"} 3"),
+            text.contains("meshd_events_total{event=\"rx_replayed\"} 4"),
             "{text}"
         );
         assert!(
-            text.contains("meshd_peer_rx_bytes_total{peer=\"h2\"} 10"),
+            text.contains("meshd_peer_rx_bytes_total{peer=\"h2\"} 2048"),
             "{text}"
         );
         assert!(text.contains("meshd_peer_up{peer=\"h2\"} 1"), "{text}");
-        assert!(text.contains("meshd_fdb_entries 0"), "{text}");
+        assert!(text.contains("meshd_fdb_entries 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -303,13 +303,23 @@ impl Sim {
 }
 
 fn make_node(now: Instant, secret: [u8; 32], peers: Vec<PeerSpec>, seed: u64) -> Node {
+    make_node_with_max_frame(now, secret, peers, seed, MAX_FRAME)
+}
+
+fn make_node_with_max_frame(
+    now: Instant,
+    secret: [u8; 32],
+    peers: Vec<PeerSpec>,
+    seed: u64,
+    max_frame: usize,
+) -> Node {
     let mut rng_seed = [0u8; 32];
     rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
     Node::new(NodeConfig {
         secret: StaticSecret::from_bytes(secret),
         peers,
         fdb: FdbConfig::default(),
-        max_frame: MAX_FRAME,
+        max_frame,
         rng_seed,
         now,
         // Wall clock advances with the virtual clock; a restart happens "later" in wall time too.
@@ -633,18 +643,8 @@ fn unknown_key_cannot_get_a_frame_through() {
 fn frames_larger_than_our_tap_are_dropped_and_counted() {
     let mut sim = Sim::new(2, 19);
     // Host 1 carries smaller frames than host 0 sends (mismatched MTU settings).
-    let peers = sim.hosts[1].peers.clone();
-    let mut rng_seed = [0u8; 32];
-    rng_seed[0] = 19;
-    sim.hosts[1].node = Node::new(NodeConfig {
-        secret: StaticSecret::from_bytes(sim.hosts[1].secret_bytes),
-        peers,
-        fdb: FdbConfig::default(),
-        max_frame: 1000,
-        rng_seed,
-        now: sim.now,
-        unix_nanos_at_now: 1_900_000_000_000_000_000,
-    });
+    let (secret, peers) = (sim.hosts[1].secret_bytes, sim.hosts[1].peers.clone());
+    sim.hosts[1].node = make_node_with_max_frame(sim.now, secret, peers, 19, 1000);
     sim.run_for(Duration::from_millis(100));
     assert!(sim.all_up());
     sim.send_frame(0, &frame(BROADCAST, mac(0, 1), 1, 1400));
