@@ -53,6 +53,8 @@ pub struct InterfaceConfig {
     pub bridge: Option<String>,
     pub address: Option<Cidr>,
     pub mtu: u16,
+    /// Open the TAP with IFF_VNET_HDR and TSO/USO: the kernel hands over 64 KiB super-frames.
+    pub offload: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +172,7 @@ struct RawInterface {
     #[serde(default, deserialize_with = "de_opt_cidr")]
     address: Option<Cidr>,
     mtu: Option<Spanned<u16>>,
+    offload: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -404,6 +407,7 @@ impl Config {
                 bridge: iface.bridge,
                 address: iface.address,
                 mtu,
+                offload: iface.offload.unwrap_or(true),
             },
             switch: SwitchConfig {
                 fdb_max_entries,
@@ -484,6 +488,7 @@ mod tests {
         assert_eq!(c.control_socket, PathBuf::from("/run/meshd/h1.sock"));
         assert_eq!(c.interface.name, "meshd0");
         assert_eq!(c.interface.mtu, 1402);
+        assert!(c.interface.offload, "offloads are on by default");
         assert_eq!(c.switch.fdb_max_entries, 8192);
         assert_eq!(c.switch.fdb_ageing, Duration::from_secs(300));
         assert!(c.peers.is_empty());
@@ -492,12 +497,13 @@ mod tests {
     #[test]
     fn full_config_parses() {
         let text = format!(
-            "{}listen = \"10.201.0.1:6655\"\ncontrol_socket = \"/tmp/x.sock\"\n[interface]\nbridge = \"br0\"\nmtu = 1400\n[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\nendpoint = \"10.201.0.2:6655\"\n",
+            "{}listen = \"10.201.0.1:6655\"\ncontrol_socket = \"/tmp/x.sock\"\n[interface]\nbridge = \"br0\"\nmtu = 1400\noffload = false\n[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\nendpoint = \"10.201.0.2:6655\"\n",
             minimal()
         );
         let c = parse(&text).unwrap();
         assert_eq!(c.interface.bridge.as_deref(), Some("br0"));
         assert_eq!(c.interface.mtu, 1400);
+        assert!(!c.interface.offload);
         assert_eq!(c.peers.len(), 1);
         assert_eq!(c.peers[0].public_key.to_string(), KEY);
         assert_eq!(

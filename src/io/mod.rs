@@ -69,15 +69,32 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     let iface = &config.interface;
     let netlink = Netlink::connect().map_err(fail("opening netlink"))?;
 
-    let tap = DeviceBuilder::new()
-        .name(&iface.name)
-        .layer(Layer::L2)
-        .mtu(iface.mtu)
-        .build_async()
-        .map_err(fail(&format!(
-            "creating TAP device {} (needs CAP_NET_ADMIN and /dev/net/tun)",
-            iface.name
-        )))?;
+    let build_tap = |offload: bool| {
+        DeviceBuilder::new()
+            .name(&iface.name)
+            .layer(Layer::L2)
+            .mtu(iface.mtu)
+            .offload(offload)
+            .build_async()
+    };
+    let (tap, offload) = match build_tap(iface.offload) {
+        Ok(tap) => (tap, iface.offload),
+        Err(e) if iface.offload => {
+            // Offloads are an optimisation: a kernel without them still gets a working node.
+            tracing::warn!(error = %e, "TAP offloads unavailable; using a plain TAP (slower)");
+            let tap = build_tap(false).map_err(fail(&format!(
+                "creating TAP device {} (needs CAP_NET_ADMIN and /dev/net/tun)",
+                iface.name
+            )))?;
+            (tap, false)
+        }
+        Err(e) => {
+            return Err(RunError(format!(
+                "creating TAP device {} (needs CAP_NET_ADMIN and /dev/net/tun): {e}",
+                iface.name
+            )))
+        }
+    };
     let tap_index = netlink
         .link_index(&iface.name)
         .await
@@ -161,6 +178,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         tap = %iface.name,
         bridge = iface.bridge.as_deref().unwrap_or("-"),
         mtu = iface.mtu,
+        offload,
         peers = config.peers.len(),
         "meshd started"
     );
@@ -187,7 +205,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         },
         started: now,
     };
-    let result = Worker::new(node, tap, udp, info).run(control_rx).await;
+    let result = Worker::new(node, tap, udp, info, offload)
+        .run(control_rx)
+        .await;
     control_task.abort();
     if let Some(t) = metrics_task {
         t.abort();

@@ -5,8 +5,13 @@
 //! received from peers are decrypted in place inside the receive buffer and written to the TAP
 //! from there; frames read from the TAP are encrypted in place inside their pooled buffer. Nothing
 //! on this path allocates once the pool is warm.
+//!
+//! With `offload`, the TAP carries a virtio-net header on every read and write. A read may be a
+//! 64 KiB TSO super-frame: it is cut into wire-sized frames straight into pooled buffers (the one
+//! copy). Frames received from peers go through a coalescer that merges in-order segments of a TCP
+//! flow back into a super-frame, so the TAP is written once per flow burst rather than per frame.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::time::Instant;
 
 use quinn_udp::RecvMeta;
@@ -18,11 +23,17 @@ use tun_rs::AsyncDevice;
 use super::control::ControlRequest;
 use super::udp::{Udp, MAX_DATAGRAM};
 use super::RunError;
+use crate::core::offload::{
+    Coalescer, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
+};
 use crate::core::{Node, Received};
 use crate::status::{InterfaceStatus, NodeStatus};
+use crate::wire::{GsoType, VnetHdr, VnetHdrSize, VNET_HDR_LEN};
 
 /// Frames read from the TAP per wake-up before the worker looks at the socket again.
 pub const TAP_BATCH: usize = 64;
+/// Super-frames (up to 45 wire frames each) read per wake-up with offloads on.
+pub const TAP_OFFLOAD_BATCH: usize = 8;
 /// recvmmsg batches handled per wake-up before the worker looks at the TAP again.
 pub const UDP_BATCHES_PER_WAKE: usize = 8;
 /// Datagrams per recvmmsg call.
@@ -45,6 +56,15 @@ struct IoCounters {
     udp_recv_errors: u64,
     tap_read_errors: u64,
     tap_write_errors: u64,
+    tap_offload_errors: u64,
+    tap_gso_reads: u64,
+    tap_gro_writes: u64,
+}
+
+/// Buffers of a TAP opened with offloads: where super-frames are read, and the receive coalescer.
+struct TapOffload {
+    read_staging: Vec<u8>,
+    coalescer: Coalescer<Vec<u8>>,
 }
 
 pub struct Worker {
@@ -56,10 +76,11 @@ pub struct Worker {
     rx_meta: Vec<RecvMeta>,
     io_counters: IoCounters,
     gso_buf: Vec<u8>,
+    offload: Option<TapOffload>,
 }
 
 impl Worker {
-    pub fn new(node: Node, tap: AsyncDevice, udp: Udp, info: StaticInfo) -> Worker {
+    pub fn new(node: Node, tap: AsyncDevice, udp: Udp, info: StaticInfo, offload: bool) -> Worker {
         let per_buf = if udp.gro_segments() > 1 {
             MAX_DATAGRAM
         } else {
@@ -74,6 +95,10 @@ impl Worker {
             info,
             io_counters: IoCounters::default(),
             gso_buf: Vec::with_capacity(GSO_MAX_BYTES + 2048),
+            offload: offload.then(|| TapOffload {
+                read_staging: vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME_LEN],
+                coalescer: Coalescer::new(vec![0; COALESCE_STAGING_LEN], VnetHdrSize::Legacy),
+            }),
         }
     }
 
@@ -114,6 +139,9 @@ impl Worker {
     }
 
     fn read_tap(&mut self) {
+        if self.offload.is_some() {
+            return self.read_tap_offload();
+        }
         let now = Instant::now();
         for _ in 0..TAP_BATCH {
             let mut buf = self.node.take_buffer();
@@ -129,6 +157,62 @@ impl Worker {
                         warn!(error = %e, "TAP read failed");
                     }
                     return;
+                }
+            }
+        }
+    }
+
+    /// Reads super-frames behind their virtio-net header and cuts each into wire-sized frames.
+    fn read_tap_offload(&mut self) {
+        let now = Instant::now();
+        let Some(offload) = self.offload.as_mut() else {
+            return;
+        };
+        for _ in 0..TAP_OFFLOAD_BATCH {
+            let n = match self.tap.try_recv(&mut offload.read_staging) {
+                Ok(n) => n,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.io_counters.tap_read_errors += 1;
+                        warn!(error = %e, "TAP read failed");
+                    }
+                    return;
+                }
+            };
+            let read = &offload.read_staging[..n];
+            let Ok(header) = VnetHdr::new_checked(read, VnetHdrSize::Legacy) else {
+                self.io_counters.tap_offload_errors += 1;
+                continue;
+            };
+            let fields = header.fields();
+            if fields.gso() != GsoType::None {
+                self.io_counters.tap_gso_reads += 1;
+            }
+            let mut segments = match Segmenter::new(&fields, header.frame()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.io_counters.tap_offload_errors += 1;
+                    debug!(error = %e, "TAP super-frame not segmentable");
+                    continue;
+                }
+            };
+            loop {
+                let mut buf = self.node.take_buffer();
+                match segments.next_into(buf.frame_area()) {
+                    Ok(Some(len)) => {
+                        buf.set_frame_len(len);
+                        self.node.handle_tap_frame(now, buf);
+                    }
+                    Ok(None) => {
+                        self.node.recycle(buf);
+                        break;
+                    }
+                    Err(e) => {
+                        self.node.recycle(buf);
+                        self.io_counters.tap_offload_errors += 1;
+                        debug!(error = %e, "TAP super-frame segmentation failed");
+                        break;
+                    }
                 }
             }
         }
@@ -162,9 +246,25 @@ impl Worker {
                     if let Received::Frame(range) =
                         self.node.handle_datagram(now, meta.addr, segment)
                     {
-                        write_tap(&self.tap, &segment[range], &mut self.io_counters).await;
+                        match self.offload.as_mut() {
+                            Some(offload) => {
+                                let (tap, counters) = (&self.tap, &mut self.io_counters);
+                                offload
+                                    .coalescer
+                                    .push(&segment[range], |w| write_tap_vnet(tap, w, counters));
+                            }
+                            None => {
+                                write_tap(&self.tap, &segment[range], &mut self.io_counters).await
+                            }
+                        }
                     }
                 }
+            }
+            if let Some(offload) = self.offload.as_mut() {
+                let (tap, counters) = (&self.tap, &mut self.io_counters);
+                offload
+                    .coalescer
+                    .flush(|w| write_tap_vnet(tap, w, counters));
             }
             // Sends queued by handshakes or keepalives go out between batches, not after all.
             self.flush().await;
@@ -223,6 +323,9 @@ impl Worker {
                     ("io_udp_recv_errors", io.udp_recv_errors),
                     ("io_tap_read_errors", io.tap_read_errors),
                     ("io_tap_write_errors", io.tap_write_errors),
+                    ("io_tap_offload_errors", io.tap_offload_errors),
+                    ("io_tap_gso_reads", io.tap_gso_reads),
+                    ("io_tap_gro_writes", io.tap_gro_writes),
                 ] {
                     counters.insert(k.to_string(), v);
                 }
@@ -249,5 +352,26 @@ async fn write_tap(tap: &AsyncDevice, frame: &[u8], counters: &mut IoCounters) {
     if let Err(e) = result {
         counters.tap_write_errors += 1;
         debug!(error = %e, "TAP write failed");
+    }
+}
+
+/// Writes one frame or super-frame behind its virtio-net header. A TAP write does not block in
+/// practice (the kernel queues it); if it would, the frame is dropped and counted rather than
+/// stalling the batch.
+fn write_tap_vnet(tap: &AsyncDevice, write: TapWrite<'_>, counters: &mut IoCounters) {
+    let result = match write.contiguous() {
+        Some(bytes) => tap.try_send(bytes),
+        None => tap.try_send_vectored(&[
+            IoSlice::new(write.vnet_header()),
+            IoSlice::new(write.frame()),
+        ]),
+    };
+    match result {
+        Ok(_) if write.segments() > 1 => counters.tap_gro_writes += 1,
+        Ok(_) => {}
+        Err(e) => {
+            counters.tap_write_errors += 1;
+            debug!(error = %e, "TAP write failed");
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 mod datagram;
 mod ethernet;
+pub mod vnet;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,11 @@ pub use datagram::{
 pub use ethernet::{
     EthernetFrame, MacAddr, MacParseError, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
+};
+pub use vnet::{
+    GsoType, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM,
+    VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP, VNET_GSO_UDP_L4,
+    VNET_HDR_LEN, VNET_HDR_LEN_MRG,
 };
 
 /// Why a buffer could not be viewed as the requested message.

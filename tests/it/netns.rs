@@ -68,8 +68,37 @@ fn three_hosts_form_one_switch() {
     scenarios::ping_matrix(&topo, "across the mesh");
     done(t, &mut mesh);
 
-    let t = scenario(2, "50 MiB TCP transfer c1a -> c3b keeps its SHA-256");
+    let t = scenario(
+        2,
+        "50 MiB TCP transfers c1a -> c3b and c2a -> c1b keep their SHA-256",
+    );
+    // h1 -> h3 crosses from an offload TAP to a plain one; h2 -> h1 is offload on both ends.
     scenarios::tcp_transfer(&topo, "c1a", "c3b");
+    scenarios::tcp_transfer(&topo, "c2a", "c1b");
+    if let Some(mesh) = mesh.as_ref() {
+        let counter = |host: usize, name: &str| {
+            let status = mesh
+                .status(host)
+                .unwrap_or_else(|e| panic!("status of host {host}: {e}"));
+            status["counters"][name].as_u64().unwrap_or(0)
+        };
+        let gso: Vec<u64> = (0..3).map(|h| counter(h, "io_tap_gso_reads")).collect();
+        let gro: Vec<u64> = (0..3).map(|h| counter(h, "io_tap_gro_writes")).collect();
+        println!("  TSO super-frames read per host {gso:?}, coalesced TAP writes per host {gro:?}");
+        assert!(
+            gso[0] + gso[1] > 0,
+            "offload hosts read TSO super-frames from their bridge"
+        );
+        assert!(
+            gro[0] + gro[1] > 0,
+            "offload hosts coalesced received segments"
+        );
+        assert_eq!(
+            gso[2] + gro[2],
+            0,
+            "the plain-TAP host never sees super-frames"
+        );
+    }
     done(t, &mut mesh);
 
     let t = scenario(3, "a UDP broadcast from c2b reaches every other container");

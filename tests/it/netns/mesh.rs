@@ -141,6 +141,11 @@ impl Mesh {
             }
             let socket = mesh.dir.join(format!("{}.sock", node.name));
             set_control_socket(&node.config, &socket);
+            // A mixed fleet: h3 keeps a plain TAP while the others use offloads (the default), so
+            // one run covers both TAP paths and the traffic between them.
+            if node.name == "h3" {
+                set_offload(&node.config, false);
+            }
         }
         for index in 0..mesh.nodes.len() {
             mesh.spawn_daemon(index);
@@ -418,6 +423,17 @@ fn set_control_socket(config: &Path, socket: &Path) {
     let mut new_text = out.join("\n");
     new_text.push('\n');
     fs::write(config, new_text).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+}
+
+/// Sets `[interface] offload` in a config written by `meshd init`.
+fn set_offload(config: &Path, on: bool) {
+    let text = std::fs::read_to_string(config).expect("config readable");
+    let text = text.replacen(
+        "[interface]\n",
+        &format!("[interface]\noffload = {on}\n"),
+        1,
+    );
+    std::fs::write(config, text).expect("config writable");
 }
 
 fn toml_string(value: &str) -> String {

@@ -1,0 +1,281 @@
+//! TAP → peers: cutting a super-frame into wire-ready frames, and completing partial checksums.
+//!
+//! Invariants of every frame [`Segmenter::next_into`] writes: at most `gso_size` bytes of L4 payload
+//! behind a copy of the super-frame's headers; IPv4 total length, header checksum and an ID that
+//! grows by one per segment; IPv6 payload length; TCP sequence number advanced by the payload
+//! before it, FIN and PSH only on the last segment, CWR only on the first; UDP length; and a full
+//! L4 checksum (pseudo-header, header, payload). The input is never modified, and a segment is
+//! only consumed once it has been written.
+
+use crate::wire::{GsoType, VnetHdrFields};
+
+use super::{
+    be16, be32, parse_layout, put16, put32, Checksum, Layout, OffloadError, IPPROTO_TCP,
+    IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MAX_SUPER_FRAME_LEN, TCP_CHECKSUM_AT, TCP_CWR,
+    TCP_FIN, TCP_PSH, UDP_CHECKSUM_AT,
+};
+
+/// Completes the partial L4 checksum of a plain (`GSO_NONE`) frame in place, as a NIC would: the
+/// one's-complement sum over `[csum_start, end)`, which includes the pseudo-header sum the kernel
+/// left in the field, is complemented and stored at `csum_start + csum_offset`. Without
+/// `NEEDS_CSUM` the frame is already complete and nothing happens.
+pub fn complete_checksum(hdr: &VnetHdrFields, frame: &mut [u8]) -> Result<(), OffloadError> {
+    if hdr.gso() != GsoType::None {
+        return Err(OffloadError::GsoMismatch);
+    }
+    if !hdr.needs_csum() {
+        return Ok(());
+    }
+    let field = checksum_field(hdr, frame.len())?;
+    let start = usize::from(hdr.csum_start);
+    let value = Checksum::new().add_bytes(&frame[start..]).finish();
+    put16(frame, field, value);
+    Ok(())
+}
+
+/// Where a `NEEDS_CSUM` header says the checksum goes, if that lies inside the frame.
+fn checksum_field(hdr: &VnetHdrFields, frame_len: usize) -> Result<usize, OffloadError> {
+    let field = usize::from(hdr.csum_start) + usize::from(hdr.csum_offset);
+    if field + 2 > frame_len {
+        return Err(OffloadError::BadVnetHeader);
+    }
+    Ok(field)
+}
+
+/// Produces the wire frames of one TAP read, one per [`Segmenter::next_into`] call.
+///
+/// A GSO frame yields `max(1, ceil(payload / gso_size))` segments; a plain frame yields itself once
+/// (with its checksum completed if the header asks for it), so the caller can treat every TAP read
+/// the same way. Use [`complete_checksum`] instead to avoid the copy for plain frames.
+#[derive(Debug, Clone)]
+pub struct Segmenter<'a> {
+    frame: &'a [u8],
+    plan: Plan,
+    next: usize,
+    count: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Whole {
+        checksum_start_and_field: Option<(usize, usize)>,
+    },
+    Split(Split),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    layout: Layout,
+    gso_size: usize,
+    payload_len: usize,
+    first_ip_id: u16,
+    first_seq: u32,
+    /// Addresses and protocol: the part of every segment's pseudo-header that does not change.
+    pseudo: Checksum,
+}
+
+impl<'a> Segmenter<'a> {
+    /// Validates `frame` against `hdr` (cheapest checks first) and plans its segments.
+    pub fn new(hdr: &VnetHdrFields, frame: &'a [u8]) -> Result<Segmenter<'a>, OffloadError> {
+        if frame.len() > MAX_SUPER_FRAME_LEN {
+            return Err(OffloadError::TooLong);
+        }
+        let transport = match hdr.gso() {
+            GsoType::None => {
+                let checksum_start_and_field = if hdr.needs_csum() {
+                    let field = checksum_field(hdr, frame.len())?;
+                    Some((usize::from(hdr.csum_start), field))
+                } else {
+                    None
+                };
+                return Ok(Segmenter {
+                    frame,
+                    plan: Plan::Whole {
+                        checksum_start_and_field,
+                    },
+                    next: 0,
+                    count: 1,
+                });
+            }
+            GsoType::TcpV4 | GsoType::TcpV6 => IPPROTO_TCP,
+            GsoType::UdpL4 => IPPROTO_UDP,
+            GsoType::Udp | GsoType::Unknown(_) => {
+                return Err(OffloadError::UnsupportedGso(hdr.gso_type))
+            }
+        };
+        if hdr.gso_size == 0 {
+            return Err(OffloadError::ZeroGsoSize);
+        }
+        let layout = parse_layout(frame)?;
+        let ip_matches = match hdr.gso() {
+            GsoType::TcpV4 => !layout.ipv6,
+            GsoType::TcpV6 => layout.ipv6,
+            _ => true,
+        };
+        if !ip_matches || layout.protocol != transport {
+            return Err(OffloadError::GsoMismatch);
+        }
+        if hdr.needs_csum() {
+            let offset = if transport == IPPROTO_TCP {
+                TCP_CHECKSUM_AT
+            } else {
+                UDP_CHECKSUM_AT
+            };
+            if usize::from(hdr.csum_start) != layout.l4 || usize::from(hdr.csum_offset) != offset {
+                return Err(OffloadError::BadVnetHeader);
+            }
+        }
+        // Linux sets hdr_len to the skb's linear length, which is exactly the headers for frames
+        // from the TCP/UDP stacks, but virtio only promises a hint, so longer is tolerated.
+        let hdr_len = usize::from(hdr.hdr_len);
+        if hdr_len < layout.payload || hdr_len > frame.len() {
+            return Err(OffloadError::BadVnetHeader);
+        }
+        let payload_len = frame.len() - layout.payload;
+        let gso_size = usize::from(hdr.gso_size);
+        Ok(Segmenter {
+            frame,
+            plan: Plan::Split(Split {
+                layout,
+                gso_size,
+                payload_len,
+                first_ip_id: if layout.ipv6 {
+                    0
+                } else {
+                    be16(frame, layout.l3 + 4)
+                },
+                first_seq: if transport == IPPROTO_TCP {
+                    be32(frame, layout.l4 + 4)
+                } else {
+                    0
+                },
+                pseudo: layout.pseudo_addresses(frame),
+            }),
+            next: 0,
+            count: payload_len.div_ceil(gso_size).max(1),
+        })
+    }
+
+    /// How many frames this read produces in total.
+    pub fn segment_count(&self) -> usize {
+        self.count
+    }
+
+    /// How many frames are still to be written.
+    pub fn remaining(&self) -> usize {
+        self.count - self.next
+    }
+
+    /// Bytes of headers copied in front of every segment's payload (0 for a plain frame, which is
+    /// copied whole).
+    pub fn header_len(&self) -> usize {
+        match self.plan {
+            Plan::Whole { .. } => 0,
+            Plan::Split(split) => split.layout.payload,
+        }
+    }
+
+    /// The size of the next frame, or `None` when all have been written.
+    pub fn next_len(&self) -> Option<usize> {
+        if self.next >= self.count {
+            return None;
+        }
+        Some(match self.plan {
+            Plan::Whole { .. } => self.frame.len(),
+            Plan::Split(split) => split.layout.payload + split.chunk(self.next).len(),
+        })
+    }
+
+    /// The largest frame this read produces, to size buffers once.
+    pub fn max_segment_len(&self) -> usize {
+        match self.plan {
+            Plan::Whole { .. } => self.frame.len(),
+            Plan::Split(split) => split.layout.payload + split.gso_size.min(split.payload_len),
+        }
+    }
+
+    /// Writes the next frame to the start of `out` and returns its length, or `None` when all have
+    /// been written. A too-small `out` is an error that consumes nothing.
+    pub fn next_into(&mut self, out: &mut [u8]) -> Result<Option<usize>, OffloadError> {
+        let Some(needed) = self.next_len() else {
+            return Ok(None);
+        };
+        if out.len() < needed {
+            return Err(OffloadError::OutputTooSmall { needed });
+        }
+        let out = &mut out[..needed];
+        match self.plan {
+            Plan::Whole {
+                checksum_start_and_field,
+            } => {
+                out.copy_from_slice(self.frame);
+                if let Some((start, field)) = checksum_start_and_field {
+                    let value = Checksum::new().add_bytes(&out[start..]).finish();
+                    put16(out, field, value);
+                }
+            }
+            Plan::Split(split) => split.write(self.frame, self.next, self.count, out),
+        }
+        self.next += 1;
+        Ok(Some(needed))
+    }
+}
+
+impl Split {
+    fn chunk(&self, index: usize) -> core::ops::Range<usize> {
+        let start = index * self.gso_size;
+        start..(start + self.gso_size).min(self.payload_len)
+    }
+
+    /// Fills `out` (exactly the segment's length) with segment `index` of `count`.
+    fn write(&self, frame: &[u8], index: usize, count: usize, out: &mut [u8]) {
+        let Layout {
+            l3,
+            ipv6,
+            l4,
+            protocol,
+            payload,
+        } = self.layout;
+        let chunk = self.chunk(index);
+        out[..payload].copy_from_slice(&frame[..payload]);
+        out[payload..].copy_from_slice(&frame[payload + chunk.start..payload + chunk.end]);
+
+        let len = out.len();
+        if ipv6 {
+            // Fits: parse_layout checked the whole payload length against a u16.
+            put16(out, l3 + 4, (len - l3 - IPV6_HEADER_LEN) as u16);
+        } else {
+            put16(out, l3 + 2, (len - l3) as u16);
+            // Linux gives each segment of a super-frame its own ID, counting up from the first.
+            put16(out, l3 + 4, self.first_ip_id.wrapping_add(index as u16));
+            put16(out, l3 + 10, 0);
+            let header_checksum = Checksum::new().add_bytes(&out[l3..l4]).finish();
+            put16(out, l3 + 10, header_checksum);
+            debug_assert!(l4 - l3 >= IPV4_HEADER_LEN);
+        }
+
+        let l4_len = len - l4;
+        let checksum_at = if protocol == IPPROTO_TCP {
+            put32(out, l4 + 4, self.first_seq.wrapping_add(chunk.start as u32));
+            let mut flags = out[l4 + 13];
+            if index + 1 < count {
+                flags &= !(TCP_FIN | TCP_PSH);
+            }
+            if index > 0 {
+                flags &= !TCP_CWR;
+            }
+            out[l4 + 13] = flags;
+            l4 + TCP_CHECKSUM_AT
+        } else {
+            put16(out, l4 + 4, l4_len as u16);
+            l4 + UDP_CHECKSUM_AT
+        };
+        put16(out, checksum_at, 0);
+        let value = self
+            .pseudo
+            .add_u32(l4_len as u32)
+            .add_bytes(&out[l4..])
+            .finish();
+        put16(out, checksum_at, value);
+    }
+}
