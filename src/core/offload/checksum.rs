@@ -4,6 +4,7 @@
 //! L4 header, payload) without copying them together. Invariant: every piece except the last must
 //! have even length, because an odd trailing byte is summed as the high byte of a zero-padded word.
 //! The internal accumulator is reduced after every piece, so any number of pieces can be added.
+//! Byte order only matters at the end of each piece: the bulk loop sums native-endian 64-bit words.
 
 /// A running one's-complement sum, not yet folded to 16 bits.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -89,27 +90,41 @@ const fn reduce(sum: u64) -> u64 {
     (sum & 0xffff_ffff) + (sum >> 32)
 }
 
-/// Sums `bytes` as big-endian 32-bit words into a u64; since a one's-complement sum of 16-bit words
-/// is the 32-bit sum folded, this is the same value after [`Checksum::fold`]. Fixed-width chunks let
-/// the compiler vectorise the loop; the u64 cannot overflow below 2^32 words (16 GiB).
+/// Sums `bytes` as 16-bit big-endian words and returns the folded 16-bit sum.
+///
+/// The loop adds native-endian 64-bit words with end-around carry: a one's-complement sum does not
+/// depend on byte order except for a final byte swap (RFC 1071 section 2), and wide words with
+/// two independent carry chains run at several bytes per cycle without per-word byte swaps.
 #[inline]
 fn sum_be_words(bytes: &[u8]) -> u64 {
-    let mut chunks = bytes.chunks_exact(32);
-    let mut lanes = [0u64; 8];
+    let mut chunks = bytes.chunks_exact(16);
+    let (mut a, mut b) = (0u64, 0u64);
     for chunk in &mut chunks {
-        for (lane, word) in lanes.iter_mut().zip(chunk.chunks_exact(4)) {
-            *lane += u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
-        }
+        let (x, y) = chunk.split_at(8);
+        let (sum, carry) = a.overflowing_add(u64::from_ne_bytes(x.try_into().unwrap()));
+        a = sum + u64::from(carry);
+        let (sum, carry) = b.overflowing_add(u64::from_ne_bytes(y.try_into().unwrap()));
+        b = sum + u64::from(carry);
     }
-    let mut sum: u64 = lanes.iter().sum();
-    let mut words = chunks.remainder().chunks_exact(4);
-    for word in &mut words {
-        sum += u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
+    let mut rest = [0u8; 16];
+    let tail = chunks.remainder();
+    rest[..tail.len()].copy_from_slice(tail);
+    let (x, y) = rest.split_at(8);
+    let mut total = 0u128;
+    for word in [
+        a,
+        b,
+        u64::from_ne_bytes(x.try_into().unwrap()),
+        u64::from_ne_bytes(y.try_into().unwrap()),
+    ] {
+        total += u128::from(word);
     }
-    let mut tail = [0u8; 4];
-    let rest = words.remainder();
-    tail[..rest.len()].copy_from_slice(rest);
-    sum + u64::from(u32::from_be_bytes(tail))
+    // Fold to 16 bits in native order, then swap into network order if the host is little-endian.
+    let mut folded = (total & u128::from(u64::MAX)) + (total >> 64);
+    while folded > 0xffff {
+        folded = (folded & 0xffff) + (folded >> 16);
+    }
+    u64::from(u16::from_be(folded as u16))
 }
 
 #[cfg(test)]
