@@ -11,4 +11,6 @@ pub mod config;
 pub mod core;
 pub mod io;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 pub mod wire;

@@ -581,26 +581,9 @@ fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 #[test]
 fn fuzz_seed_corpus_is_current() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let write = std::env::var_os("MESHD_WRITE_FUZZ_SEEDS").is_some();
     for (target, name, bytes) in fuzz_seeds() {
         exercise_all(&bytes);
         let path = corpus.join(target).join(format!("seed-{name}"));
-        if write {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &bytes).unwrap();
-        } else {
-            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; regenerate with MESHD_WRITE_FUZZ_SEEDS=1",
-                    path.display()
-                )
-            });
-            assert_eq!(
-                on_disk,
-                bytes,
-                "{} is stale; regenerate with MESHD_WRITE_FUZZ_SEEDS=1",
-                path.display()
-            );
-        }
+        crate::test_support::check_or_write_fuzz_seed(&path, &bytes);
     }
 }

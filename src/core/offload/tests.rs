@@ -1323,23 +1323,11 @@ fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn offload_fuzz_seeds_are_current() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/offload");
-    let write = std::env::var_os("MESHD_WRITE_FUZZ_SEEDS").is_some();
     for (name, bytes) in fuzz_seeds() {
         let hdr = VnetHdr::new_checked(&bytes[..], VnetHdrSize::Mergeable).unwrap();
         exercise(&hdr.fields(), hdr.frame());
         let path = corpus.join(format!("seed-{name}"));
-        if write {
-            std::fs::create_dir_all(&corpus).unwrap();
-            std::fs::write(&path, &bytes).unwrap();
-        } else {
-            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; regenerate with MESHD_WRITE_FUZZ_SEEDS=1",
-                    path.display()
-                )
-            });
-            assert_eq!(on_disk, bytes, "{} is stale", path.display());
-        }
+        crate::test_support::check_or_write_fuzz_seed(&path, &bytes);
     }
 }
 
