@@ -13,6 +13,9 @@ pub struct InterfaceStatus {
     pub name: String,
     pub bridge: Option<String>,
     pub mtu: u16,
+    /// Whether the TAP runs with TSO/GRO offloads (false after a fallback on an older kernel).
+    #[serde(default)]
+    pub offload: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,7 +55,12 @@ impl NodeStatus {
         };
         let _ = writeln!(out, "node       {}  (key {})", self.name, self.public_key);
         let _ = writeln!(out, "listening  {}", self.listen);
-        let _ = writeln!(out, "interface  {iface}, mtu {}", self.interface.mtu);
+        let offload = if self.interface.offload { "on" } else { "off" };
+        let _ = writeln!(
+            out,
+            "interface  {iface}, mtu {}, offloads {offload}",
+            self.interface.mtu
+        );
         let _ = writeln!(out, "uptime     {}s", self.uptime_secs);
         let up = self.peers.iter().filter(|p| p.state == "up").count();
         let _ = writeln!(out, "\npeers ({up} of {} up)", self.peers.len());
@@ -102,6 +110,7 @@ impl NodeStatus {
                 name: "meshd0".into(),
                 bridge: Some("br0".into()),
                 mtu: 1402,
+                offload: true,
             },
             uptime_secs: 5,
             peers: vec![PeerStatus {
@@ -138,6 +147,7 @@ mod tests {
         let s = NodeStatus::sample();
         let t = s.render_table();
         assert!(t.contains("1 of 1 up"), "{t}");
+        assert!(t.contains("mtu 1402, offloads on"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("02:00:00:00:00:01  h2"), "{t}");
         assert!(

@@ -202,6 +202,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             name: iface.name.clone(),
             bridge: iface.bridge.clone(),
             mtu: iface.mtu,
+            offload,
         },
         started: now,
     };

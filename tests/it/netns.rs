@@ -98,6 +98,12 @@ fn three_hosts_form_one_switch() {
             0,
             "the plain-TAP host never sees super-frames"
         );
+        let offload = |host: usize| mesh.status(host).unwrap()["interface"]["offload"].as_bool();
+        assert_eq!(
+            (offload(0), offload(2)),
+            (Some(true), Some(false)),
+            "status reports each TAP's offload state"
+        );
     }
     done(t, &mut mesh);
 
