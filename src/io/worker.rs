@@ -272,22 +272,34 @@ impl Worker {
     }
 
     /// Sends everything the core queued. Runs of equal-sized datagrams to one destination (the
-    /// common case under load: full-MTU frames to one peer) are coalesced into one GSO send.
+    /// common case under load: full-MTU frames to one peer) are coalesced into one GSO send; a lone
+    /// datagram goes straight from its pooled buffer, without the staging copy.
     async fn flush(&mut self) {
         let max_segments = self.udp.max_gso_segments().max(1);
         while let Some(first) = self.node.poll_transmit() {
             let destination = first.destination;
             let segment = first.packet.len();
+            let continues_run = |t: &crate::core::Transmit| {
+                t.destination == destination && t.packet.len() <= segment
+            };
+            if max_segments == 1 || !self.node.peek_transmit().is_some_and(continues_run) {
+                send_counted(
+                    &self.udp,
+                    &mut self.io_counters,
+                    destination,
+                    first.packet.bytes(),
+                    None,
+                )
+                .await;
+                self.node.recycle(first.packet);
+                continue;
+            }
             self.gso_buf.clear();
             self.gso_buf.extend_from_slice(first.packet.bytes());
             self.node.recycle(first.packet);
             let mut segments = 1;
             while segments < max_segments && self.gso_buf.len() + segment <= GSO_MAX_BYTES {
-                let fits = self
-                    .node
-                    .peek_transmit()
-                    .is_some_and(|t| t.destination == destination && t.packet.len() <= segment);
-                if !fits {
+                if !self.node.peek_transmit().is_some_and(continues_run) {
                     break;
                 }
                 let t = self.node.poll_transmit().expect("peeked");
@@ -300,14 +312,14 @@ impl Worker {
                 }
             }
             let segment_size = (segments > 1).then_some(segment);
-            if let Err(e) = self
-                .udp
-                .send(destination, &self.gso_buf, segment_size)
-                .await
-            {
-                self.io_counters.udp_send_errors += 1;
-                debug!(%destination, error = %e, "UDP send failed");
-            }
+            send_counted(
+                &self.udp,
+                &mut self.io_counters,
+                destination,
+                &self.gso_buf,
+                segment_size,
+            )
+            .await;
         }
     }
 
@@ -341,6 +353,21 @@ impl Worker {
                 });
             }
         }
+    }
+}
+
+/// Sends one datagram (or a GSO run) and counts a failure; the underlay refusing a send (no
+/// route, a full queue) must not stop the worker.
+async fn send_counted(
+    udp: &Udp,
+    counters: &mut IoCounters,
+    destination: std::net::SocketAddr,
+    contents: &[u8],
+    segment_size: Option<usize>,
+) {
+    if let Err(e) = udp.send(destination, contents, segment_size).await {
+        counters.udp_send_errors += 1;
+        debug!(%destination, error = %e, "UDP send failed");
     }
 }
 
