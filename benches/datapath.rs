@@ -120,9 +120,23 @@ fn connected_pair() -> (Node, Node, Instant) {
     let b_secret = [0x22u8; 32];
     let a_addr: SocketAddr = "10.0.0.1:6655".parse().unwrap();
     let b_addr: SocketAddr = "10.0.0.2:6655".parse().unwrap();
+    let network = meshd_crypto::NetworkSecret::from_seed([0x33; 32]);
     let make = |secret: [u8; 32], peer: [u8; 32], endpoint: SocketAddr, seed: u8| {
+        let secret = StaticSecret::from_bytes(secret);
+        let certificate = meshd_crypto::Certificate::issue(
+            &network,
+            &format!("node-{seed}"),
+            secret.public_key(),
+            secret.signing_key().public(),
+            1_799_999_000,
+            1_800_999_000,
+            false,
+        )
+        .expect("valid test certificate");
         Node::new(NodeConfig {
-            secret: StaticSecret::from_bytes(secret),
+            network: network.network_id(),
+            certificate,
+            secret,
             peers: vec![PeerSpec {
                 name: "peer".into(),
                 public_key: StaticSecret::from_bytes(peer).public_key(),

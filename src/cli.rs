@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use meshd_crypto::{CoreRng, PublicKey, StaticSecret};
+use meshd_crypto::{Certificate, CoreRng, NetworkSecret, PublicKey, StaticSecret};
 
 use crate::config::{self, Cidr, Config};
+use crate::enroll::{self, render_config, NewConfig, NodeFiles};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -155,8 +156,11 @@ fn init_logging(config: &Config) {
 
 fn run(path: &Path) -> Result<(), CliError> {
     let config = Config::load(path)?;
-    // Check the key before touching any device so a bad key file is a config error (exit 2).
-    config.load_private_key()?;
+    // Check the keys and certificate before touching any device, so a bad file is a config
+    // error (exit 2).
+    let key = config.load_private_key()?;
+    config.load_certificate(&key.public_key())?;
+    config.load_network_secret()?;
     init_logging(&config);
     crate::io::run(config).map_err(|e| CliError::Runtime(e.to_string()))
 }
@@ -176,62 +180,73 @@ fn init(
     if let Some(b) = &bridge {
         config::validate_ifname(b).map_err(CliError::Usage)?;
     }
-    if path.exists() {
-        return Err(CliError::Usage(format!(
-            "{} already exists; refusing to overwrite it",
-            path.display()
-        )));
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::Runtime(format!("creating {}: {e}", dir.display())))?;
-    let key_name = format!("{name}.key");
-    let key_path = dir.join(&key_name);
-    let seed = crate::io::os_seed().map_err(|e| CliError::Runtime(e.to_string()))?;
-    let secret = StaticSecret::generate(&mut CoreRng::from_seed(seed));
-    config::write_private_key(&key_path, &secret).map_err(|e| {
-        CliError::Runtime(format!("writing private key {}: {e}", key_path.display()))
-    })?;
+    let files = NodeFiles::plan(path, name);
+    files.check_unused().map_err(CliError::Usage)?;
+    std::fs::create_dir_all(&files.dir)
+        .map_err(|e| CliError::Runtime(format!("creating {}: {e}", files.dir.display())))?;
+    let runtime = |what: &str, p: &Path| {
+        let what = format!("writing {what} {}", p.display());
+        move |e: std::io::Error| CliError::Runtime(format!("{what}: {e}"))
+    };
 
-    let mut text = format!(
-        "# meshd node configuration; see docs/operations.md for every key.\nname = {}\nlisten = {}\nprivate_key_file = {}  # mode 0600, never share it\n\n[interface]\n",
-        toml_string(name),
-        toml_string(&listen.map_or(config::DEFAULT_LISTEN.to_string(), |l| l.to_string())),
-        toml_string(&key_name),
-    );
-    match (&bridge, address) {
-        (Some(b), _) => text.push_str(&format!("bridge = {}\n", toml_string(b))),
-        (None, Some(a)) => text.push_str(&format!("address = {}\n", toml_string(&a.to_string()))),
-        (None, None) => {
-            text.push_str("# bridge = \"br0\"          # or: address = \"10.77.0.1/24\"\n")
-        }
-    }
-    text.push_str(
-        "\n# Peers: add with `meshd add-peer --config PATH --name NAME --public-key KEY --endpoint ADDR:PORT`\n",
-    );
-    // Validate what we are about to write, so init can never produce a config that fails to load.
-    Config::parse(path, &text)?;
-    write_atomically(path, &text)?;
+    let seed = crate::io::os_seed().map_err(|e| CliError::Runtime(e.to_string()))?;
+    let mut rng = CoreRng::from_seed(seed);
+    let secret = StaticSecret::generate(&mut rng);
+    let mut network_seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rng, &mut network_seed);
+    let network = NetworkSecret::from_seed(network_seed);
+    let now = unix_now();
+    let lifetime = config::DEFAULT_CERTIFICATE_LIFETIME_DAYS * 86_400;
+    let certificate = Certificate::issue(
+        &network,
+        name,
+        secret.public_key(),
+        secret.signing_key().public(),
+        now,
+        now + lifetime,
+        true,
+    )
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let text = render_config(
+        &files,
+        &NewConfig {
+            name,
+            listen,
+            bridge: bridge.as_deref(),
+            address,
+            network: network.network_id(),
+            admin: true,
+            peers: &[],
+        },
+    )?;
+
+    let key_path = files.key_path();
+    config::write_private_key(&key_path, &secret).map_err(runtime("private key", &key_path))?;
+    let secret_path = files.network_secret_path();
+    config::write_network_secret(&secret_path, &network)
+        .map_err(runtime("network secret", &secret_path))?;
+    enroll::write_certificate(&files.state_dir(), &certificate)
+        .map_err(runtime("certificate in", &files.state_dir()))?;
+    enroll::write_atomically(path, text.as_bytes()).map_err(runtime("config", path))?;
     println!("{}", secret.public_key());
+    eprintln!(
+        "founded network {} with {name} as its first admin; add hosts with `meshd invite --config {}`",
+        network.network_id(),
+        path.display()
+    );
     Ok(())
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn write_atomically(path: &Path, text: &str) -> Result<(), CliError> {
-    use std::io::Write;
-    let tmp = path.with_extension("toml.tmp");
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CliError::Runtime(format!("writing {}: {e}", path.display()))
-    })
+    enroll::write_atomically(path, text.as_bytes())
+        .map_err(|e| CliError::Runtime(format!("writing {}: {e}", path.display())))
 }
 
 fn add_peer(

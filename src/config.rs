@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use meshd_crypto::{PublicKey, StaticSecret};
+use meshd_crypto::{Certificate, NetworkId, NetworkSecret, PublicKey, StaticSecret};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -45,7 +45,25 @@ pub struct Config {
     pub interface: InterfaceConfig,
     pub switch: SwitchConfig,
     pub peers: Vec<PeerConfig>,
+    /// Where the certificate, revocations and invitations live.
+    pub state_dir: PathBuf,
+    /// Endpoints other members should use to reach this node (default: derived from `listen`).
+    pub advertise: Vec<SocketAddr>,
+    pub network: NetworkConfig,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The network's public key: every member's certificate must be signed by it.
+    pub id: NetworkId,
+    /// The network secret; only admins have one.
+    pub secret_file: Option<PathBuf>,
+    /// Lifetime of the certificates this node issues (admins).
+    pub certificate_lifetime: Duration,
+}
+
+/// Lifetime of issued certificates when the config does not set one.
+pub const DEFAULT_CERTIFICATE_LIFETIME_DAYS: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceConfig {
@@ -160,6 +178,28 @@ struct RawConfig {
     switch: Option<RawSwitch>,
     #[serde(default)]
     peers: Vec<RawPeer>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    advertise: Vec<SocketAddr>,
+    network: Option<RawNetwork>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(deserialize_with = "de_network_id")]
+    id: NetworkId,
+    secret_file: Option<PathBuf>,
+    certificate_lifetime_days: Option<Spanned<u64>>,
+}
+
+fn de_network_id<'de, D: Deserializer<'de>>(d: D) -> Result<NetworkId, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<NetworkId>().map_err(|_| {
+        serde::de::Error::custom(
+            "not a network id; use the 44-character value `meshd init` or `meshd join` wrote",
+        )
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -352,6 +392,29 @@ impl Config {
             None => Duration::from_secs(300),
         };
 
+        let Some(network) = raw.network else {
+            return Err(ConfigError::Other {
+                path: path.to_path_buf(),
+                message: "missing [network] table: found a network with `meshd init` or join one with `meshd join`".into(),
+            });
+        };
+        let certificate_lifetime = match network.certificate_lifetime_days {
+            Some(d) if !(1..=3650).contains(d.get_ref()) => {
+                return Err(at(
+                    d.span(),
+                    Some("network.certificate_lifetime_days"),
+                    "must be from 1 to 3650 days".into(),
+                ))
+            }
+            Some(d) => Duration::from_secs(d.into_inner() * 86_400),
+            None => Duration::from_secs(DEFAULT_CERTIFICATE_LIFETIME_DAYS * 86_400),
+        };
+        let network = NetworkConfig {
+            id: network.id,
+            secret_file: network.secret_file.as_deref().map(resolve),
+            certificate_lifetime,
+        };
+
         let mut peers: Vec<PeerConfig> = Vec::with_capacity(raw.peers.len());
         for p in raw.peers {
             let span = p.name.span();
@@ -414,8 +477,75 @@ impl Config {
                 fdb_ageing,
             },
             peers,
+            state_dir: raw
+                .state_dir
+                .as_deref()
+                .map(resolve)
+                .unwrap_or_else(|| base.join(format!("{name}.state"))),
+            advertise: raw.advertise,
+            network,
             name,
         })
+    }
+
+    /// Where this node's certificate is kept.
+    pub fn certificate_path(&self) -> PathBuf {
+        self.state_dir.join("certificate")
+    }
+
+    /// Loads this node's certificate and checks it belongs to `key` in the configured network.
+    /// Expiry is the caller's business (a node with an expired certificate can still start and
+    /// renew it from an admin; its peers refuse it meanwhile).
+    pub fn load_certificate(&self, key: &PublicKey) -> Result<Certificate, ConfigError> {
+        let path = self.certificate_path();
+        let other = |message: String| ConfigError::Other {
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let certificate = decode_certificate_text(&text).map_err(other)?;
+        if certificate.network != self.network.id {
+            return Err(other(format!(
+                "certificate is for network {}, but the config names {}",
+                certificate.network, self.network.id
+            )));
+        }
+        if certificate.static_key != *key {
+            return Err(other(
+                "certificate was issued for another key than private_key_file's".into(),
+            ));
+        }
+        if certificate
+            .verify(&self.network.id, certificate.issued_at)
+            .is_err()
+        {
+            return Err(other(
+                "certificate signature is not valid for this network".into(),
+            ));
+        }
+        Ok(certificate)
+    }
+
+    /// The network secret, if this node is an admin (the file must be mode 0600).
+    pub fn load_network_secret(&self) -> Result<Option<NetworkSecret>, ConfigError> {
+        let Some(path) = &self.network.secret_file else {
+            return Ok(None);
+        };
+        let text = read_secret_file(path)?;
+        let secret = NetworkSecret::from_base64(&text).map_err(|e| ConfigError::Other {
+            path: path.clone(),
+            message: format!("not a meshd network secret: {e}"),
+        })?;
+        if secret.network_id() != self.network.id {
+            return Err(ConfigError::Other {
+                path: path.clone(),
+                message: "this network secret belongs to another network than [network] id".into(),
+            });
+        }
+        Ok(Some(secret))
     }
 
     /// Loads the private key, refusing a key file that others can read.
@@ -424,8 +554,38 @@ impl Config {
     }
 }
 
-/// Reads a base64 private key file, which must not be readable by group or others.
+/// Parses the text form of a certificate file (base64 of its encoding).
+pub fn decode_certificate_text(text: &str) -> Result<Certificate, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| "not a meshd certificate (bad base64)".to_string())?;
+    match Certificate::decode(&bytes) {
+        Ok((c, used)) if used == bytes.len() => Ok(c),
+        Ok(_) => Err("not a meshd certificate (trailing bytes)".into()),
+        Err(e) => Err(format!("not a meshd certificate: {e}")),
+    }
+}
+
+/// The text form of a certificate file.
+pub fn encode_certificate_text(certificate: &Certificate) -> String {
+    use base64::Engine as _;
+    let mut text = base64::engine::general_purpose::STANDARD.encode(certificate.encode());
+    text.push('\n');
+    text
+}
+
+/// Reads a private key file, which must not be readable by group or others.
 pub fn read_private_key(path: &Path) -> Result<StaticSecret, ConfigError> {
+    let text = read_secret_file(path)?;
+    StaticSecret::from_base64(&text).map_err(|e| ConfigError::Other {
+        path: path.to_path_buf(),
+        message: format!("not a meshd private key: {e}"),
+    })
+}
+
+/// Reads a secret file, refusing one that group or others can read.
+fn read_secret_file(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let other = |message: String| ConfigError::Other {
         path: path.to_path_buf(),
@@ -438,20 +598,28 @@ pub fn read_private_key(path: &Path) -> Result<StaticSecret, ConfigError> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(other(format!(
-            "private key file has mode {mode:04o}; it must be readable by its owner only (chmod 600)"
+            "secret key file has mode {mode:04o}; it must be readable by its owner only (chmod 600)"
         )));
     }
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-        ConfigError::Io {
+    Ok(zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
-        }
-    })?);
-    StaticSecret::from_base64(&text).map_err(|e| other(format!("not a meshd private key: {e}")))
+        })?,
+    ))
+}
+
+/// Writes a network secret file with mode 0600, failing if it already exists.
+pub fn write_network_secret(path: &Path, secret: &NetworkSecret) -> std::io::Result<()> {
+    write_new_secret_file(path, secret.to_base64().as_bytes())
 }
 
 /// Writes a private key file with mode 0600, failing if it already exists.
 pub fn write_private_key(path: &Path, secret: &StaticSecret) -> std::io::Result<()> {
+    write_new_secret_file(path, secret.to_base64().as_bytes())
+}
+
+fn write_new_secret_file(path: &Path, encoded: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -459,8 +627,7 @@ pub fn write_private_key(path: &Path, secret: &StaticSecret) -> std::io::Result<
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let encoded = secret.to_base64();
-    f.write_all(encoded.as_bytes())?;
+    f.write_all(encoded)?;
     f.write_all(b"\n")?;
     f.sync_all()
 }
@@ -476,7 +643,7 @@ mod tests {
     }
 
     fn minimal() -> String {
-        "name = \"h1\"\nprivate_key_file = \"h1.key\"\n".to_string()
+        format!("name = \"h1\"\nprivate_key_file = \"h1.key\"\nnetwork = {{ id = \"{KEY}\" }}\n")
     }
 
     #[test]
@@ -519,14 +686,14 @@ mod tests {
     #[test]
     fn unknown_key_names_key_and_line() {
         let e = err(&format!("{}colour = \"red\"\n", minimal()));
-        assert!(e.contains(":3:"), "{e}");
+        assert!(e.contains(":4:"), "{e}");
         assert!(e.contains("colour"), "{e}");
     }
 
     #[test]
     fn bad_listen_names_key_and_line() {
         let e = err(&format!("{}listen = \"nowhere\"\n", minimal()));
-        assert!(e.contains(":3:") && e.contains("`listen`"), "{e}");
+        assert!(e.contains(":4:") && e.contains("`listen`"), "{e}");
     }
 
     #[test]
@@ -535,14 +702,14 @@ mod tests {
             "{}[[peers]]\nname = \"h2\"\npublic_key = \"abc\"\n",
             minimal()
         ));
-        assert!(e.contains(":5:") && e.contains("public_key"), "{e}");
+        assert!(e.contains(":6:") && e.contains("public_key"), "{e}");
     }
 
     #[test]
     fn duplicate_peer_and_own_name_rejected() {
         let p = format!("[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\n");
         let e = err(&format!("{}{p}{p}", minimal()));
-        assert!(e.contains(":7:") && e.contains("twice"), "{e}");
+        assert!(e.contains(":8:") && e.contains("twice"), "{e}");
         let e = err(&format!(
             "{}[[peers]]\nname = \"h1\"\npublic_key = \"{KEY}\"\n",
             minimal()
@@ -553,14 +720,14 @@ mod tests {
     #[test]
     fn out_of_range_values_rejected() {
         let e = err(&format!("{}[interface]\nmtu = 100\n", minimal()));
-        assert!(e.contains(":4:") && e.contains("interface.mtu"), "{e}");
+        assert!(e.contains(":5:") && e.contains("interface.mtu"), "{e}");
         let e = err(&format!("{}[switch]\nfdb_ageing_secs = 1\n", minimal()));
         assert!(e.contains("fdb_ageing_secs"), "{e}");
         let e = err(&format!(
             "{}[interface]\naddress = \"10.0.0.1/40\"\n",
             minimal()
         ));
-        assert!(e.contains(":4:") && e.contains("address"), "{e}");
+        assert!(e.contains(":5:") && e.contains("address"), "{e}");
         let e = err(&format!(
             "{}[interface]\nname = \"averyveryverylongname\"\n",
             minimal()

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod enroll;
 pub mod io;
 pub mod status;
 #[cfg(test)]

@@ -5,14 +5,14 @@
 //! its peers' public keys from config: the initiator gets a session in one round trip, its
 //! static key travels encrypted (a passive observer cannot tell who is connecting), and the
 //! responder learns and authenticates the initiator's identity from the first message. The
-//! initiator's first-message payload is an 8-byte big-endian timestamp the responder compares
-//! against the last one it accepted from that peer, so a replayed initiation cannot reset a
-//! session. The responder's payload is empty.
+//! payloads of both messages are the caller's (meshd's node puts a timestamp and its
+//! certificate in the first and its certificate in the second; the join exchange puts the
+//! invitation request and answer there). Both are encrypted: the first under keys that only the
+//! responder can derive, the second under the full session.
 //!
 //! Owns [`Initiator`], [`respond`]/[`Responder`], [`SessionKeys`] and the mac1 helpers.
 //! Invariants: every handshake state draws randomness only from a [`CoreRng`] fork; message
-//! lengths are checked exactly before snow sees them ([`NOISE_INIT_LEN`],
-//! [`NOISE_RESPONSE_LEN`]); failures are reported as [`CryptoError::Handshake`] with no detail
+//! lengths are bounded before snow sees them (at most [`MAX_HANDSHAKE_PAYLOAD`] of payload); failures are reported as [`CryptoError::Handshake`] with no detail
 //! that could help an attacker; split keys are moved into ring and the raw copies wiped at once.
 //! Known limit: snow 0.10 does not wipe its own chaining key and handshake cipher state when a
 //! handshake state drops (our X25519 scalars, including the static key copy, are wiped).
@@ -34,15 +34,15 @@ use crate::CryptoError;
 /// The Noise protocol name; hashed into every handshake, so both ends must agree on it.
 pub const NOISE_PATTERN: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 
-/// Length of the initiator's payload: a big-endian nanosecond timestamp.
-pub const INIT_PAYLOAD_LEN: usize = 8;
+/// Largest payload either message may carry; keeps every handshake inside one datagram.
+pub const MAX_HANDSHAKE_PAYLOAD: usize = 1024;
 
-/// Length of the Noise part of an initiation: ephemeral key, encrypted static key with its
-/// tag, encrypted timestamp with its tag.
-pub const NOISE_INIT_LEN: usize = 32 + 48 + INIT_PAYLOAD_LEN + 16;
+/// Bytes the Noise part of an initiation adds to its payload: ephemeral key, encrypted static
+/// key with its tag, and the payload's tag.
+pub const NOISE_INIT_OVERHEAD: usize = 32 + 48 + 16;
 
-/// Length of the Noise part of a response: ephemeral key and the tag of the empty payload.
-pub const NOISE_RESPONSE_LEN: usize = 32 + 16;
+/// Bytes the Noise part of a response adds to its payload: ephemeral key and the payload's tag.
+pub const NOISE_RESPONSE_OVERHEAD: usize = 32 + 16;
 
 /// Length of a mac1 tag.
 pub const MAC1_LEN: usize = 16;
@@ -58,12 +58,12 @@ pub struct Initiator {
     remote: PublicKey,
 }
 
-/// The responding side after a valid initiation: the peer is authenticated, its timestamp is
-/// available for the replay check, and writing the response yields the session keys.
+/// The responding side after a valid initiation: the peer is authenticated, its payload is
+/// available for the caller's checks, and writing the response yields the session keys.
 pub struct Responder {
     state: HandshakeState,
     remote: PublicKey,
-    timestamp: [u8; INIT_PAYLOAD_LEN],
+    payload: Vec<u8>,
 }
 
 /// The two directions of a fresh session, already loaded into ring.
@@ -132,68 +132,69 @@ impl Initiator {
         self.remote
     }
 
-    /// Writes the initiation (exactly [`NOISE_INIT_LEN`] bytes) to the start of `out`.
-    /// `timestamp` must grow with every initiation to this peer, even across restarts
-    /// (wall-clock nanoseconds), or the responder will drop it as a replay.
-    pub fn write_init(
-        &mut self,
-        timestamp: [u8; INIT_PAYLOAD_LEN],
-        out: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        let out = out
-            .get_mut(..NOISE_INIT_LEN)
-            .ok_or(CryptoError::BufferTooSmall)?;
-        match self.state.write_message(&timestamp, out) {
-            Ok(NOISE_INIT_LEN) => Ok(NOISE_INIT_LEN),
+    /// Writes the initiation carrying `payload` to the start of `out` and returns its length,
+    /// [`NOISE_INIT_OVERHEAD`] + `payload.len()`.
+    pub fn write_init(&mut self, payload: &[u8], out: &mut [u8]) -> Result<usize, CryptoError> {
+        if payload.len() > MAX_HANDSHAKE_PAYLOAD {
+            return Err(CryptoError::Handshake);
+        }
+        let len = NOISE_INIT_OVERHEAD + payload.len();
+        let out = out.get_mut(..len).ok_or(CryptoError::BufferTooSmall)?;
+        match self.state.write_message(payload, out) {
+            Ok(n) if n == len => Ok(len),
             _ => Err(CryptoError::Handshake),
         }
     }
 
-    /// Completes the handshake with the responder's message (exactly [`NOISE_RESPONSE_LEN`]
-    /// bytes) and returns the session keys.
-    pub fn read_response(mut self, msg: &[u8]) -> Result<SessionKeys, CryptoError> {
+    /// Completes the handshake with the responder's message and returns its payload and the
+    /// session keys.
+    pub fn read_response(mut self, msg: &[u8]) -> Result<(Vec<u8>, SessionKeys), CryptoError> {
         self.try_read_response(msg)
     }
 
     /// Like [`Initiator::read_response`], but a message that fails leaves the handshake
     /// untouched, so a forged response cannot kill an attempt the real responder is about to
     /// answer. After success the `Initiator` is spent and further calls fail.
-    pub fn try_read_response(&mut self, msg: &[u8]) -> Result<SessionKeys, CryptoError> {
-        if msg.len() != NOISE_RESPONSE_LEN {
+    pub fn try_read_response(&mut self, msg: &[u8]) -> Result<(Vec<u8>, SessionKeys), CryptoError> {
+        if msg.len() < NOISE_RESPONSE_OVERHEAD
+            || msg.len() > NOISE_RESPONSE_OVERHEAD + MAX_HANDSHAKE_PAYLOAD
+        {
             return Err(CryptoError::Handshake);
         }
-        let mut payload = [0u8; NOISE_RESPONSE_LEN];
+        let mut payload = vec![0u8; msg.len()];
         match self.state.read_message(msg, &mut payload) {
-            Ok(0) => split(&mut self.state),
-            _ => Err(CryptoError::Handshake),
+            Ok(n) => {
+                payload.truncate(n);
+                Ok((payload, split(&mut self.state)?))
+            }
+            Err(_) => Err(CryptoError::Handshake),
         }
     }
 }
 
 /// Processes an initiation addressed to `local` (the DH-heavy step: run it only after mac1 and
 /// any rate limit). On success the initiator is authenticated: check
-/// [`Responder::remote_static`] against the configured peers and [`Responder::timestamp`]
-/// against the last one accepted from it before calling [`Responder::write_response`].
+/// [`Responder::remote_static`] and [`Responder::payload`] (meshd: certificate, replay
+/// timestamp) before calling [`Responder::write_response`].
 pub fn respond(
     local: &StaticSecret,
     prologue: &[u8],
     rng: &mut CoreRng,
     init_msg: &[u8],
 ) -> Result<Responder, CryptoError> {
-    if init_msg.len() != NOISE_INIT_LEN {
+    if init_msg.len() < NOISE_INIT_OVERHEAD
+        || init_msg.len() > NOISE_INIT_OVERHEAD + MAX_HANDSHAKE_PAYLOAD
+    {
         return Err(CryptoError::Handshake);
     }
     let mut state = builder(local, prologue, rng)?
         .build_responder()
         .map_err(|_| CryptoError::Handshake)?;
-    let mut payload = [0u8; NOISE_INIT_LEN];
+    let mut payload = vec![0u8; init_msg.len()];
     let payload_len = state
         .read_message(init_msg, &mut payload)
         .map_err(|_| CryptoError::Handshake)?;
-    let timestamp: [u8; INIT_PAYLOAD_LEN] = payload
-        .get(..payload_len)
-        .and_then(|p| p.try_into().ok())
-        .ok_or(CryptoError::Handshake)?;
+    payload.truncate(payload_len);
     let remote: [u8; KEY_LEN] = state
         .get_remote_static()
         .and_then(|key| key.try_into().ok())
@@ -201,7 +202,7 @@ pub fn respond(
     Ok(Responder {
         state,
         remote: PublicKey::from_bytes(remote),
-        timestamp,
+        payload,
     })
 }
 
@@ -211,19 +212,25 @@ impl Responder {
         self.remote
     }
 
-    /// The initiator's timestamp payload, for rejecting replayed initiations.
-    pub fn timestamp(&self) -> [u8; INIT_PAYLOAD_LEN] {
-        self.timestamp
+    /// The initiator's decrypted payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
     }
 
-    /// Writes the response (exactly [`NOISE_RESPONSE_LEN`] bytes) to the start of `out` and
-    /// returns its length with the session keys.
-    pub fn write_response(mut self, out: &mut [u8]) -> Result<(usize, SessionKeys), CryptoError> {
-        let out = out
-            .get_mut(..NOISE_RESPONSE_LEN)
-            .ok_or(CryptoError::BufferTooSmall)?;
-        match self.state.write_message(&[], out) {
-            Ok(NOISE_RESPONSE_LEN) => Ok((NOISE_RESPONSE_LEN, split(&mut self.state)?)),
+    /// Writes the response carrying `payload` to the start of `out` and returns its length
+    /// ([`NOISE_RESPONSE_OVERHEAD`] + `payload.len()`) with the session keys.
+    pub fn write_response(
+        mut self,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(usize, SessionKeys), CryptoError> {
+        if payload.len() > MAX_HANDSHAKE_PAYLOAD {
+            return Err(CryptoError::Handshake);
+        }
+        let len = NOISE_RESPONSE_OVERHEAD + payload.len();
+        let out = out.get_mut(..len).ok_or(CryptoError::BufferTooSmall)?;
+        match self.state.write_message(payload, out) {
+            Ok(n) if n == len => Ok((len, split(&mut self.state)?)),
             _ => Err(CryptoError::Handshake),
         }
     }
@@ -290,7 +297,10 @@ mod tests {
     use crate::session::TAG_LEN;
 
     const PROLOGUE: &[u8] = b"meshd test prologue";
-    const TIMESTAMP: [u8; INIT_PAYLOAD_LEN] = 0x0123_4567_89ab_cdef_u64.to_be_bytes();
+    const TIMESTAMP: [u8; 8] = 0x0123_4567_89ab_cdef_u64.to_be_bytes();
+    /// The tests use an 8-byte initiation payload and an empty response payload.
+    const NOISE_INIT_LEN: usize = NOISE_INIT_OVERHEAD + TIMESTAMP.len();
+    const NOISE_RESPONSE_LEN: usize = NOISE_RESPONSE_OVERHEAD;
 
     fn key(seed: u8) -> StaticSecret {
         StaticSecret::generate(&mut CoreRng::from_seed([seed; 32]))
@@ -317,7 +327,7 @@ mod tests {
             Initiator::new(&p.alice, &p.bob.public_key(), PROLOGUE, &mut p.alice_rng).unwrap();
         let mut msg = [0u8; NOISE_INIT_LEN];
         assert_eq!(
-            initiator.write_init(TIMESTAMP, &mut msg),
+            initiator.write_init(&TIMESTAMP, &mut msg),
             Ok(NOISE_INIT_LEN)
         );
         (initiator, msg)
@@ -327,11 +337,12 @@ mod tests {
         let (initiator, init) = init_message(p);
         let responder = respond(&p.bob, PROLOGUE, &mut p.bob_rng, &init).unwrap();
         assert_eq!(responder.remote_static(), p.alice.public_key());
-        assert_eq!(responder.timestamp(), TIMESTAMP);
+        assert_eq!(responder.payload(), TIMESTAMP);
         let mut response = [0u8; NOISE_RESPONSE_LEN + 10];
-        let (len, bob_keys) = responder.write_response(&mut response).unwrap();
+        let (len, bob_keys) = responder.write_response(&[], &mut response).unwrap();
         assert_eq!(len, NOISE_RESPONSE_LEN);
-        let alice_keys = initiator.read_response(&response[..len]).unwrap();
+        let (payload, alice_keys) = initiator.read_response(&response[..len]).unwrap();
+        assert!(payload.is_empty());
         (alice_keys, bob_keys)
     }
 
@@ -400,7 +411,7 @@ mod tests {
         let mut initiator =
             Initiator::new(&p.alice, &carol.public_key(), PROLOGUE, &mut p.alice_rng).unwrap();
         let mut init = [0u8; NOISE_INIT_LEN];
-        initiator.write_init(TIMESTAMP, &mut init).unwrap();
+        initiator.write_init(&TIMESTAMP, &mut init).unwrap();
         assert_eq!(
             respond(&p.bob, PROLOGUE, &mut p.bob_rng, &init).unwrap_err(),
             CryptoError::Handshake
@@ -436,7 +447,7 @@ mod tests {
         let (mut initiator, init) = init_message(&mut p);
         let responder = respond(&p.bob, PROLOGUE, &mut p.bob_rng, &init).unwrap();
         let mut response = [0u8; NOISE_RESPONSE_LEN];
-        let (_, mut bob_keys) = responder.write_response(&mut response).unwrap();
+        let (_, mut bob_keys) = responder.write_response(&[], &mut response).unwrap();
         for byte in 0..NOISE_RESPONSE_LEN {
             let mut tampered = response;
             tampered[byte] ^= 0x40;
@@ -445,10 +456,34 @@ mod tests {
                 CryptoError::Handshake
             );
         }
-        let alice_keys = initiator.try_read_response(&response).unwrap();
+        let (_, alice_keys) = initiator.try_read_response(&response).unwrap();
         assert_delivers(&mut bob_keys.send, &alice_keys.recv, b"survived forgeries");
         // Spent: a second completion is refused.
         assert!(initiator.try_read_response(&response).is_err());
+    }
+
+    #[test]
+    fn payloads_of_any_allowed_length_arrive_intact_in_both_directions() {
+        let mut p = pair();
+        for len in [0, 1, 300, MAX_HANDSHAKE_PAYLOAD] {
+            let sent: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut initiator =
+                Initiator::new(&p.alice, &p.bob.public_key(), PROLOGUE, &mut p.alice_rng).unwrap();
+            let mut init = vec![0u8; NOISE_INIT_OVERHEAD + len];
+            assert_eq!(initiator.write_init(&sent, &mut init), Ok(init.len()));
+            let responder = respond(&p.bob, PROLOGUE, &mut p.bob_rng, &init).unwrap();
+            assert_eq!(responder.payload(), &sent[..]);
+            let mut response = vec![0u8; NOISE_RESPONSE_OVERHEAD + len];
+            let (n, _) = responder.write_response(&sent, &mut response).unwrap();
+            assert_eq!(n, response.len());
+            let (got, _) = initiator.read_response(&response).unwrap();
+            assert_eq!(got, sent);
+        }
+        let mut initiator =
+            Initiator::new(&p.alice, &p.bob.public_key(), PROLOGUE, &mut p.alice_rng).unwrap();
+        let too_long = vec![0u8; MAX_HANDSHAKE_PAYLOAD + 1];
+        let mut out = vec![0u8; 2 * MAX_HANDSHAKE_PAYLOAD];
+        assert!(initiator.write_init(&too_long, &mut out).is_err());
     }
 
     #[test]
@@ -464,7 +499,7 @@ mod tests {
 
         let responder = respond(&p.bob, PROLOGUE, &mut p.bob_rng, &init).unwrap();
         let mut response = [0u8; NOISE_RESPONSE_LEN + 1];
-        responder.write_response(&mut response).unwrap();
+        responder.write_response(&[], &mut response).unwrap();
         assert!(initiator.read_response(&response).is_err());
     }
 
@@ -475,7 +510,7 @@ mod tests {
             Initiator::new(&p.alice, &p.bob.public_key(), PROLOGUE, &mut p.alice_rng).unwrap();
         let mut short = [0u8; NOISE_INIT_LEN - 1];
         assert_eq!(
-            initiator.write_init(TIMESTAMP, &mut short),
+            initiator.write_init(&TIMESTAMP, &mut short),
             Err(CryptoError::BufferTooSmall)
         );
         // Reading a response before writing the initiation is out of turn.
@@ -483,15 +518,15 @@ mod tests {
             .try_read_response(&[0u8; NOISE_RESPONSE_LEN])
             .is_err());
         let mut init = [0u8; NOISE_INIT_LEN];
-        initiator.write_init(TIMESTAMP, &mut init).unwrap();
+        initiator.write_init(&TIMESTAMP, &mut init).unwrap();
         assert_eq!(
-            initiator.write_init(TIMESTAMP, &mut init),
+            initiator.write_init(&TIMESTAMP, &mut init),
             Err(CryptoError::Handshake)
         );
         let responder = respond(&p.bob, PROLOGUE, &mut p.bob_rng, &init).unwrap();
         let mut short = [0u8; NOISE_RESPONSE_LEN - 1];
         assert_eq!(
-            responder.write_response(&mut short).unwrap_err(),
+            responder.write_response(&[], &mut short).unwrap_err(),
             CryptoError::BufferTooSmall
         );
     }

@@ -23,7 +23,7 @@ use crate::CryptoError;
 pub const KEY_LEN: usize = 32;
 
 /// Length of the base64 text form of a key (32 bytes, padded).
-const BASE64_KEY_LEN: usize = 44;
+pub(crate) const BASE64_KEY_LEN: usize = 44;
 
 /// Characters of the base64 form shown by `PublicKey`'s `Debug`: enough to tell peers apart in
 /// logs, short enough to keep lines readable.
@@ -31,7 +31,7 @@ const DEBUG_PREFIX_LEN: usize = 8;
 
 /// Decodes exactly one key from base64 text, trimming surrounding whitespace (key files end
 /// with a newline). The scratch buffer is zeroized because it may hold private key bytes.
-fn decode_key(text: &str) -> Result<[u8; KEY_LEN], CryptoError> {
+pub(crate) fn decode_key(text: &str) -> Result<[u8; KEY_LEN], CryptoError> {
     let text = text.trim();
     if text.len() != BASE64_KEY_LEN {
         return Err(CryptoError::InvalidKey);
@@ -51,7 +51,7 @@ fn decode_key(text: &str) -> Result<[u8; KEY_LEN], CryptoError> {
 }
 
 /// Encodes a key into a stack buffer, returning the 44 ASCII characters.
-fn encode_key<'a>(key: &[u8; KEY_LEN], out: &'a mut [u8; BASE64_KEY_LEN]) -> &'a str {
+pub(crate) fn encode_key<'a>(key: &[u8; KEY_LEN], out: &'a mut [u8; BASE64_KEY_LEN]) -> &'a str {
     // 32 bytes always encode to exactly 44 characters, so neither step can fail.
     let written = STANDARD.encode_slice(key, &mut out[..]).unwrap_or(0);
     core::str::from_utf8(&out[..written]).unwrap_or("")

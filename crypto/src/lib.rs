@@ -2,8 +2,9 @@
 //!
 //! It owns the node's long-term X25519 keys ([`keys`]), the deterministic CSPRNG the sans-IO
 //! core draws from ([`rng`]), the Noise IK handshake and the cheap pre-handshake mac1 check
-//! ([`handshake`]), the ChaCha20-Poly1305 data-path keys ([`session`]) and the anti-replay
-//! bitmap ([`replay`]). Invariants shared by every module: nothing here reads a clock, a socket
+//! ([`handshake`]), the ChaCha20-Poly1305 data-path keys ([`session`]), the anti-replay
+//! bitmap ([`replay`]), Ed25519 network and node signing keys ([`sign`]) and membership
+//! certificates ([`cert`]). Invariants shared by every module: nothing here reads a clock, a socket
 //! or the OS random source (randomness enters only through a seeded [`CoreRng`]); secret key
 //! material is zeroized when its owner drops and is never printed by `Debug`; errors carry no
 //! secret data; and no function panics on untrusted input.
@@ -11,16 +12,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cert;
 pub mod handshake;
 pub mod keys;
 pub mod replay;
 mod resolver;
 pub mod rng;
 pub mod session;
+pub mod sign;
 
+pub use cert::{
+    valid_member_name, CertError, Certificate, CERT_MAX_LEN, CERT_MIN_LEN, MAX_NAME_LEN,
+};
 pub use handshake::{
-    compute_mac1, mac1_key, respond, verify_mac1, Initiator, Responder, SessionKeys,
-    INIT_PAYLOAD_LEN, MAC1_LEN, NOISE_INIT_LEN, NOISE_PATTERN, NOISE_RESPONSE_LEN,
+    compute_mac1, mac1_key, respond, verify_mac1, Initiator, Responder, SessionKeys, MAC1_LEN,
+    MAX_HANDSHAKE_PAYLOAD, NOISE_INIT_OVERHEAD, NOISE_PATTERN, NOISE_RESPONSE_OVERHEAD,
 };
 pub use keys::{PublicKey, StaticSecret, KEY_LEN};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
@@ -28,6 +34,7 @@ pub use rng::CoreRng;
 pub use session::{
     RecvKey, SendKey, NONCE_LEN, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES, TAG_LEN,
 };
+pub use sign::{NetworkId, NetworkSecret, SigningKey, SigningPublicKey, SIGNATURE_LEN};
 
 /// Everything that can go wrong in this crate. Messages are fixed strings: they never include
 /// key bytes, plaintext or anything an attacker sent.

@@ -7,8 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 use meshd::wire::{
     classify, emit_data_header, Data, HandshakeInit, HandshakeResponse, Header, MessageType,
-    PayloadKind, WireError, DATA_HEADER_LEN, DATA_MIN_LEN, HANDSHAKE_INIT_LEN,
-    HANDSHAKE_RESPONSE_LEN, MAC_LEN, NOISE_INIT_LEN, NOISE_RESPONSE_LEN, PROTOCOL_VERSION,
+    PayloadKind, WireError, DATA_HEADER_LEN, DATA_MIN_LEN, HANDSHAKE_INIT_MAX_LEN,
+    HANDSHAKE_INIT_MIN_LEN, HANDSHAKE_RESPONSE_MAX_LEN, HANDSHAKE_RESPONSE_MIN_LEN, MAC_LEN,
+    PROTOCOL_VERSION,
 };
 
 fuzz_target!(|datagram: &[u8]| {
@@ -39,22 +40,19 @@ fn check_header(datagram: &[u8], classified: Result<MessageType, WireError>) {
 }
 
 fn check_handshake_init(datagram: &[u8], classified: Result<MessageType, WireError>) {
-    let should_accept =
-        classified == Ok(MessageType::HandshakeInit) && datagram.len() == HANDSHAKE_INIT_LEN;
+    let should_accept = classified == Ok(MessageType::HandshakeInit)
+        && (HANDSHAKE_INIT_MIN_LEN..=HANDSHAKE_INIT_MAX_LEN).contains(&datagram.len());
     let Ok(message) = HandshakeInit::new_checked(datagram) else {
         assert!(!should_accept);
         return;
     };
     assert!(should_accept);
-    assert_eq!(
-        message.mac1_covered().len() + 2 * MAC_LEN,
-        HANDSHAKE_INIT_LEN
-    );
+    assert_eq!(message.mac1_covered().len() + 2 * MAC_LEN, datagram.len());
 
-    let mut emitted = [0u8; HANDSHAKE_INIT_LEN];
+    let mut emitted = vec![0u8; datagram.len()];
     let mut copy = HandshakeInit::new_emit(&mut emitted[..]).unwrap();
     copy.set_sender_index(message.sender_index());
-    copy.set_noise(&array::<NOISE_INIT_LEN>(message.noise()));
+    copy.set_noise(message.noise());
     copy.set_mac1(&array::<MAC_LEN>(message.mac1()));
     copy.set_mac2(&array::<MAC_LEN>(message.mac2()));
     let reparsed = HandshakeInit::new_checked(&emitted[..]).unwrap();
@@ -69,22 +67,19 @@ fn check_handshake_init(datagram: &[u8], classified: Result<MessageType, WireErr
 
 fn check_handshake_response(datagram: &[u8], classified: Result<MessageType, WireError>) {
     let should_accept = classified == Ok(MessageType::HandshakeResponse)
-        && datagram.len() == HANDSHAKE_RESPONSE_LEN;
+        && (HANDSHAKE_RESPONSE_MIN_LEN..=HANDSHAKE_RESPONSE_MAX_LEN).contains(&datagram.len());
     let Ok(message) = HandshakeResponse::new_checked(datagram) else {
         assert!(!should_accept);
         return;
     };
     assert!(should_accept);
-    assert_eq!(
-        message.mac1_covered().len() + 2 * MAC_LEN,
-        HANDSHAKE_RESPONSE_LEN
-    );
+    assert_eq!(message.mac1_covered().len() + 2 * MAC_LEN, datagram.len());
 
-    let mut emitted = [0u8; HANDSHAKE_RESPONSE_LEN];
+    let mut emitted = vec![0u8; datagram.len()];
     let mut copy = HandshakeResponse::new_emit(&mut emitted[..]).unwrap();
     copy.set_sender_index(message.sender_index());
     copy.set_receiver_index(message.receiver_index());
-    copy.set_noise(&array::<NOISE_RESPONSE_LEN>(message.noise()));
+    copy.set_noise(message.noise());
     copy.set_mac1(&array::<MAC_LEN>(message.mac1()));
     copy.set_mac2(&array::<MAC_LEN>(message.mac2()));
     let reparsed = HandshakeResponse::new_checked(&emitted[..]).unwrap();

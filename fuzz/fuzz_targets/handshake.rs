@@ -15,10 +15,12 @@ use meshd::core::node::{NodeConfig, PeerSpec, NOISE_PROLOGUE};
 use meshd::core::switch::FdbConfig;
 use meshd::core::Node;
 use meshd::wire::{
-    classify, Data, HandshakeInit, HandshakeResponse, MessageType, HANDSHAKE_INIT_LEN,
-    HANDSHAKE_RESPONSE_LEN, MAC_LEN,
+    classify, handshake_init_len, handshake_response_len, Data, HandshakeInit, HandshakeResponse,
+    MessageType, HANDSHAKE_PAYLOAD_MAX, MAC_LEN, NOISE_INIT_OVERHEAD,
 };
-use meshd_crypto::{compute_mac1, mac1_key, CoreRng, Initiator, StaticSecret};
+use meshd_crypto::{
+    compute_mac1, mac1_key, Certificate, CoreRng, Initiator, NetworkSecret, StaticSecret,
+};
 
 #[derive(Arbitrary, Debug)]
 enum Step {
@@ -32,10 +34,12 @@ enum Step {
         receiver: u32,
         noise: Vec<u8>,
     },
-    /// A genuine initiation from the configured peer, optionally with one byte flipped.
+    /// A genuine initiation from the configured peer carrying its certificate (or one from a
+    /// network key of its own making), optionally with one byte flipped.
     GenuineInit {
         timestamp: u64,
-        flip: Option<(u8, u8)>,
+        self_made_certificate: bool,
+        flip: Option<(u16, u8)>,
     },
     /// Time passes.
     Tick { millis: u16 },
@@ -43,6 +47,20 @@ enum Step {
 
 const NODE_SECRET: [u8; 32] = [0x11; 32];
 const PEER_SECRET: [u8; 32] = [0x22; 32];
+const UNIX_SECS: u64 = 1_800_000_000;
+
+fn certificate(issuer: &NetworkSecret, name: &str, secret: &StaticSecret) -> Certificate {
+    Certificate::issue(
+        issuer,
+        name,
+        secret.public_key(),
+        secret.signing_key().public(),
+        UNIX_SECS - 60,
+        UNIX_SECS + 86_400,
+        false,
+    )
+    .unwrap()
+}
 
 fn with_mac1(mut msg: Vec<u8>, receiver_key: &[u8; 32]) -> Vec<u8> {
     let covered = msg.len() - 2 * MAC_LEN;
@@ -67,7 +85,13 @@ fuzz_target!(|steps: Vec<Step>| {
     let key = mac1_key(&node_public);
     let peer_addr: SocketAddr = "10.0.0.2:6655".parse().unwrap();
     let mut now = Instant::now();
+    let network = NetworkSecret::from_seed([0x33; 32]);
+    let rogue_network = NetworkSecret::from_seed([0x44; 32]);
+    let peer_certificate = certificate(&network, "peer", &peer_secret).encode();
+    let rogue_certificate = certificate(&rogue_network, "peer", &peer_secret).encode();
     let mut node = Node::new(NodeConfig {
+        network: network.network_id(),
+        certificate: certificate(&network, "node", &node_secret),
         secret: node_secret,
         peers: vec![PeerSpec {
             name: "peer".into(),
@@ -78,19 +102,20 @@ fuzz_target!(|steps: Vec<Step>| {
         max_frame: 1518,
         rng_seed: [7; 32],
         now,
-        unix_nanos_at_now: 1_800_000_000_000_000_000,
+        unix_nanos_at_now: UNIX_SECS * 1_000_000_000,
     });
     let mut rng = CoreRng::from_seed([9; 32]);
     for step in steps.into_iter().take(64) {
         let mut datagram = match step {
             Step::Raw(bytes) => bytes,
             Step::ForgedInit { sender, noise } => {
-                let mut m = vec![0u8; HANDSHAKE_INIT_LEN];
+                let noise = &noise[..noise.len().min(NOISE_INIT_OVERHEAD + HANDSHAKE_PAYLOAD_MAX)];
+                let len = handshake_init_len(noise.len().saturating_sub(NOISE_INIT_OVERHEAD));
+                let mut m = vec![0u8; len];
                 m[0] = 1;
                 m[1] = 1;
                 m[4..8].copy_from_slice(&sender.to_le_bytes());
-                let n = noise.len().min(HANDSHAKE_INIT_LEN - 8 - 2 * MAC_LEN);
-                m[8..8 + n].copy_from_slice(&noise[..n]);
+                m[8..8 + noise.len()].copy_from_slice(noise);
                 with_mac1(m, &key)
             }
             Step::ForgedResponse {
@@ -98,23 +123,35 @@ fuzz_target!(|steps: Vec<Step>| {
                 receiver,
                 noise,
             } => {
-                let mut m = vec![0u8; HANDSHAKE_RESPONSE_LEN];
+                let n = noise.len().min(HANDSHAKE_PAYLOAD_MAX);
+                let mut m = vec![0u8; handshake_response_len(n)];
                 m[0] = 1;
                 m[1] = 2;
                 m[4..8].copy_from_slice(&sender.to_le_bytes());
                 m[8..12].copy_from_slice(&receiver.to_le_bytes());
-                let n = noise.len().min(HANDSHAKE_RESPONSE_LEN - 12 - 2 * MAC_LEN);
-                m[12..12 + n].copy_from_slice(&noise[..n]);
+                let room = m.len() - 12 - 2 * MAC_LEN;
+                m[12..12 + n.min(room)].copy_from_slice(&noise[..n.min(room)]);
                 with_mac1(m, &key)
             }
-            Step::GenuineInit { timestamp, flip } => {
+            Step::GenuineInit {
+                timestamp,
+                self_made_certificate,
+                flip,
+            } => {
                 let mut initiator =
                     Initiator::new(&peer_secret, &node_public, NOISE_PROLOGUE, &mut rng).unwrap();
-                let mut m = vec![0u8; HANDSHAKE_INIT_LEN];
+                let mut payload = timestamp.to_be_bytes().to_vec();
+                payload.extend_from_slice(if self_made_certificate {
+                    &rogue_certificate
+                } else {
+                    &peer_certificate
+                });
+                let len = handshake_init_len(payload.len());
+                let mut m = vec![0u8; len];
                 m[0] = 1;
                 m[1] = 1;
                 initiator
-                    .write_init(timestamp.to_be_bytes(), &mut m[8..8 + 104])
+                    .write_init(&payload, &mut m[8..len - 2 * MAC_LEN])
                     .unwrap();
                 let mut m = with_mac1(m, &key);
                 if let Some((at, bits)) = flip {

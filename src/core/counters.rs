@@ -51,8 +51,15 @@ counters! {
     rx_handshake_failed,
     /// Initiations that were not newer than the last one from the same peer (replays).
     rx_handshake_replayed,
-    /// Valid initiations from a key that is not a configured peer.
-    rx_unknown_peer,
+    /// Valid initiations from a new member refused because the member table is full.
+    rx_member_table_full,
+    /// Handshakes whose payload carried no well-formed certificate.
+    rx_handshake_no_certificate,
+    /// Handshakes whose certificate was for another network, expired, badly signed, or named
+    /// another key than the one the handshake proved.
+    rx_handshake_bad_certificate,
+    /// Handshakes from a revoked key.
+    rx_handshake_revoked,
     /// Frames from the TAP too short to be Ethernet.
     tx_bad_frame,
     /// Frames dropped because the peer had no session and its queue was full.

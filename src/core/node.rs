@@ -19,8 +19,8 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use meshd_crypto::{
-    compute_mac1, mac1_key, respond, verify_mac1, CoreRng, CryptoError, Initiator, PublicKey,
-    StaticSecret, REKEY_AFTER_MESSAGES,
+    compute_mac1, mac1_key, respond, verify_mac1, CertError, Certificate, CoreRng, CryptoError,
+    Initiator, NetworkId, PublicKey, StaticSecret, REKEY_AFTER_MESSAGES,
 };
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
@@ -35,20 +35,26 @@ use super::peer::{
 use super::ratelimit::{HandshakeLimiter, LIMITER_SWEEP_INTERVAL};
 use super::switch::{Fdb, FdbConfig, Forward, Learned, PeerId, Port};
 use crate::wire::{
-    classify, emit_data_header, Data, EthernetFrame, HandshakeInit, HandshakeResponse, MessageType,
-    PayloadKind, WireError, DATA_HEADER_LEN, HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN,
+    classify, emit_data_header, handshake_init_len, handshake_response_len, Data, EthernetFrame,
+    HandshakeInit, HandshakeResponse, MessageType, PayloadKind, WireError, DATA_HEADER_LEN,
+    HANDSHAKE_INIT_MAX_LEN,
 };
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
 pub const NOISE_PROLOGUE: &[u8] = b"meshd v1";
 /// How often aged FDB entries and idle rate-limiter sources are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// At most one warning about handshakes from unknown keys per this interval.
-const UNKNOWN_PEER_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// At most one warning about refused certificates per this interval.
+const ADMISSION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// Members this node keeps state for; beyond it, new members' handshakes are refused (counted).
+pub const MEMBER_TABLE_MAX: usize = 65_536;
+/// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
+const TIMESTAMP_LEN: usize = 8;
 /// Idle buffers the pool keeps for reuse.
 const POOL_IDLE_MAX: usize = 1024;
 
-/// A configured peer as the core needs it.
+/// A bootstrap peer from the config: a member to contact at start. Its name is replaced by the
+/// name in its certificate once a handshake proves it.
 #[derive(Debug, Clone)]
 pub struct PeerSpec {
     pub name: String,
@@ -60,6 +66,10 @@ pub struct PeerSpec {
 /// that corresponds to `now`, so the core itself never asks the OS for either.
 pub struct NodeConfig {
     pub secret: StaticSecret,
+    /// The network this node belongs to: peers must hold a certificate it signed.
+    pub network: NetworkId,
+    /// This node's own certificate, shown to every peer in the handshake.
+    pub certificate: Certificate,
     pub peers: Vec<PeerSpec>,
     pub fdb: FdbConfig,
     /// Largest Ethernet frame carried (TAP MTU + Ethernet header + one VLAN tag).
@@ -83,6 +93,16 @@ pub enum Received {
     Frame(Range<usize>),
     /// Nothing for the TAP (a handshake, keepalive, or a dropped packet, counted).
     Nothing,
+}
+
+/// Something the node learned that the layers around it (membership, io) act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A handshake proved `certificate`'s key; `endpoint` is where the peer was seen.
+    PeerAuthenticated {
+        certificate: Certificate,
+        endpoint: SocketAddr,
+    },
 }
 
 /// Index keys are random, so hashing them again buys nothing; lookups by attacker-chosen keys
@@ -109,6 +129,12 @@ type IndexMap = HashMap<u32, PeerId, BuildHasherDefault<IndexHasher>>;
 pub struct Node {
     secret: StaticSecret,
     public_key: PublicKey,
+    network: NetworkId,
+    certificate: Certificate,
+    /// Our certificate's encoding, as sent in every handshake.
+    certificate_bytes: Vec<u8>,
+    revoked: std::collections::HashSet<PublicKey>,
+    events: VecDeque<NodeEvent>,
     our_mac1_key: [u8; 32],
     rng: CoreRng,
     peers: Vec<Peer>,
@@ -125,7 +151,15 @@ pub struct Node {
     last_timestamp: u64,
     last_now: Instant,
     next_sweep: Instant,
-    next_unknown_peer_warning: Option<Instant>,
+    next_admission_warning: Option<Instant>,
+}
+
+/// Why a handshake's certificate was refused.
+enum Refusal {
+    Malformed,
+    Invalid(CertError),
+    WrongKey,
+    Revoked,
 }
 
 impl Node {
@@ -142,6 +176,11 @@ impl Node {
             .map(|(i, p)| (p.public_key, i as PeerId))
             .collect();
         Node {
+            network: config.network,
+            certificate_bytes: config.certificate.encode(),
+            certificate: config.certificate,
+            revoked: Default::default(),
+            events: VecDeque::new(),
             our_mac1_key: mac1_key(&public_key),
             public_key,
             secret: config.secret,
@@ -153,14 +192,165 @@ impl Node {
             limiter: HandshakeLimiter::new(config.now),
             transmits: VecDeque::new(),
             // Buffers also carry handshake messages, so they are never smaller than one.
-            pool: BufferPool::new(config.max_frame.max(HANDSHAKE_INIT_LEN), POOL_IDLE_MAX),
+            pool: BufferPool::new(config.max_frame.max(HANDSHAKE_INIT_MAX_LEN), POOL_IDLE_MAX),
             max_frame: config.max_frame,
             counters: Counters::default(),
             clock_base: (config.now, config.unix_nanos_at_now),
             last_timestamp: 0,
             last_now: config.now,
             next_sweep: config.now + SWEEP_INTERVAL,
-            next_unknown_peer_warning: None,
+            next_admission_warning: None,
+        }
+    }
+
+    /// The network this node belongs to.
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// This node's certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    /// Replaces this node's certificate (after a renewal); later handshakes carry the new one.
+    pub fn set_certificate(&mut self, certificate: Certificate) {
+        self.certificate_bytes = certificate.encode();
+        self.certificate = certificate;
+    }
+
+    /// The next event for the layers around the node.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Unix seconds at `now`, from the wall-clock reading the io layer gave at start.
+    pub fn unix_secs(&self, now: Instant) -> u64 {
+        let (base_instant, base_nanos) = self.clock_base;
+        let elapsed = now.saturating_duration_since(base_instant).as_nanos() as u64;
+        base_nanos.saturating_add(elapsed) / 1_000_000_000
+    }
+
+    /// Refuses `key` from now on: its sessions, pending frames and FDB entries go at once and its
+    /// handshakes are refused (`rx_handshake_revoked`).
+    pub fn revoke(&mut self, key: PublicKey) {
+        if !self.revoked.insert(key) {
+            return;
+        }
+        if let Some(&id) = self.by_key.get(&key) {
+            let peer = &mut self.peers[id as usize];
+            warn!(peer = %peer.name, key = %key, "member revoked: dropping its sessions");
+            let sessions = [peer.current.take(), peer.previous.take(), peer.next.take()];
+            let indices: Vec<u32> = sessions
+                .iter()
+                .flatten()
+                .map(|s| s.local_index)
+                .chain(peer.initiation.take().map(|i| i.local_index))
+                .collect();
+            peer.handshake = HandshakeProgress::default();
+            peer.endpoint = None;
+            for frame in std::mem::take(&mut peer.pending) {
+                self.pool.give(frame);
+            }
+            for index in indices {
+                self.by_index.remove(&index);
+            }
+            self.fdb.remove_port(Port::Peer(id));
+        }
+    }
+
+    /// Whether `key` was revoked.
+    pub fn is_revoked(&self, key: &PublicKey) -> bool {
+        self.revoked.contains(key)
+    }
+
+    /// Adds a member learned by gossip (or updates its endpoint), so frames and handshakes can
+    /// reach it. Returns its id; `None` if it is us, revoked, or the table is full.
+    pub fn add_member(
+        &mut self,
+        certificate: &Certificate,
+        endpoint: Option<SocketAddr>,
+    ) -> Option<PeerId> {
+        let key = certificate.static_key;
+        if key == self.public_key || self.revoked.contains(&key) {
+            return None;
+        }
+        let id = match self.by_key.get(&key) {
+            Some(&id) => id,
+            None => {
+                if self.peers.len() >= MEMBER_TABLE_MAX {
+                    return None;
+                }
+                let id = self.peers.len() as PeerId;
+                self.peers
+                    .push(Peer::new(certificate.name.clone(), key, endpoint));
+                self.by_key.insert(key, id);
+                id
+            }
+        };
+        let peer = &mut self.peers[id as usize];
+        if peer.endpoint.is_none() || peer.current.is_none() {
+            if let Some(e) = endpoint {
+                peer.endpoint = Some(e);
+            }
+        }
+        let newer = peer
+            .certificate
+            .as_ref()
+            .is_none_or(|c| c.expires_at < certificate.expires_at);
+        if newer {
+            peer.name = certificate.name.clone();
+            peer.certificate = Some(certificate.clone());
+        }
+        Some(id)
+    }
+
+    /// Checks the certificate a handshake carried for the key the handshake proved.
+    fn admit(
+        &self,
+        now: Instant,
+        bytes: &[u8],
+        proven: &PublicKey,
+    ) -> Result<Certificate, Refusal> {
+        let (certificate, used) = Certificate::decode(bytes).map_err(|_| Refusal::Malformed)?;
+        if used != bytes.len() {
+            return Err(Refusal::Malformed);
+        }
+        if certificate.static_key != *proven {
+            return Err(Refusal::WrongKey);
+        }
+        if self.revoked.contains(proven) {
+            return Err(Refusal::Revoked);
+        }
+        certificate
+            .verify(&self.network, self.unix_secs(now))
+            .map_err(Refusal::Invalid)?;
+        Ok(certificate)
+    }
+
+    fn count_refusal(&mut self, now: Instant, refusal: Refusal, key: &PublicKey, from: SocketAddr) {
+        let reason = match refusal {
+            Refusal::Malformed => {
+                self.counters.rx_handshake_no_certificate += 1;
+                "no well-formed certificate".to_string()
+            }
+            Refusal::Invalid(e) => {
+                self.counters.rx_handshake_bad_certificate += 1;
+                e.to_string()
+            }
+            Refusal::WrongKey => {
+                self.counters.rx_handshake_bad_certificate += 1;
+                "certificate names another key".to_string()
+            }
+            Refusal::Revoked => {
+                self.counters.rx_handshake_revoked += 1;
+                "key is revoked".to_string()
+            }
+        };
+        // The sender controls how often this happens, so say it rarely.
+        if self.next_admission_warning.is_none_or(|t| now >= t) {
+            self.next_admission_warning = Some(now + ADMISSION_WARNING_INTERVAL);
+            warn!(key = %key, %from, %reason, "refused a handshake: not an admitted member of this network");
         }
     }
 
@@ -528,17 +718,25 @@ impl Node {
             }
         };
         let remote = responder.remote_static();
-        let Some(&id) = self.by_key.get(&remote) else {
-            self.counters.rx_unknown_peer += 1;
-            // The usual cause is a peer added on one side only, so say so, but rarely: the
-            // sender controls how often this happens.
-            if self.next_unknown_peer_warning.is_none_or(|t| now >= t) {
-                self.next_unknown_peer_warning = Some(now + UNKNOWN_PEER_WARNING_INTERVAL);
-                warn!(key = %remote, %from, "refused a handshake from a key that is not a peer; if it belongs to the mesh, add it with `meshd add-peer`");
-            }
+        let payload = responder.payload();
+        let Some((timestamp, certificate)) = payload.split_first_chunk::<TIMESTAMP_LEN>() else {
+            self.counters.rx_handshake_no_certificate += 1;
             return;
         };
-        let timestamp = u64::from_be_bytes(responder.timestamp());
+        let timestamp = u64::from_be_bytes(*timestamp);
+        let certificate = match self.admit(now, certificate, &remote) {
+            Ok(c) => c,
+            Err(refusal) => return self.count_refusal(now, refusal, &remote, from),
+        };
+        let known = self.by_key.get(&remote).copied();
+        if known.is_some_and(|id| timestamp <= self.peers[id as usize].last_init_timestamp) {
+            self.counters.rx_handshake_replayed += 1;
+            return;
+        }
+        let Some(id) = self.add_member(&certificate, Some(from)) else {
+            self.counters.rx_member_table_full += 1;
+            return;
+        };
         if timestamp <= self.peers[id as usize].last_init_timestamp {
             self.counters.rx_handshake_replayed += 1;
             return;
@@ -546,12 +744,13 @@ impl Node {
         let sender_index = init.sender_index();
         let local_index = self.alloc_index(id);
         let mut packet = self.pool.take();
-        let area = &mut packet.frame_area()[..HANDSHAKE_RESPONSE_LEN];
+        let len = handshake_response_len(self.certificate_bytes.len());
+        let area = &mut packet.frame_area()[..len];
         let mut msg = HandshakeResponse::new_emit(area).expect("buffer holds a response");
         msg.fill_header();
         msg.set_sender_index(local_index);
         msg.set_receiver_index(sender_index);
-        let keys = match responder.write_response(msg.noise_mut()) {
+        let keys = match responder.write_response(&self.certificate_bytes, msg.noise_mut()) {
             Ok((_, keys)) => keys,
             Err(_) => {
                 self.counters.rx_handshake_failed += 1;
@@ -564,7 +763,7 @@ impl Node {
         let mac1 = compute_mac1(&peer.mac1_key, msg.mac1_covered());
         msg.set_mac1(&mac1);
         msg.set_mac2(&[0; 16]);
-        packet.set_frame_len(HANDSHAKE_RESPONSE_LEN);
+        packet.set_frame_len(len);
 
         peer.last_init_timestamp = timestamp;
         peer.endpoint = Some(from);
@@ -574,6 +773,10 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         self.counters.handshakes_completed += 1;
+        self.events.push_back(NodeEvent::PeerAuthenticated {
+            certificate,
+            endpoint: from,
+        });
         debug!(peer = %self.peers[id as usize].name, %from, "answered handshake");
         self.transmits.push_back(Transmit {
             destination: from,
@@ -606,13 +809,26 @@ impl Node {
         };
         // A forged response must not cancel the real one still on its way, so a failure leaves
         // the initiation in place.
-        let keys = match initiation.initiator.try_read_response(resp.noise()) {
-            Ok(keys) => keys,
+        let (payload, keys) = match initiation.initiator.try_read_response(resp.noise()) {
+            Ok(done) => done,
             Err(_) => {
                 self.counters.rx_handshake_failed += 1;
                 return;
             }
         };
+        let remote = peer.public_key;
+        let certificate = match self.admit(now, &payload, &remote) {
+            Ok(c) => c,
+            Err(refusal) => {
+                // The responder proved its key but is not a member: give up on this attempt.
+                if let Some(init) = self.peers[id as usize].initiation.take() {
+                    self.by_index.remove(&init.local_index);
+                }
+                return self.count_refusal(now, refusal, &remote, from);
+            }
+        };
+        self.add_member(&certificate, Some(from));
+        let peer = &mut self.peers[id as usize];
         peer.initiation = None;
         let session = Session::new(index, resp.sender_index(), keys, now, true);
         if let Some(old) = peer.previous.take() {
@@ -627,6 +843,10 @@ impl Node {
         if !was_up {
             info!(peer = %peer.name, endpoint = %from, "peer up");
         }
+        self.events.push_back(NodeEvent::PeerAuthenticated {
+            certificate,
+            endpoint: from,
+        });
         self.flush_pending(now, id);
     }
 
@@ -635,7 +855,10 @@ impl Node {
     /// Starts a handshake round with the peer unless one is already running.
     fn start_handshake(&mut self, now: Instant, id: PeerId) {
         let peer = &mut self.peers[id as usize];
-        if peer.handshake.in_progress() || peer.endpoint.is_none() {
+        if peer.handshake.in_progress()
+            || peer.endpoint.is_none()
+            || self.revoked.contains(&peer.public_key)
+        {
             return;
         }
         peer.handshake = HandshakeProgress {
@@ -671,14 +894,15 @@ impl Node {
         let timestamp = self.next_timestamp(now);
         let local_index = self.alloc_index(id);
         let mut packet = self.pool.take();
-        let area = &mut packet.frame_area()[..HANDSHAKE_INIT_LEN];
+        let mut payload = Vec::with_capacity(TIMESTAMP_LEN + self.certificate_bytes.len());
+        payload.extend_from_slice(&timestamp.to_be_bytes());
+        payload.extend_from_slice(&self.certificate_bytes);
+        let len = handshake_init_len(payload.len());
+        let area = &mut packet.frame_area()[..len];
         let mut msg = HandshakeInit::new_emit(area).expect("buffer holds an initiation");
         msg.fill_header();
         msg.set_sender_index(local_index);
-        if initiator
-            .write_init(timestamp.to_be_bytes(), msg.noise_mut())
-            .is_err()
-        {
+        if initiator.write_init(&payload, msg.noise_mut()).is_err() {
             self.by_index.remove(&local_index);
             self.pool.give(packet);
             return;
@@ -687,7 +911,7 @@ impl Node {
         let mac1 = compute_mac1(&peer.mac1_key, msg.mac1_covered());
         msg.set_mac1(&mac1);
         msg.set_mac2(&[0; 16]);
-        packet.set_frame_len(HANDSHAKE_INIT_LEN);
+        packet.set_frame_len(len);
 
         peer.initiation = Some(Initiation {
             initiator,

@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use meshd_crypto::{Initiator, PublicKey, RecvKey, ReplayWindow, SendKey, SessionKeys};
+use meshd_crypto::{
+    Certificate, Initiator, PublicKey, RecvKey, ReplayWindow, SendKey, SessionKeys,
+};
 
 use super::buffer::PacketBuf;
 
@@ -120,6 +122,8 @@ pub(crate) struct Peer {
     /// mac1 key for messages sent to this peer (derived from its public key).
     pub mac1_key: [u8; 32],
     pub endpoint: Option<SocketAddr>,
+    /// The newest verified certificate seen for this key (handshake or gossip).
+    pub certificate: Option<Certificate>,
     pub initiation: Option<Initiation>,
     pub handshake: HandshakeProgress,
     pub current: Option<Session>,
@@ -142,6 +146,7 @@ impl Peer {
             name,
             public_key,
             endpoint,
+            certificate: None,
             initiation: None,
             handshake: HandshakeProgress::default(),
             current: None,

@@ -66,6 +66,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     let secret = config
         .load_private_key()
         .map_err(|e| RunError(e.to_string()))?;
+    let certificate = config
+        .load_certificate(&secret.public_key())
+        .map_err(|e| RunError(e.to_string()))?;
     let iface = &config.interface;
     let netlink = Netlink::connect().map_err(fail("opening netlink"))?;
 
@@ -153,6 +156,8 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         .unwrap_or(0);
     let node = Node::new(NodeConfig {
         secret,
+        network: config.network.id,
+        certificate,
         peers: config
             .peers
             .iter()

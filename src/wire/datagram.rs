@@ -2,7 +2,7 @@
 //! messages and the data message.
 //!
 //! Invariant of every view here: once `new_checked` returned `Ok`, the buffer is at least as long as every
-//! accessor reads (for handshakes: exactly the message length), the version byte is
+//! accessor reads (handshakes are variable-length: their Noise part ends 32 bytes before the end), the version byte is
 //! [`PROTOCOL_VERSION`] and the type byte matches the view. Byte 3 (and byte 2 of handshakes) is reserved:
 //! emitted as zero, ignored on receive.
 
@@ -14,15 +14,34 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 4;
 /// Length of mac1 and mac2 in handshake messages.
 pub const MAC_LEN: usize = 16;
-/// Length of the Noise handshake message carried in a HandshakeInit.
-pub const NOISE_INIT_LEN: usize = 104;
-/// Length of the Noise handshake message carried in a HandshakeResponse.
-pub const NOISE_RESPONSE_LEN: usize = 48;
-/// Total length of a HandshakeInit datagram.
-pub const HANDSHAKE_INIT_LEN: usize = HEADER_LEN + 4 + NOISE_INIT_LEN + MAC_LEN + MAC_LEN;
-/// Total length of a HandshakeResponse datagram.
-pub const HANDSHAKE_RESPONSE_LEN: usize =
-    HEADER_LEN + 4 + 4 + NOISE_RESPONSE_LEN + MAC_LEN + MAC_LEN;
+/// Largest payload a handshake message may carry (the sender's certificate and timestamp).
+pub const HANDSHAKE_PAYLOAD_MAX: usize = 1024;
+/// Bytes the Noise part of a HandshakeInit adds to its payload.
+pub const NOISE_INIT_OVERHEAD: usize = 96;
+/// Bytes the Noise part of a HandshakeResponse adds to its payload.
+pub const NOISE_RESPONSE_OVERHEAD: usize = 48;
+/// Bytes of a HandshakeInit around its Noise part: header, sender index, mac1, mac2.
+const INIT_FRAMING: usize = HEADER_LEN + 4 + MAC_LEN + MAC_LEN;
+/// Bytes of a HandshakeResponse around its Noise part: header, two indices, mac1, mac2.
+const RESPONSE_FRAMING: usize = HEADER_LEN + 4 + 4 + MAC_LEN + MAC_LEN;
+/// Shortest HandshakeInit (empty payload).
+pub const HANDSHAKE_INIT_MIN_LEN: usize = INIT_FRAMING + NOISE_INIT_OVERHEAD;
+/// Longest HandshakeInit.
+pub const HANDSHAKE_INIT_MAX_LEN: usize = HANDSHAKE_INIT_MIN_LEN + HANDSHAKE_PAYLOAD_MAX;
+/// Shortest HandshakeResponse (empty payload).
+pub const HANDSHAKE_RESPONSE_MIN_LEN: usize = RESPONSE_FRAMING + NOISE_RESPONSE_OVERHEAD;
+/// Longest HandshakeResponse.
+pub const HANDSHAKE_RESPONSE_MAX_LEN: usize = HANDSHAKE_RESPONSE_MIN_LEN + HANDSHAKE_PAYLOAD_MAX;
+
+/// Length of a HandshakeInit whose Noise message carries `payload_len` bytes of payload.
+pub const fn handshake_init_len(payload_len: usize) -> usize {
+    HANDSHAKE_INIT_MIN_LEN + payload_len
+}
+
+/// Length of a HandshakeResponse whose Noise message carries `payload_len` bytes of payload.
+pub const fn handshake_response_len(payload_len: usize) -> usize {
+    HANDSHAKE_RESPONSE_MIN_LEN + payload_len
+}
 /// Cleartext part of a data message (header, receiver index, counter); authenticated as AAD.
 pub const DATA_HEADER_LEN: usize = 16;
 /// ChaCha20-Poly1305 tag appended to every encrypted payload.
@@ -38,20 +57,14 @@ const KIND: usize = 2;
 const RESERVED: usize = 3;
 
 mod init {
-    use super::*;
-    pub const SENDER: usize = HEADER_LEN;
+    pub const SENDER: usize = super::HEADER_LEN;
     pub const NOISE: usize = SENDER + 4;
-    pub const MAC1: usize = NOISE + NOISE_INIT_LEN;
-    pub const MAC2: usize = MAC1 + MAC_LEN;
 }
 
 mod response {
-    use super::*;
-    pub const SENDER: usize = HEADER_LEN;
+    pub const SENDER: usize = super::HEADER_LEN;
     pub const RECEIVER: usize = SENDER + 4;
     pub const NOISE: usize = RECEIVER + 4;
-    pub const MAC1: usize = NOISE + NOISE_RESPONSE_LEN;
-    pub const MAC2: usize = MAC1 + MAC_LEN;
 }
 
 mod data {
@@ -59,15 +72,14 @@ mod data {
     pub const COUNTER: usize = RECEIVER + 4;
 }
 
-const _: () = assert!(HANDSHAKE_INIT_LEN == 144 && init::MAC2 + MAC_LEN == HANDSHAKE_INIT_LEN);
-const _: () =
-    assert!(HANDSHAKE_RESPONSE_LEN == 92 && response::MAC2 + MAC_LEN == HANDSHAKE_RESPONSE_LEN);
+const _: () = assert!(HANDSHAKE_INIT_MIN_LEN == 136 && HANDSHAKE_RESPONSE_MIN_LEN == 92);
 const _: () = assert!(data::COUNTER + 8 == DATA_HEADER_LEN && DATA_MIN_LEN == 32);
 
 // The layout is defined here so this layer stays free of crypto, but it must agree with what
 // meshd-crypto produces.
-const _: () = assert!(NOISE_INIT_LEN == meshd_crypto::NOISE_INIT_LEN);
-const _: () = assert!(NOISE_RESPONSE_LEN == meshd_crypto::NOISE_RESPONSE_LEN);
+const _: () = assert!(NOISE_INIT_OVERHEAD == meshd_crypto::NOISE_INIT_OVERHEAD);
+const _: () = assert!(NOISE_RESPONSE_OVERHEAD == meshd_crypto::NOISE_RESPONSE_OVERHEAD);
+const _: () = assert!(HANDSHAKE_PAYLOAD_MAX == meshd_crypto::MAX_HANDSHAKE_PAYLOAD);
 const _: () = assert!(MAC_LEN == meshd_crypto::MAC1_LEN);
 const _: () = assert!(TAG_LEN == meshd_crypto::TAG_LEN);
 
@@ -101,19 +113,25 @@ pub fn classify(datagram: &[u8]) -> Result<MessageType, WireError> {
     }
 }
 
-/// Checks length (`len` exactly `expected`), version and type: the common prefix of every handshake view.
-fn check_fixed(
+/// Checks length (inside `min..=max`), version and type: the common prefix of every handshake view.
+fn check_bounded(
     bytes: &[u8],
     expected_type: MessageType,
-    expected_len: usize,
+    min: usize,
+    max: usize,
 ) -> Result<(), WireError> {
-    if bytes.len() < expected_len {
+    check_len(bytes.len(), min, max)?;
+    check_type(bytes, expected_type)
+}
+
+fn check_len(len: usize, min: usize, max: usize) -> Result<(), WireError> {
+    if len < min {
         return Err(WireError::Truncated);
     }
-    if bytes.len() > expected_len {
+    if len > max {
         return Err(WireError::BadLength);
     }
-    check_type(bytes, expected_type)
+    Ok(())
 }
 
 fn check_type(bytes: &[u8], expected_type: MessageType) -> Result<(), WireError> {
@@ -191,24 +209,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
     }
 }
 
-/// HandshakeInit (type 1): exactly [`HANDSHAKE_INIT_LEN`] bytes.
+/// HandshakeInit (type 1): header, sender index, the Noise message (its length follows from the
+/// datagram's), mac1, mac2. Between [`HANDSHAKE_INIT_MIN_LEN`] and [`HANDSHAKE_INIT_MAX_LEN`] bytes.
 #[derive(Debug, Clone)]
 pub struct HandshakeInit<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> HandshakeInit<T> {
-    /// Wraps `buffer` without checking it; accessors panic if it is shorter than [`HANDSHAKE_INIT_LEN`].
+    /// Wraps `buffer` without checking it; accessors panic if it is shorter than
+    /// [`HANDSHAKE_INIT_MIN_LEN`].
     pub const fn new_unchecked(buffer: T) -> Self {
         HandshakeInit { buffer }
     }
 
-    /// Wraps `buffer` if it is exactly [`HANDSHAKE_INIT_LEN`] bytes of version 1, type HandshakeInit.
+    /// Wraps `buffer` if it is a version 1 HandshakeInit of an allowed length.
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        check_fixed(
+        check_bounded(
             buffer.as_ref(),
             MessageType::HandshakeInit,
-            HANDSHAKE_INIT_LEN,
+            HANDSHAKE_INIT_MIN_LEN,
+            HANDSHAKE_INIT_MAX_LEN,
         )?;
         Ok(HandshakeInit { buffer })
     }
@@ -217,9 +238,13 @@ impl<T: AsRef<[u8]>> HandshakeInit<T> {
         self.buffer
     }
 
+    fn mac1_at(&self) -> usize {
+        self.buffer.as_ref().len() - 2 * MAC_LEN
+    }
+
     /// The whole message as emitted or received.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buffer.as_ref()[..HANDSHAKE_INIT_LEN]
+        self.buffer.as_ref()
     }
 
     /// The initiator's local session index; the responder echoes it as `receiver_index`.
@@ -227,38 +252,37 @@ impl<T: AsRef<[u8]>> HandshakeInit<T> {
         read_u32(self.buffer.as_ref(), init::SENDER)
     }
 
-    /// The Noise handshake message ([`NOISE_INIT_LEN`] bytes), opaque to this layer.
+    /// The Noise handshake message, opaque to this layer.
     pub fn noise(&self) -> &[u8] {
-        &self.buffer.as_ref()[init::NOISE..init::MAC1]
+        &self.buffer.as_ref()[init::NOISE..self.mac1_at()]
     }
 
     pub fn mac1(&self) -> &[u8] {
-        &self.buffer.as_ref()[init::MAC1..init::MAC2]
+        let at = self.mac1_at();
+        &self.buffer.as_ref()[at..at + MAC_LEN]
     }
 
     /// Reserved for cookies; zero in version 1.
     pub fn mac2(&self) -> &[u8] {
-        &self.buffer.as_ref()[init::MAC2..HANDSHAKE_INIT_LEN]
+        &self.buffer.as_ref()[self.mac1_at() + MAC_LEN..]
     }
 
     /// The bytes mac1 authenticates: everything before it.
     pub fn mac1_covered(&self) -> &[u8] {
-        &self.buffer.as_ref()[..init::MAC1]
+        &self.buffer.as_ref()[..self.mac1_at()]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeInit<T> {
-    /// Prepares `buffer` for emitting: checks it is exactly [`HANDSHAKE_INIT_LEN`] bytes, writes the header
-    /// and zeroes mac1 and mac2. The caller then sets the index and Noise message, and mac1 last.
+    /// Prepares `buffer` (exactly the message's length, see [`handshake_init_len`]) for
+    /// emitting: writes the header and zeroes mac1 and mac2. The caller then sets the index and
+    /// Noise message, and mac1 last.
     pub fn new_emit(buffer: T) -> Result<Self, WireError> {
-        let len = buffer.as_ref().len();
-        if len != HANDSHAKE_INIT_LEN {
-            return Err(if len < HANDSHAKE_INIT_LEN {
-                WireError::Truncated
-            } else {
-                WireError::BadLength
-            });
-        }
+        check_len(
+            buffer.as_ref().len(),
+            HANDSHAKE_INIT_MIN_LEN,
+            HANDSHAKE_INIT_MAX_LEN,
+        )?;
         let mut message = HandshakeInit { buffer };
         message.fill_header();
         message.set_mac1(&[0; MAC_LEN]);
@@ -276,23 +300,28 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeInit<T> {
     }
 
     pub fn noise_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[init::NOISE..init::MAC1]
+        let at = self.mac1_at();
+        &mut self.buffer.as_mut()[init::NOISE..at]
     }
 
-    pub fn set_noise(&mut self, noise: &[u8; NOISE_INIT_LEN]) {
+    /// Copies a Noise message in. It must be exactly as long as the message was sized for.
+    pub fn set_noise(&mut self, noise: &[u8]) {
         self.noise_mut().copy_from_slice(noise);
     }
 
     pub fn set_mac1(&mut self, mac: &[u8; MAC_LEN]) {
-        self.buffer.as_mut()[init::MAC1..init::MAC2].copy_from_slice(mac);
+        let at = self.mac1_at();
+        self.buffer.as_mut()[at..at + MAC_LEN].copy_from_slice(mac);
     }
 
     pub fn set_mac2(&mut self, mac: &[u8; MAC_LEN]) {
-        self.buffer.as_mut()[init::MAC2..HANDSHAKE_INIT_LEN].copy_from_slice(mac);
+        let at = self.mac1_at() + MAC_LEN;
+        self.buffer.as_mut()[at..].copy_from_slice(mac);
     }
 }
 
-/// HandshakeResponse (type 2): exactly [`HANDSHAKE_RESPONSE_LEN`] bytes.
+/// HandshakeResponse (type 2): header, sender and receiver indices, the Noise message, mac1,
+/// mac2. Between [`HANDSHAKE_RESPONSE_MIN_LEN`] and [`HANDSHAKE_RESPONSE_MAX_LEN`] bytes.
 #[derive(Debug, Clone)]
 pub struct HandshakeResponse<T: AsRef<[u8]>> {
     buffer: T,
@@ -300,18 +329,18 @@ pub struct HandshakeResponse<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> HandshakeResponse<T> {
     /// Wraps `buffer` without checking it; accessors panic if it is shorter than
-    /// [`HANDSHAKE_RESPONSE_LEN`].
+    /// [`HANDSHAKE_RESPONSE_MIN_LEN`].
     pub const fn new_unchecked(buffer: T) -> Self {
         HandshakeResponse { buffer }
     }
 
-    /// Wraps `buffer` if it is exactly [`HANDSHAKE_RESPONSE_LEN`] bytes of version 1, type
-    /// HandshakeResponse.
+    /// Wraps `buffer` if it is a version 1 HandshakeResponse of an allowed length.
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        check_fixed(
+        check_bounded(
             buffer.as_ref(),
             MessageType::HandshakeResponse,
-            HANDSHAKE_RESPONSE_LEN,
+            HANDSHAKE_RESPONSE_MIN_LEN,
+            HANDSHAKE_RESPONSE_MAX_LEN,
         )?;
         Ok(HandshakeResponse { buffer })
     }
@@ -320,9 +349,13 @@ impl<T: AsRef<[u8]>> HandshakeResponse<T> {
         self.buffer
     }
 
+    fn mac1_at(&self) -> usize {
+        self.buffer.as_ref().len() - 2 * MAC_LEN
+    }
+
     /// The whole message as emitted or received.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buffer.as_ref()[..HANDSHAKE_RESPONSE_LEN]
+        self.buffer.as_ref()
     }
 
     /// The responder's local session index; data sent to the responder carries it as `receiver_index`.
@@ -335,38 +368,37 @@ impl<T: AsRef<[u8]>> HandshakeResponse<T> {
         read_u32(self.buffer.as_ref(), response::RECEIVER)
     }
 
-    /// The Noise handshake message ([`NOISE_RESPONSE_LEN`] bytes), opaque to this layer.
+    /// The Noise handshake message, opaque to this layer.
     pub fn noise(&self) -> &[u8] {
-        &self.buffer.as_ref()[response::NOISE..response::MAC1]
+        &self.buffer.as_ref()[response::NOISE..self.mac1_at()]
     }
 
     pub fn mac1(&self) -> &[u8] {
-        &self.buffer.as_ref()[response::MAC1..response::MAC2]
+        let at = self.mac1_at();
+        &self.buffer.as_ref()[at..at + MAC_LEN]
     }
 
     /// Reserved for cookies; zero in version 1.
     pub fn mac2(&self) -> &[u8] {
-        &self.buffer.as_ref()[response::MAC2..HANDSHAKE_RESPONSE_LEN]
+        &self.buffer.as_ref()[self.mac1_at() + MAC_LEN..]
     }
 
     /// The bytes mac1 authenticates: everything before it.
     pub fn mac1_covered(&self) -> &[u8] {
-        &self.buffer.as_ref()[..response::MAC1]
+        &self.buffer.as_ref()[..self.mac1_at()]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeResponse<T> {
-    /// Prepares `buffer` for emitting: checks it is exactly [`HANDSHAKE_RESPONSE_LEN`] bytes, writes the
-    /// header and zeroes mac1 and mac2. The caller then sets indices and Noise message, and mac1 last.
+    /// Prepares `buffer` (exactly the message's length, see [`handshake_response_len`]) for
+    /// emitting: writes the header and zeroes mac1 and mac2. The caller then sets indices and
+    /// Noise message, and mac1 last.
     pub fn new_emit(buffer: T) -> Result<Self, WireError> {
-        let len = buffer.as_ref().len();
-        if len != HANDSHAKE_RESPONSE_LEN {
-            return Err(if len < HANDSHAKE_RESPONSE_LEN {
-                WireError::Truncated
-            } else {
-                WireError::BadLength
-            });
-        }
+        check_len(
+            buffer.as_ref().len(),
+            HANDSHAKE_RESPONSE_MIN_LEN,
+            HANDSHAKE_RESPONSE_MAX_LEN,
+        )?;
         let mut message = HandshakeResponse { buffer };
         message.fill_header();
         message.set_mac1(&[0; MAC_LEN]);
@@ -390,19 +422,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeResponse<T> {
     }
 
     pub fn noise_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[response::NOISE..response::MAC1]
+        let at = self.mac1_at();
+        &mut self.buffer.as_mut()[response::NOISE..at]
     }
 
-    pub fn set_noise(&mut self, noise: &[u8; NOISE_RESPONSE_LEN]) {
+    /// Copies a Noise message in. It must be exactly as long as the message was sized for.
+    pub fn set_noise(&mut self, noise: &[u8]) {
         self.noise_mut().copy_from_slice(noise);
     }
 
     pub fn set_mac1(&mut self, mac: &[u8; MAC_LEN]) {
-        self.buffer.as_mut()[response::MAC1..response::MAC2].copy_from_slice(mac);
+        let at = self.mac1_at();
+        self.buffer.as_mut()[at..at + MAC_LEN].copy_from_slice(mac);
     }
 
     pub fn set_mac2(&mut self, mac: &[u8; MAC_LEN]) {
-        self.buffer.as_mut()[response::MAC2..HANDSHAKE_RESPONSE_LEN].copy_from_slice(mac);
+        let at = self.mac1_at() + MAC_LEN;
+        self.buffer.as_mut()[at..].copy_from_slice(mac);
     }
 }
 

@@ -5,6 +5,12 @@ use proptest::prelude::*;
 
 use super::*;
 
+// The tests use fixed-size samples: an initiation with an 8-byte payload and an empty response.
+const NOISE_INIT_LEN: usize = NOISE_INIT_OVERHEAD + 8;
+const NOISE_RESPONSE_LEN: usize = NOISE_RESPONSE_OVERHEAD;
+const HANDSHAKE_INIT_LEN: usize = handshake_init_len(8);
+const HANDSHAKE_RESPONSE_LEN: usize = handshake_response_len(0);
+
 fn sample_init(sender_index: u32, noise: &[u8; NOISE_INIT_LEN], mac1: &[u8; MAC_LEN]) -> Vec<u8> {
     let mut buf = vec![0xee; HANDSHAKE_INIT_LEN];
     let mut message = HandshakeInit::new_emit(&mut buf[..]).unwrap();
@@ -106,6 +112,10 @@ fn lengths_match_the_documented_tables() {
     assert_eq!(HEADER_LEN, 4);
     assert_eq!(HANDSHAKE_INIT_LEN, 144);
     assert_eq!(HANDSHAKE_RESPONSE_LEN, 92);
+    assert_eq!(HANDSHAKE_INIT_MIN_LEN, 136);
+    assert_eq!(HANDSHAKE_INIT_MAX_LEN, 136 + 1024);
+    assert_eq!(HANDSHAKE_RESPONSE_MIN_LEN, 92);
+    assert_eq!(HANDSHAKE_RESPONSE_MAX_LEN, 92 + 1024);
     assert_eq!(DATA_HEADER_LEN, 16);
     assert_eq!(DATA_MIN_LEN, 32);
     assert_eq!(DATA_OVERHEAD, 32);
@@ -195,14 +205,14 @@ fn handshake_response_layout() {
 }
 
 #[test]
-fn handshakes_must_have_their_exact_length_and_type() {
+fn handshakes_must_have_an_allowed_length_and_their_type() {
     let init = sample_init(1, &[0; NOISE_INIT_LEN], &[0; MAC_LEN]);
     assert_eq!(
-        HandshakeInit::new_checked(&init[..143]).unwrap_err(),
+        HandshakeInit::new_checked(&init[..HANDSHAKE_INIT_MIN_LEN - 1]).unwrap_err(),
         WireError::Truncated
     );
     let mut long = init.clone();
-    long.push(0);
+    long.resize(HANDSHAKE_INIT_MAX_LEN + 1, 0);
     assert_eq!(
         HandshakeInit::new_checked(&long[..]).unwrap_err(),
         WireError::BadLength
@@ -222,7 +232,7 @@ fn handshakes_must_have_their_exact_length_and_type() {
         WireError::Truncated
     );
     assert_eq!(
-        HandshakeResponse::new_emit(&mut [0u8; 100][..]).unwrap_err(),
+        HandshakeResponse::new_emit(&mut [0u8; HANDSHAKE_RESPONSE_MAX_LEN + 1][..]).unwrap_err(),
         WireError::BadLength
     );
 }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use meshd::core::node::{NodeConfig, PeerSpec, Received};
 use meshd::core::switch::FdbConfig;
 use meshd::core::Node;
-use meshd::wire::{HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN};
-use meshd_crypto::{compute_mac1, mac1_key, CoreRng, PublicKey, StaticSecret};
+use meshd::wire::{handshake_init_len, MessageType};
+use meshd_crypto::{
+    compute_mac1, mac1_key, Certificate, CoreRng, NetworkSecret, PublicKey, StaticSecret,
+};
 use rand_core::RngCore;
 
 const MAX_FRAME: usize = 1500 + 18;
@@ -306,6 +308,34 @@ fn make_node(now: Instant, secret: [u8; 32], peers: Vec<PeerSpec>, seed: u64) ->
     make_node_with_max_frame(now, secret, peers, seed, MAX_FRAME)
 }
 
+/// The network every simulated host belongs to.
+fn network() -> NetworkSecret {
+    NetworkSecret::from_seed([0xA5; 32])
+}
+
+/// Wall-clock seconds the simulated nodes start at; certificates are valid around it.
+const SIM_UNIX_SECS: u64 = 1_800_000_000;
+
+/// A certificate from `issuer` for the host whose secret is `secret`, named after its index.
+fn certificate(secret: &StaticSecret, issuer: &NetworkSecret) -> Certificate {
+    let raw = secret.as_bytes();
+    let name = if raw[0] == 0x42 {
+        format!("h{}", raw[1])
+    } else {
+        "outsider".to_string()
+    };
+    Certificate::issue(
+        issuer,
+        &name,
+        secret.public_key(),
+        secret.signing_key().public(),
+        SIM_UNIX_SECS - 60,
+        SIM_UNIX_SECS + 30 * 86_400,
+        false,
+    )
+    .unwrap()
+}
+
 fn make_node_with_max_frame(
     now: Instant,
     secret: [u8; 32],
@@ -313,17 +343,31 @@ fn make_node_with_max_frame(
     seed: u64,
     max_frame: usize,
 ) -> Node {
+    make_node_issued_by(now, secret, peers, seed, max_frame, &network())
+}
+
+fn make_node_issued_by(
+    now: Instant,
+    secret: [u8; 32],
+    peers: Vec<PeerSpec>,
+    seed: u64,
+    max_frame: usize,
+    issuer: &NetworkSecret,
+) -> Node {
     let mut rng_seed = [0u8; 32];
     rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+    let secret = StaticSecret::from_bytes(secret);
     Node::new(NodeConfig {
-        secret: StaticSecret::from_bytes(secret),
+        network: network().network_id(),
+        certificate: certificate(&secret, issuer),
+        secret,
         peers,
         fdb: FdbConfig::default(),
         max_frame,
         rng_seed,
         now,
         // Wall clock advances with the virtual clock; a restart happens "later" in wall time too.
-        unix_nanos_at_now: 1_800_000_000_000_000_000 + seed * 1_000_000_000,
+        unix_nanos_at_now: (SIM_UNIX_SECS + seed) * 1_000_000_000,
     })
 }
 
@@ -432,8 +476,11 @@ fn lost_handshake_messages_are_retransmitted() {
     let mut sim = Sim::new(2, 5);
     let mut dropped = 0;
     sim.filter = Some(Box::new(move |_, bytes| {
-        let is_handshake =
-            bytes.len() == HANDSHAKE_INIT_LEN || bytes.len() == HANDSHAKE_RESPONSE_LEN;
+        let is_handshake = bytes.len() > 1
+            && matches!(
+                MessageType::from(bytes[1]),
+                MessageType::HandshakeInit | MessageType::HandshakeResponse
+            );
         if is_handshake && dropped < 4 {
             dropped += 1;
             return true;
@@ -598,19 +645,22 @@ fn handshake_flood_is_rate_limited_before_diffie_hellman() {
     let mut rng = CoreRng::from_seed([5; 32]);
     let attacker: SocketAddr = "10.9.9.9:1234".parse().unwrap();
     for _ in 0..5000 {
-        let mut msg = vec![0u8; HANDSHAKE_INIT_LEN];
+        let len = handshake_init_len(8 + 300);
+        let mut msg = vec![0u8; len];
         rng.fill_bytes(&mut msg);
         msg[0] = 1;
         msg[1] = 1;
         msg[2] = 0;
         msg[3] = 0;
-        let covered = HANDSHAKE_INIT_LEN - 32;
+        let covered = len - 32;
         let mac = compute_mac1(&key, &msg[..covered]);
         msg[covered..covered + 16].copy_from_slice(&mac);
         sim.deliver(0, attacker, msg);
     }
     let limited = sim.counter(0, "rx_handshake_ratelimited");
-    let processed = sim.counter(0, "rx_handshake_failed") + sim.counter(0, "rx_unknown_peer");
+    let processed = sim.counter(0, "rx_handshake_failed")
+        + sim.counter(0, "rx_handshake_no_certificate")
+        + sim.counter(0, "rx_handshake_bad_certificate");
     assert!(limited >= 4900, "flood was rate limited ({limited})");
     assert!(
         processed <= 100,
@@ -620,8 +670,10 @@ fn handshake_flood_is_rate_limited_before_diffie_hellman() {
 }
 
 #[test]
-fn unknown_key_cannot_get_a_frame_through() {
-    // A node whose key is not in host 0's peer list sends initiations with a correct mac1.
+fn self_made_certificate_cannot_get_a_frame_through() {
+    // A node with its own key and a certificate from a network key of its own making, configured
+    // with the right network id and host 0 as its peer: its initiations pass mac1 and Noise, and
+    // are refused on the certificate.
     let mut sim = Sim::new(2, 15);
     let outsider = StaticSecret::from_bytes([0xEE; 32]);
     let outsider_peers = vec![PeerSpec {
@@ -630,13 +682,24 @@ fn unknown_key_cannot_get_a_frame_through() {
         endpoint: Some(addr(0)),
     }];
     sim.hosts[1].secret_bytes = *outsider.as_bytes();
-    sim.hosts[1].peers = outsider_peers;
-    sim.restart(1, 15);
+    sim.hosts[1].peers = outsider_peers.clone();
+    sim.hosts[1].node = make_node_issued_by(
+        sim.now,
+        *outsider.as_bytes(),
+        outsider_peers,
+        15,
+        MAX_FRAME,
+        &NetworkSecret::from_seed([0x66; 32]),
+    );
     sim.run_for(Duration::from_secs(5));
     sim.send_frame(1, &frame(BROADCAST, mac(1, 1), 1, 60));
     sim.run_for(Duration::from_secs(1));
     assert!(sim.hosts[0].delivered.is_empty());
-    assert!(sim.counter(0, "rx_unknown_peer") >= 1);
+    assert!(sim.counter(0, "rx_handshake_bad_certificate") >= 1);
+    assert_eq!(sim.counter(0, "handshakes_completed"), 0);
+    // Host 0 also refuses to use any session the outsider could offer as responder.
+    let status = sim.hosts[0].node.status(sim.now);
+    assert!(status.peers.iter().all(|p| p.state != "up"));
 }
 
 #[test]
