@@ -70,6 +70,16 @@ pub const SUBTYPE_SYNC_REQUEST: u8 = 4;
 pub const SUBTYPE_RECORDS: u8 = 5;
 /// Ask for the items of up to [`WANT_MAX_KEYS`] keys.
 pub const SUBTYPE_WANT: u8 = 6;
+/// A table digest: [`DIGEST_BUCKETS`] sums, u64 LE.
+pub const SUBTYPE_DIGEST: u8 = 7;
+/// Index entries (key, version u64 LE) of the buckets whose digests differed.
+pub const SUBTYPE_INDEX: u8 = 8;
+/// Subtype and the bucket sums.
+pub const DIGEST_LEN: usize = 1 + DIGEST_BUCKETS * 8;
+/// One index entry: key, version (`u64::MAX` for a revocation).
+pub const INDEX_ENTRY_LEN: usize = 32 + 8;
+/// Index entries per page.
+pub const INDEX_MAX_ENTRIES: usize = (MAX_PAYLOAD - 1) / INDEX_ENTRY_LEN;
 
 /// Page flag: the page continues a run that starts at the beginning of the table.
 pub const PAGE_FROM_START: u8 = 0x01;
@@ -124,20 +134,29 @@ pub const WANT_ATTEMPTS_UNCONFIRMED: u8 = 6;
 /// Most records wanted at once; mentions of further keys are dropped (and counted).
 pub const MAX_WANTED: usize = 4096;
 /// Pages asked for per sync request.
-pub const SYNC_PAGES_PER_REQUEST: u8 = 8;
+pub const SYNC_PAGES_PER_REQUEST: u8 = 16;
 /// Re-asks for the next pages after this long without progress.
 pub const SYNC_RETRY: Duration = Duration::from_secs(2);
 /// Tries one member this many times, then another.
 pub const SYNC_ATTEMPTS: u8 = 4;
-/// Pulls the whole table from a random member at least this often (repairs missed gossip)...
-pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10 * 60);
-/// ...and no more often than this per known member, so the pull costs each node at most
-/// about one record per 60 ms on average.
-pub const ANTI_ENTROPY_PER_MEMBER: Duration = Duration::from_millis(60);
+/// Compares table digests with a random member this often, and fetches what differs: repairs
+/// gossip a member missed (a revocation while it was cut off, a record update lost to loss).
+pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
+/// After a digest round that found something missing (and after the first table pull), the
+/// next round comes this soon: a table still filling up is compared often, a settled one once
+/// per [`ANTI_ENTROPY_INTERVAL`].
+pub const ANTI_ENTROPY_BUSY_INTERVAL: Duration = Duration::from_secs(5);
+/// Buckets of a table digest (by the top 7 bits of the key's first byte).
+pub const DIGEST_BUCKETS: usize = 128;
+/// Index pages answered per digest (29 entries each), so a digest costs a bounded answer.
+pub const INDEX_PAGES_PER_DIGEST: usize = 16;
+/// A forgotten member's record version is remembered this long, so a late copy of the record
+/// does not bring it back.
+pub const FORGOTTEN_KEPT: Duration = Duration::from_secs(2 * 60 * 60);
 /// Pages this node serves per second (syncs and wants of all members together)...
-pub const PAGE_RATE: u32 = 256;
+pub const PAGE_RATE: u32 = 512;
 /// ...with this burst.
-pub const PAGE_BURST: u32 = 64;
+pub const PAGE_BURST: u32 = 128;
 /// Asks an admin again after this long without a renewed certificate.
 pub const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// Certificates an admin issues per second for renewals...
@@ -321,6 +340,20 @@ membership_counters! {
     syncs_completed,
     /// Record pages sent (syncs and wants).
     pages_sent,
+    /// Table digests sent (anti-entropy).
+    digests_sent,
+    /// Digests received that matched this node's table.
+    digests_matched,
+    /// Digests that did not parse.
+    digest_malformed,
+    /// Index pages sent for differing digest buckets.
+    index_pages_sent,
+    /// Index pages that did not parse.
+    index_malformed,
+    /// Records asked for because an index showed a newer or missing one.
+    index_keys_wanted,
+    /// Revocations sent to a member whose index showed it had missed them.
+    revocations_pushed,
     /// Pages not sent because the page rate was used up.
     pages_throttled,
     /// Items too large for a page, not sent.
@@ -370,6 +403,9 @@ membership_counters! {
 }
 
 // ------------------------------------------------------------------------------ internals
+
+/// Capacity the output queues keep once drained.
+const QUEUE_KEEP: usize = 64;
 
 type Swim = Foca<MemberId, WireCodec, FocaRng, Handler>;
 
@@ -449,6 +485,8 @@ struct SyncRun {
     peer: PublicKey,
     /// Last key received in order; `None` before the first page.
     cursor: Option<PublicKey>,
+    /// Pages received ahead of the cursor: the key each continues after, its last key, flags.
+    pending: BTreeMap<Option<PublicKey>, (Option<PublicKey>, u8)>,
     deadline: Instant,
     attempts: u8,
 }
@@ -700,11 +738,20 @@ impl Membership {
 
     /// The next payload to send inside the session with that member.
     pub fn poll_transmit(&mut self) -> Option<(PublicKey, Vec<u8>)> {
-        self.outbox.pop_front()
+        let next = self.outbox.pop_front();
+        if next.is_none() && self.outbox.capacity() > QUEUE_KEEP {
+            // A burst (a table served, a mesh adopted) does not pin its queue for good.
+            self.outbox.shrink_to(QUEUE_KEEP);
+        }
+        next
     }
 
     pub fn poll_event(&mut self) -> Option<MembershipEvent> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() && self.events.capacity() > QUEUE_KEEP {
+            self.events.shrink_to(QUEUE_KEEP);
+        }
+        next
     }
 
     /// When [`Membership::handle_timeout`] next has work.
@@ -739,6 +786,8 @@ impl Membership {
             SUBTYPE_SYNC_REQUEST => self.on_sync_request(now, from, body),
             SUBTYPE_RECORDS => self.on_records(now, from, body),
             SUBTYPE_WANT => self.on_want(now, from, body),
+            SUBTYPE_DIGEST => self.on_digest(now, from, body),
+            SUBTYPE_INDEX => self.on_index(now, from, body),
             _ => lock(&self.registry).counters.rx_unknown_subtype += 1,
         }
         self.pump(now, Some(from));
@@ -1106,12 +1155,14 @@ impl Membership {
         self.live.remove(&id.key);
         let had_record = {
             let mut registry = lock(&self.registry);
-            let had = matches!(registry.slots.get(&id.key), Some(Slot::Member(_)));
-            if had {
+            let version = registry.record(&id.key).map(|r| r.version);
+            if let Some(version) = version {
                 registry.slots.remove(&id.key);
+                let until = registry.now_unix.saturating_add(FORGOTTEN_KEPT.as_secs());
+                registry.forgotten.insert(id.key, (version, until));
                 registry.counters.members_forgotten += 1;
             }
-            had
+            version.is_some()
         };
         self.refresh_report(id.key);
         if had_record {
@@ -1452,22 +1503,35 @@ impl Membership {
             lock(&self.registry).counters.page_out_of_run += 1;
             return;
         };
-        let continues = run.peer == from
-            && match (run.cursor, page_after) {
-                (None, None) => true,
-                (Some(c), Some(a)) => c == a,
-                _ => false,
-            };
-        if !continues {
+        if run.peer != from || run.pending.len() >= 2 * usize::from(SYNC_PAGES_PER_REQUEST) {
             lock(&self.registry).counters.page_out_of_run += 1;
             return;
         }
-        if let Some(k) = last_key {
-            run.cursor = Some(k);
+        // Pages of a burst may arrive out of order: keep each one's range, and move the
+        // cursor along the chain of ranges that starts at it.
+        run.pending.insert(page_after, (last_key, flags));
+        let mut advanced = false;
+        let mut end = false;
+        let mut burst_done = false;
+        while let Some((last, flags)) = run.pending.remove(&run.cursor) {
+            advanced = true;
+            end |= flags & PAGE_END != 0;
+            burst_done |= flags & PAGE_LAST_IN_BURST != 0;
+            match last {
+                Some(k) if Some(k) > run.cursor => run.cursor = Some(k),
+                // A page without items (or going backwards) ends the chain.
+                _ => {
+                    burst_done = true;
+                    break;
+                }
+            }
+        }
+        if !advanced {
+            return;
         }
         run.deadline = now + SYNC_RETRY;
         run.attempts = 0;
-        if flags & PAGE_END != 0 {
+        if end {
             self.sync = None;
             if !self.synced {
                 // Now that this node knows the mesh, spread its own record again: the first
@@ -1475,23 +1539,132 @@ impl Membership {
                 self.respread_own_record();
             }
             self.synced = true;
-            self.schedule_anti_entropy(now);
+            self.next_anti_entropy = now + ANTI_ENTROPY_BUSY_INTERVAL;
             lock(&self.registry).counters.syncs_completed += 1;
             debug!(peer = %from, "membership: member table pulled");
-        } else if flags & PAGE_LAST_IN_BURST != 0 {
+        } else if burst_done {
             self.send_sync_request(now);
         }
     }
 
     fn schedule_anti_entropy(&mut self, now: Instant) {
-        let members = lock(&self.registry).slots.len() as u32;
-        self.next_anti_entropy = now + ANTI_ENTROPY_INTERVAL.max(ANTI_ENTROPY_PER_MEMBER * members);
+        // Up to a quarter of the interval of jitter, so members do not pair up in lockstep.
+        let jitter = self.rng.next_u32() as u64 % (ANTI_ENTROPY_INTERVAL.as_millis() as u64 / 4);
+        self.next_anti_entropy = now + ANTI_ENTROPY_INTERVAL + Duration::from_millis(jitter);
+    }
+
+    fn send_digest(&mut self, to: PublicKey) {
+        let digest = lock(&self.registry).digest();
+        let mut payload = Vec::with_capacity(DIGEST_LEN);
+        payload.push(SUBTYPE_DIGEST);
+        for sum in digest {
+            payload.extend_from_slice(&sum.to_le_bytes());
+        }
+        lock(&self.registry).counters.digests_sent += 1;
+        self.queue(to, payload);
+    }
+
+    fn on_digest(&mut self, now: Instant, from: PublicKey, body: &[u8]) {
+        if body.len() != DIGEST_LEN - 1 {
+            lock(&self.registry).counters.digest_malformed += 1;
+            return;
+        }
+        let entries: Vec<[u8; INDEX_ENTRY_LEN]> = {
+            let mut registry = lock(&self.registry);
+            let ours = registry.digest();
+            let differs: Vec<bool> = body
+                .chunks_exact(8)
+                .zip(ours)
+                .map(|(theirs, ours)| {
+                    let mut raw = [0u8; 8];
+                    raw.copy_from_slice(theirs);
+                    u64::from_le_bytes(raw) != ours
+                })
+                .collect();
+            if !differs.contains(&true) {
+                registry.counters.digests_matched += 1;
+                return;
+            }
+            registry
+                .slots
+                .iter()
+                .filter(|(key, _)| differs[registry::bucket(key)])
+                .take(INDEX_PAGES_PER_DIGEST * INDEX_MAX_ENTRIES)
+                .map(|(key, slot)| {
+                    let mut entry = [0u8; INDEX_ENTRY_LEN];
+                    entry[..32].copy_from_slice(key.as_bytes());
+                    entry[32..].copy_from_slice(&slot.version().to_le_bytes());
+                    entry
+                })
+                .collect()
+        };
+        for chunk in entries.chunks(INDEX_MAX_ENTRIES) {
+            if !self.page_budget.take(now) {
+                lock(&self.registry).counters.pages_throttled += 1;
+                return;
+            }
+            let mut page = Vec::with_capacity(1 + chunk.len() * INDEX_ENTRY_LEN);
+            page.push(SUBTYPE_INDEX);
+            for entry in chunk {
+                page.extend_from_slice(entry);
+            }
+            lock(&self.registry).counters.index_pages_sent += 1;
+            self.queue(from, page);
+        }
+    }
+
+    fn on_index(&mut self, now: Instant, from: PublicKey, body: &[u8]) {
+        if body.is_empty() || body.len() % INDEX_ENTRY_LEN != 0 {
+            lock(&self.registry).counters.index_malformed += 1;
+            return;
+        }
+        let mut wanted = Vec::new();
+        let mut push = Vec::new();
+        {
+            let registry = lock(&self.registry);
+            for entry in body.chunks_exact(INDEX_ENTRY_LEN) {
+                let mut raw = [0u8; 32];
+                raw.copy_from_slice(&entry[..32]);
+                let key = PublicKey::from_bytes(raw);
+                let mut version = [0u8; 8];
+                version.copy_from_slice(&entry[32..]);
+                let theirs = u64::from_le_bytes(version);
+                match registry.slots.get(&key) {
+                    // They hold a record of a key we know is revoked: tell them.
+                    Some(Slot::Revoked(r)) if theirs != u64::MAX => {
+                        push.push((key, r.item.clone()))
+                    }
+                    Some(slot) if slot.version() >= theirs => {}
+                    _ if key == self.me.key || registry.was_forgotten(&key, theirs) => {}
+                    _ => wanted.push(key),
+                }
+            }
+        }
+        lock(&self.registry).counters.index_keys_wanted += wanted.len() as u64;
+        if !wanted.is_empty() {
+            self.next_anti_entropy = self.next_anti_entropy.min(now + ANTI_ENTROPY_BUSY_INTERVAL);
+        }
+        for key in wanted {
+            self.want(now, key, Some(from));
+            // Asked of the member whose index showed it, right away.
+            if let Some(want) = self.wanted.get_mut(&key) {
+                if want.attempts == 0 {
+                    want.hint = Some(from);
+                    want.due = now;
+                }
+            }
+        }
+        if !push.is_empty() {
+            lock(&self.registry).counters.revocations_pushed += push.len() as u64;
+            self.send_pages(now, from, push, None, 2);
+        }
     }
 
     fn start_sync(&mut self, now: Instant, peer: PublicKey) {
         self.sync = Some(SyncRun {
             peer,
             cursor: None,
+            pending: BTreeMap::new(),
             deadline: now + SYNC_RETRY,
             attempts: 0,
         });
@@ -1503,6 +1676,7 @@ impl Membership {
             return;
         };
         run.deadline = now + SYNC_RETRY;
+        run.pending.clear();
         let mut request = Vec::with_capacity(SYNC_REQUEST_LEN);
         request.push(SUBTYPE_SYNC_REQUEST);
         request.push(if run.cursor.is_none() {
@@ -1720,7 +1894,7 @@ impl Membership {
         self.renew(now, now_unix);
         self.send_wants(now);
         self.drive_sync(now);
-        self.sweep(now_unix);
+        self.sweep(now, now_unix);
     }
 
     fn send_wants(&mut self, now: Instant) {
@@ -1790,6 +1964,7 @@ impl Membership {
                         self.sync = Some(SyncRun {
                             peer,
                             cursor,
+                            pending: BTreeMap::new(),
                             deadline: now + SYNC_RETRY,
                             attempts: 0,
                         })
@@ -1803,17 +1978,19 @@ impl Membership {
             self.send_sync_request(now);
             return;
         }
-        let anti_entropy_due = self.synced && now >= self.next_anti_entropy;
-        if !self.synced || anti_entropy_due {
+        if !self.synced {
             if let Some(peer) = self.random_member() {
                 self.start_sync(now, peer);
-            } else if anti_entropy_due {
-                self.schedule_anti_entropy(now);
+            }
+        } else if now >= self.next_anti_entropy {
+            self.schedule_anti_entropy(now);
+            if let Some(peer) = self.random_member() {
+                self.send_digest(peer);
             }
         }
     }
 
-    fn sweep(&mut self, now_unix: u64) {
+    fn sweep(&mut self, now: Instant, now_unix: u64) {
         let mut dropped = Vec::new();
         {
             let mut registry = lock(&self.registry);
@@ -1834,9 +2011,14 @@ impl Membership {
             });
             registry.counters.records_expired += expired_records;
             registry.counters.revocations_expired += expired_revocations;
+            registry.forgotten.retain(|_, (_, until)| *until > now_unix);
         }
         for key in dropped {
             self.refresh_report(key);
+            // Still alive: its renewed record is somewhere; ask for it.
+            if self.live.get(&key).is_some_and(|l| l.active) {
+                self.want(now, key, None);
+            }
         }
     }
 }

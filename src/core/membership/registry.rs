@@ -27,6 +27,40 @@ pub(super) enum Slot {
     Revoked(StoredRevocation),
 }
 
+impl Slot {
+    /// What the slot counts as in digests and indexes: the record version, or `u64::MAX` for a
+    /// revocation (which outranks every record).
+    pub fn version(&self) -> u64 {
+        match self {
+            Slot::Member(r) => r.version,
+            Slot::Revoked(_) => u64::MAX,
+        }
+    }
+}
+
+/// The digest bucket of a key: the top 7 bits of its first byte.
+pub(super) fn bucket(key: &PublicKey) -> usize {
+    usize::from(key.as_bytes()[0] >> 1)
+}
+
+/// A 64-bit mix of a key and a version (splitmix64 steps). Keys are uniformly random already;
+/// the mix only has to make different versions of one key sum differently. Not a MAC: a
+/// digest that lies only withholds repair, which the next random peer provides.
+fn entry_hash(key: &PublicKey, version: u64) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut h = version;
+    for chunk in key.as_bytes().chunks_exact(8) {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(raw)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    }
+    mix(h)
+}
+
 /// A verified member item, kept as the bytes it arrived in (so it can be served to others
 /// unchanged) plus the few fields read on every decision.
 pub(super) struct StoredRecord {
@@ -120,6 +154,9 @@ pub(super) struct Registry {
     /// Unix seconds, set by the membership layer before anything that may verify.
     pub now_unix: u64,
     pub slots: BTreeMap<PublicKey, Slot>,
+    /// Members forgotten after their tombstone: the last record version, kept until the unix
+    /// second given, so older copies still travelling are refused.
+    pub forgotten: BTreeMap<PublicKey, (u64, u64)>,
     pub accepted: Vec<Accepted>,
     pub counters: MembershipCounters,
 }
@@ -136,6 +173,7 @@ impl Registry {
             own_key,
             now_unix,
             slots: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
             accepted: Vec::new(),
             counters: MembershipCounters::default(),
         }
@@ -143,6 +181,22 @@ impl Registry {
 
     pub fn is_revoked(&self, key: &PublicKey) -> bool {
         matches!(self.slots.get(key), Some(Slot::Revoked(_)))
+    }
+
+    /// Whether `key` was forgotten at a record version of at least `version`.
+    pub fn was_forgotten(&self, key: &PublicKey, version: u64) -> bool {
+        self.forgotten.get(key).is_some_and(|(v, _)| *v >= version)
+    }
+
+    /// Per-bucket wrapping sums of every slot's entry hash: equal digests mean (but for a 2^-64
+    /// chance per bucket) equal tables.
+    pub fn digest(&self) -> [u64; super::DIGEST_BUCKETS] {
+        let mut sums = [0u64; super::DIGEST_BUCKETS];
+        for (key, slot) in &self.slots {
+            let b = bucket(key);
+            sums[b] = sums[b].wrapping_add(entry_hash(key, slot.version()));
+        }
+        sums
     }
 
     pub fn record(&self, key: &PublicKey) -> Option<&StoredRecord> {
@@ -209,7 +263,7 @@ impl Registry {
                 .filter(|s| *s.item == *data)
                 .map(|_| ItemKey::Record { key, version });
         }
-        if stored.is_some_and(|s| s.version >= version) {
+        if stored.is_some_and(|s| s.version >= version) || self.was_forgotten(&key, version) {
             self.counters.record_stale += 1;
             return None;
         }

@@ -779,11 +779,11 @@ fn revocations_from_disk_are_loaded_without_events() {
 fn a_member_table_is_served_in_pages_and_pulled_to_the_end() {
     let now = Instant::now();
     let net = network();
-    // A donor that knows 40 members.
+    // A donor that knows 80 members.
     let mut donor = node(now);
     let (peer_secret, peer_cert) = peer();
     let mut items = Vec::new();
-    for i in 0..40u8 {
+    for i in 0..80u8 {
         let s = StaticSecret::from_bytes([0x80 + i; 32]);
         let c = cert_for(&net, &s, &format!("m{i}"), UNIX, UNIX + 30 * DAY, false);
         items.push(record_item(&s, &c, 1, 1, "192.0.2.77:1"));
@@ -791,7 +791,7 @@ fn a_member_table_is_served_in_pages_and_pulled_to_the_end() {
     for chunk in items.chunks(3) {
         donor.handle_message(now, peer_secret.public_key(), &page(chunk));
     }
-    assert_eq!(donor.counters().record_accepted, 40);
+    assert_eq!(donor.counters().record_accepted, 80);
     let _ = drain_events(&mut donor);
     while donor.poll_transmit().is_some() {}
 
@@ -823,10 +823,10 @@ fn a_member_table_is_served_in_pages_and_pulled_to_the_end() {
     }
     let c = newcomer.counters();
     assert_eq!(c.syncs_completed, 1, "{c:?}");
-    // 40 members plus the donor itself (sent first, and again in key order).
-    assert_eq!(c.record_accepted, 41);
-    assert!(c.sync_requests_sent >= 2, "40 records do not fit one burst");
-    assert_eq!(newcomer.members(now).len(), 42);
+    // 80 members plus the donor itself (sent first, and again in key order).
+    assert_eq!(c.record_accepted, 81);
+    assert!(c.sync_requests_sent >= 2, "80 records do not fit one burst");
+    assert_eq!(newcomer.members(now).len(), 82);
 }
 
 #[test]
@@ -1038,4 +1038,102 @@ fn genuine_seeds_are_accepted() {
     let c = m.counters();
     assert_eq!(c.record_accepted, 1);
     assert_eq!(c.revocation_accepted, 1);
+}
+
+/// Runs digest → index → want → pages between `asker` (sends its digest) and `answerer`
+/// until they are quiet; returns the time reached.
+fn anti_entropy_round(asker: &mut Membership, answerer: &mut Membership, now: Instant) -> Instant {
+    let digest = {
+        let d = lock(&asker.registry).digest();
+        let mut p = vec![SUBTYPE_DIGEST];
+        for sum in d {
+            p.extend_from_slice(&sum.to_le_bytes());
+        }
+        p
+    };
+    let (ka, kb) = (asker.public_key(), answerer.public_key());
+    let mut to_answerer = vec![digest];
+    let mut later = now;
+    for _ in 0..6 {
+        later += Duration::from_millis(1100);
+        for payload in to_answerer.drain(..) {
+            answerer.handle_message(later, ka, &payload);
+        }
+        let to_asker: Vec<Vec<u8>> = std::iter::from_fn(|| answerer.poll_transmit())
+            .filter(|(to, p)| *to == ka && p[0] != SUBTYPE_FOCA)
+            .map(|(_, p)| p)
+            .collect();
+        for payload in to_asker {
+            asker.handle_message(later, kb, &payload);
+        }
+        asker.handle_timeout(later);
+        to_answerer = std::iter::from_fn(|| asker.poll_transmit())
+            .filter(|(to, p)| *to == kb && p[0] != SUBTYPE_FOCA)
+            .map(|(_, p)| p)
+            .collect();
+    }
+    later
+}
+
+#[test]
+fn anti_entropy_repairs_missed_records_and_revocations() {
+    let now = Instant::now();
+    let net = network();
+    let (peer_secret, peer_cert) = peer();
+    let mut a = node(now);
+    let mut b = Membership::new(config(&peer_secret, peer_cert, now));
+    let relay = StaticSecret::from_bytes([0x70; 32]).public_key();
+    let member = |seed: u8, version: u64| {
+        let s = StaticSecret::from_bytes([seed; 32]);
+        let c = cert_for(&net, &s, &format!("m{seed}"), UNIX, UNIX + 30 * DAY, false);
+        (
+            s.public_key(),
+            record_item(&s, &c, 1, version, "192.0.2.40:1"),
+        )
+    };
+    let (x, x1) = member(0x71, 1);
+    let (_, x2) = member(0x71, 2);
+    let (y, y1) = member(0x72, 1);
+    let (z, z1) = member(0x73, 1);
+    let revocation =
+        revocation_item(&Revocation::issue(&net, z, "m115", UNIX, UNIX + DAY).unwrap());
+    // A knows x at version 2, y, and that z is revoked; B knows x at version 1 and z's record.
+    a.handle_message(now, relay, &page(&[x2, y1]));
+    a.handle_message(now, relay, &page(&[revocation]));
+    b.handle_message(now, relay, &page(&[x1, z1.clone()]));
+    assert!(a.is_revoked(&z) && !b.is_revoked(&z));
+    for m in [&mut a, &mut b] {
+        while m.poll_transmit().is_some() {}
+        drain_events(m);
+    }
+    // B asks A: it learns x's newer record, y, and z's revocation.
+    let later = anti_entropy_round(&mut b, &mut a, now);
+    let c = b.counters();
+    assert!(c.digests_sent + c.index_keys_wanted >= 3, "{c:?}");
+    assert!(b.is_revoked(&z), "the revocation reached B");
+    assert_eq!(lock(&b.registry).record(&x).map(|r| r.version), Some(2));
+    assert!(lock(&b.registry).record(&y).is_some());
+    // A asks C, which missed the revocation: C's index shows z's record, and A pushes the
+    // revocation to it.
+    let c_secret = StaticSecret::from_bytes([0x74; 32]);
+    let c_cert = cert_for(&net, &c_secret, "third", UNIX, UNIX + 30 * DAY, false);
+    let mut third = Membership::new(config(&c_secret, c_cert, now));
+    third.handle_message(now, relay, &page(&[z1]));
+    while third.poll_transmit().is_some() {}
+    anti_entropy_round(&mut a, &mut third, later);
+    assert_eq!(a.counters().revocations_pushed, 1);
+    assert!(third.is_revoked(&z));
+    // Equal tables: a digest matches and costs one message.
+    let before = a.counters().digests_matched;
+    let digest = {
+        let d = lock(&a.registry).digest();
+        let mut p = vec![SUBTYPE_DIGEST];
+        for sum in d {
+            p.extend_from_slice(&sum.to_le_bytes());
+        }
+        p
+    };
+    a.handle_message(later, relay, &digest);
+    assert_eq!(a.counters().digests_matched, before + 1);
+    assert!(a.poll_transmit().is_none());
 }
