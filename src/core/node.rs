@@ -578,7 +578,14 @@ impl Node {
                 self.on_handshake_response(now, from, datagram);
                 Received::Nothing
             }
-            Ok(MessageType::CookieReply) | Ok(MessageType::Unknown(_)) => {
+            // Join messages are not wired into the node yet; until then they count as unknown.
+            Ok(
+                MessageType::CookieReply
+                | MessageType::JoinRequest
+                | MessageType::JoinResponse
+                | MessageType::JoinRefused
+                | MessageType::Unknown(_),
+            ) => {
                 self.counters.rx_unknown_type += 1;
                 Received::Nothing
             }

@@ -13,6 +13,8 @@
 
 mod datagram;
 mod ethernet;
+mod join;
+mod token;
 pub mod vnet;
 
 #[cfg(test)]
@@ -28,6 +30,17 @@ pub use datagram::{
 pub use ethernet::{
     EthernetFrame, MacAddr, MacParseError, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
+};
+pub use join::{
+    emit_join_refused, BootstrapMember, JoinRefused, JoinRequest, JoinResponse, RefusalReason,
+    RequestPayload, ResponsePayload, JOIN_MAX_LEN, JOIN_REFUSED_LEN, JOIN_REQUEST_MIN_LEN,
+    JOIN_RESPONSE_MIN_LEN, MAX_BOOTSTRAP_MEMBERS, MAX_JOIN_ENDPOINTS, MAX_REQUEST_PAYLOAD,
+    MAX_RESPONSE_PAYLOAD, NETWORK_ID_LEN,
+};
+pub(crate) use token::constant_time_eq;
+pub use token::{
+    invite_id, InviteId, InviteSecret, InviteToken, TokenError, INVITE_ID_LEN, INVITE_SECRET_LEN,
+    MAX_TOKEN_CHARS, MAX_TOKEN_ENDPOINTS, TOKEN_PREFIX, TOKEN_VERSION,
 };
 pub use vnet::{
     GsoType, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM,
@@ -75,6 +88,12 @@ pub enum MessageType {
     /// Reserved for a future cookie (DoS) reply; version 1 never sends it.
     CookieReply,
     Data,
+    /// A new node asks an inviter for a certificate (see `join.rs`).
+    JoinRequest,
+    /// The inviter's answer: certificate and bootstrap members, encrypted to the new node.
+    JoinResponse,
+    /// The inviter refuses a join request; the reason is in the kind byte.
+    JoinRefused,
     /// Any other value; receivers count and drop it.
     Unknown(u8),
 }
@@ -87,6 +106,9 @@ impl MessageType {
             MessageType::HandshakeResponse => "handshake_response",
             MessageType::CookieReply => "cookie_reply",
             MessageType::Data => "data",
+            MessageType::JoinRequest => "join_request",
+            MessageType::JoinResponse => "join_response",
+            MessageType::JoinRefused => "join_refused",
             MessageType::Unknown(_) => "unknown",
         }
     }
@@ -99,6 +121,9 @@ impl From<u8> for MessageType {
             2 => MessageType::HandshakeResponse,
             3 => MessageType::CookieReply,
             4 => MessageType::Data,
+            5 => MessageType::JoinRequest,
+            6 => MessageType::JoinResponse,
+            7 => MessageType::JoinRefused,
             other => MessageType::Unknown(other),
         }
     }
@@ -111,6 +136,9 @@ impl From<MessageType> for u8 {
             MessageType::HandshakeResponse => 2,
             MessageType::CookieReply => 3,
             MessageType::Data => 4,
+            MessageType::JoinRequest => 5,
+            MessageType::JoinResponse => 6,
+            MessageType::JoinRefused => 7,
             MessageType::Unknown(other) => other,
         }
     }
