@@ -8,6 +8,7 @@
 //! a non-persistent TAP with its last file descriptor) and the control socket file is removed.
 
 pub mod control;
+pub mod invites;
 pub mod metrics;
 pub mod netlink;
 pub mod udp;
