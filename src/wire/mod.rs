@@ -7,6 +7,11 @@
 //! Unknown message types and payload kinds are values (`MessageType::Unknown`, `PayloadKind::Unknown`)
 //! so the core can count and drop them; only structurally broken input is a [`WireError`].
 //!
+//! Two exceptions to "no crypto, no allocation", both small and rare: the invitation token
+//! (`token.rs`: parsed into an owned [`InviteToken`], SHA-256 for its checksum and the invite id) and
+//! the join payloads (`join.rs`: [`RequestPayload`] and [`ResponsePayload`], parsed into owned values
+//! after Noise decrypted them). The join datagrams themselves are views like the others.
+//!
 //! Invariants: all integers in meshd's own header are little-endian; Ethernet fields are network order
 //! (big-endian) because they are the frame's own bytes. The layout is documented in docs/wire-format.md,
 //! which must change together with this module.
