@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use meshd_crypto::{
     compute_mac1, mac1_key, respond, verify_mac1, CertError, Certificate, CoreRng, CryptoError,
-    Initiator, NetworkId, PublicKey, StaticSecret, REKEY_AFTER_MESSAGES,
+    Initiator, NetworkId, NetworkSecret, PublicKey, StaticSecret, REKEY_AFTER_MESSAGES,
 };
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::buffer::{BufferPool, PacketBuf};
 use super::counters::Counters;
+use super::invite::{InviteBook, JoinContext, JoinOutcome, PendingInvite};
 use super::peer::{
     retry_delay, HandshakeProgress, Initiation, Peer, Session, Slot, DEAD_AFTER,
     KEEPALIVE_INTERVAL, PENDING_FRAMES_MAX, REJECT_AFTER_TIME,
@@ -39,6 +40,7 @@ use crate::wire::{
     HandshakeInit, HandshakeResponse, MessageType, PayloadKind, WireError, DATA_HEADER_LEN,
     HANDSHAKE_INIT_MAX_LEN,
 };
+use crate::wire::{BootstrapMember, InviteId, JoinRequest};
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
 pub const NOISE_PROLOGUE: &[u8] = b"meshd v1";
@@ -48,6 +50,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 const ADMISSION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Members this node keeps state for; beyond it, new members' handshakes are refused (counted).
 pub const MEMBER_TABLE_MAX: usize = 65_536;
+/// Members besides itself an inviter names to a new host (gossip tells it the rest).
+const BOOTSTRAP_PEERS_MAX: usize = 4;
 /// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
 const TIMESTAMP_LEN: usize = 8;
 /// Idle buffers the pool keeps for reuse.
@@ -66,6 +70,12 @@ pub struct PeerSpec {
 /// that corresponds to `now`, so the core itself never asks the OS for either.
 pub struct NodeConfig {
     pub secret: StaticSecret,
+    /// Admins hold the network key: they answer join requests and renewals.
+    pub network_secret: Option<NetworkSecret>,
+    /// Lifetime of certificates this node issues (admins).
+    pub certificate_lifetime: Duration,
+    /// Endpoints this node tells others to reach it on.
+    pub advertise: Vec<SocketAddr>,
     /// The network this node belongs to: peers must hold a certificate it signed.
     pub network: NetworkId,
     /// This node's own certificate, shown to every peer in the handshake.
@@ -103,6 +113,15 @@ pub enum NodeEvent {
         certificate: Certificate,
         endpoint: SocketAddr,
     },
+    /// An invitation was redeemed: record it as used on disk, then send `reply` to
+    /// `destination` (in that order, so a crash in between cannot let the token work twice).
+    JoinAdmitted {
+        invite_id: InviteId,
+        name: String,
+        key: PublicKey,
+        reply: Vec<u8>,
+        destination: SocketAddr,
+    },
 }
 
 /// Index keys are random, so hashing them again buys nothing; lookups by attacker-chosen keys
@@ -135,6 +154,10 @@ pub struct Node {
     certificate_bytes: Vec<u8>,
     revoked: std::collections::HashSet<PublicKey>,
     events: VecDeque<NodeEvent>,
+    network_secret: Option<NetworkSecret>,
+    certificate_lifetime: Duration,
+    advertise: Vec<SocketAddr>,
+    invites: InviteBook,
     our_mac1_key: [u8; 32],
     rng: CoreRng,
     peers: Vec<Peer>,
@@ -181,6 +204,10 @@ impl Node {
             certificate: config.certificate,
             revoked: Default::default(),
             events: VecDeque::new(),
+            network_secret: config.network_secret,
+            certificate_lifetime: config.certificate_lifetime,
+            advertise: config.advertise,
+            invites: InviteBook::new(),
             our_mac1_key: mac1_key(&public_key),
             public_key,
             secret: config.secret,
@@ -249,7 +276,7 @@ impl Node {
                 .collect();
             peer.handshake = HandshakeProgress::default();
             peer.endpoint = None;
-            for frame in std::mem::take(&mut peer.pending) {
+            for (_, frame) in std::mem::take(&mut peer.pending) {
                 self.pool.give(frame);
             }
             for index in indices {
@@ -465,13 +492,19 @@ impl Node {
 
     /// Sends a frame to one peer now if it has a session, else queues it and starts a handshake.
     fn send_frame(&mut self, now: Instant, id: PeerId, frame: PacketBuf) {
+        self.send_payload(now, id, PayloadKind::Ethernet, frame);
+    }
+
+    /// Sends a payload of `kind` to one peer now if it has a session, else queues it and starts a
+    /// handshake.
+    fn send_payload(&mut self, now: Instant, id: PeerId, kind: PayloadKind, frame: PacketBuf) {
         let peer = &mut self.peers[id as usize];
         let usable = peer
             .current
             .as_ref()
             .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES);
         if usable {
-            self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
+            self.seal_and_queue(now, id, kind, frame);
             let s = self.peers[id as usize]
                 .current
                 .as_ref()
@@ -481,12 +514,12 @@ impl Node {
             }
         } else {
             if peer.pending.len() >= PENDING_FRAMES_MAX {
-                if let Some(old) = peer.pending.pop_front() {
+                if let Some((_, old)) = peer.pending.pop_front() {
                     self.counters.tx_no_session += 1;
                     self.pool.give(old);
                 }
             }
-            self.peers[id as usize].pending.push_back(frame);
+            self.peers[id as usize].pending.push_back((kind, frame));
             self.start_handshake(now, id);
         }
     }
@@ -542,8 +575,8 @@ impl Node {
     fn flush_pending(&mut self, now: Instant, id: PeerId) {
         let pending = std::mem::take(&mut self.peers[id as usize].pending);
         let had_any = !pending.is_empty();
-        for frame in pending {
-            self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
+        for (kind, frame) in pending {
+            self.seal_and_queue(now, id, kind, frame);
         }
         if !had_any
             && self.peers[id as usize]
@@ -578,10 +611,13 @@ impl Node {
                 self.on_handshake_response(now, from, datagram);
                 Received::Nothing
             }
-            // Join messages are not wired into the node yet; until then they count as unknown.
+            Ok(MessageType::JoinRequest) => {
+                self.on_join_request(now, from, datagram);
+                Received::Nothing
+            }
+            // Join answers go to `meshd join`'s own socket, never to a running node.
             Ok(
                 MessageType::CookieReply
-                | MessageType::JoinRequest
                 | MessageType::JoinResponse
                 | MessageType::JoinRefused
                 | MessageType::Unknown(_),
@@ -594,6 +630,89 @@ impl Node {
                 Received::Nothing
             }
         }
+    }
+
+    /// Answers a new host's join request: cheap checks (length, mac1) and the rate limiter come
+    /// before the invite book's DH. An admission is handed to the io layer as an event, which
+    /// records the invitation as used on disk before it sends the reply.
+    fn on_join_request(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let mac1_ok = JoinRequest::new_checked(datagram)
+            .is_ok_and(|r| verify_mac1(&self.our_mac1_key, r.mac1_covered(), r.mac1()));
+        if mac1_ok && !self.limiter.allow(now, from.ip()) {
+            self.counters.rx_handshake_ratelimited += 1;
+            return;
+        }
+        let now_unix = self.unix_secs(now);
+        let bootstrap = self.bootstrap_members();
+        let peers = &self.peers;
+        let own = (self.certificate.name.as_str(), self.public_key);
+        let name_taken = |name: &str, key: &PublicKey| {
+            (own.0 == name && own.1 != *key)
+                || peers.iter().any(|p| {
+                    p.name == name && p.public_key != *key && !self.revoked.contains(&p.public_key)
+                })
+        };
+        let mut ctx = JoinContext {
+            now_unix,
+            local: &self.secret,
+            our_mac1_key: &self.our_mac1_key,
+            network: self.network,
+            network_secret: self.network_secret.as_ref(),
+            rng: &mut self.rng,
+            name_taken: &name_taken,
+            bootstrap: &bootstrap,
+            certificate_lifetime: self.certificate_lifetime.as_secs(),
+        };
+        match self.invites.handle_request(&mut ctx, from, datagram) {
+            JoinOutcome::Admitted(admission) => {
+                info!(name = %admission.name, key = %admission.key, %from, repeated = admission.repeated, "admitted a new member by invitation");
+                self.events.push_back(NodeEvent::JoinAdmitted {
+                    invite_id: admission.invite_id,
+                    name: admission.name,
+                    key: admission.key,
+                    reply: admission.reply,
+                    destination: from,
+                });
+            }
+            JoinOutcome::Refused { reason, reply } => {
+                info!(%from, reason = reason.as_str(), "refused a join request");
+                let mut packet = self.pool.take();
+                packet.copy_frame_from(&reply);
+                self.transmits.push_back(Transmit {
+                    destination: from,
+                    packet,
+                });
+            }
+            JoinOutcome::Dropped(_) => {}
+        }
+    }
+
+    /// Who a new member is told about: this node, then members with a session and an endpoint.
+    fn bootstrap_members(&self) -> Vec<BootstrapMember> {
+        let mut members = vec![BootstrapMember {
+            name: self.certificate.name.clone(),
+            key: self.public_key,
+            endpoints: self.advertise.clone(),
+        }];
+        members.extend(
+            self.peers
+                .iter()
+                .filter(|p| p.current.is_some() && !self.revoked.contains(&p.public_key))
+                .filter_map(|p| {
+                    Some(BootstrapMember {
+                        name: p.name.clone(),
+                        key: p.public_key,
+                        endpoints: vec![p.endpoint?],
+                    })
+                })
+                .take(BOOTSTRAP_PEERS_MAX),
+        );
+        members
+    }
+
+    /// The invitations the inviter's state directory holds (the io layer re-reads it).
+    pub fn set_pending_invites(&mut self, invites: Vec<PendingInvite>) {
+        self.invites.set_pending(invites);
     }
 
     fn count_wire_error(&mut self, e: WireError) {
@@ -655,6 +774,11 @@ impl Node {
         let frame = DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len;
         match kind {
             PayloadKind::Keepalive => Received::Nothing,
+            PayloadKind::Membership => {
+                // Gossip arrives with the membership layer (next commit); counted until then.
+                self.counters.rx_unknown_kind += 1;
+                Received::Nothing
+            }
             PayloadKind::Ethernet => {
                 if plain_len > self.max_frame {
                     self.counters.rx_oversize += 1;
@@ -997,7 +1121,7 @@ impl Node {
         if peer.current.is_none() && !peer.pending.is_empty() && peer.state(now) == "down" {
             let n = peer.pending.len() as u64;
             self.counters.tx_no_session += n;
-            for frame in std::mem::take(&mut peer.pending) {
+            for (_, frame) in std::mem::take(&mut peer.pending) {
                 self.pool.give(frame);
             }
         }
@@ -1097,6 +1221,7 @@ impl Node {
             counters: self
                 .counters()
                 .iter()
+                .chain(self.invites.counters().iter())
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }

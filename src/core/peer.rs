@@ -16,6 +16,7 @@ use meshd_crypto::{
 };
 
 use super::buffer::PacketBuf;
+use crate::wire::PayloadKind;
 
 /// The initiator of a session starts a new handshake once the session is this old.
 pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
@@ -131,7 +132,8 @@ pub(crate) struct Peer {
     pub next: Option<Session>,
     /// Newest initiation timestamp accepted from this peer; older or equal ones are replays.
     pub last_init_timestamp: u64,
-    pub pending: VecDeque<PacketBuf>,
+    /// Payloads (frames, membership messages) waiting for a session, with their kind.
+    pub pending: VecDeque<(PayloadKind, PacketBuf)>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub last_handshake: Option<Instant>,

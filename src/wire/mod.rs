@@ -156,6 +156,8 @@ pub enum PayloadKind {
     Keepalive,
     /// One complete Ethernet frame, from the destination MAC to the end of the payload (no FCS).
     Ethernet,
+    /// A membership message (gossip, certificate renewal) for the node's membership layer.
+    Membership,
     /// Any other value; receivers count and drop it.
     Unknown(u8),
 }
@@ -166,6 +168,7 @@ impl PayloadKind {
         match self {
             PayloadKind::Keepalive => "keepalive",
             PayloadKind::Ethernet => "ethernet",
+            PayloadKind::Membership => "membership",
             PayloadKind::Unknown(_) => "unknown",
         }
     }
@@ -176,6 +179,7 @@ impl From<u8> for PayloadKind {
         match value {
             0 => PayloadKind::Keepalive,
             1 => PayloadKind::Ethernet,
+            2 => PayloadKind::Membership,
             other => PayloadKind::Unknown(other),
         }
     }
@@ -186,6 +190,7 @@ impl From<PayloadKind> for u8 {
         match value {
             PayloadKind::Keepalive => 0,
             PayloadKind::Ethernet => 1,
+            PayloadKind::Membership => 2,
             PayloadKind::Unknown(other) => other,
         }
     }

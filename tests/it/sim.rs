@@ -358,6 +358,9 @@ fn make_node_issued_by(
     rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
     let secret = StaticSecret::from_bytes(secret);
     Node::new(NodeConfig {
+        network_secret: None,
+        certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
+        advertise: Vec::new(),
         network: network().network_id(),
         certificate: certificate(&secret, issuer),
         secret,
