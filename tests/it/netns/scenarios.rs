@@ -1,4 +1,4 @@
-//! The scenarios of issue 2 point 8, each a function that runs on an already built topology, prints what
+//! The data-plane scenarios (issue 2 point 8), each a function that runs on an already built topology, prints what
 //! it did, and panics with a message naming the containers and what was observed when it fails.
 //!
 //! Every wait is bounded: commands have deadlines, socket jobs use socket timeouts plus a join deadline.
@@ -45,7 +45,7 @@ impl Family {
         }
     }
 
-    fn addr(self, c: &Container) -> IpAddr {
+    pub fn addr(self, c: &Container) -> IpAddr {
         match self {
             Family::V4 => IpAddr::V4(c.ipv4),
             Family::V6 => IpAddr::V6(c.ipv6),
@@ -53,12 +53,25 @@ impl Family {
     }
 }
 
+/// `ping` from namespace `from_ns`: `count` echo requests `interval` seconds apart, waiting up to 2 s
+/// for the last reply.
 fn ping_command(
     from_ns: &str,
     family: Family,
     to: IpAddr,
     count: u32,
     interval: &str,
+) -> std::process::Command {
+    ping_command_waiting(from_ns, family, to, count, interval, "2")
+}
+
+fn ping_command_waiting(
+    from_ns: &str,
+    family: Family,
+    to: IpAddr,
+    count: u32,
+    interval: &str,
+    wait: &str,
 ) -> std::process::Command {
     let (count, to) = (count.to_string(), to.to_string());
     exec_in(
@@ -73,7 +86,7 @@ fn ping_command(
             "-i",
             interval,
             "-W",
-            "2",
+            wait,
             &to,
         ],
     )
@@ -257,7 +270,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A UDP broadcast to 10.77.0.255 from one container reaches a listener in each of the other five.
+/// A UDP broadcast to 10.77.0.255 from one container reaches a listener in each of the others.
 pub fn broadcast(topo: &Topology, from: &str) {
     let token = format!(
         "meshd-it broadcast {} {:?}",
@@ -690,7 +703,8 @@ fn flood(targets: &[SocketAddr]) -> Result<FloodStats, String> {
     Ok(stats)
 }
 
-fn peer_states(status: &serde_json::Value) -> String {
+/// `name=state` of every session in a status, for messages.
+pub fn peer_states(status: &serde_json::Value) -> String {
     status["peers"]
         .as_array()
         .map(|peers| {
