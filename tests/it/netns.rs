@@ -13,6 +13,7 @@
 //! Run: `sudo -E cargo test --test it netns -- --nocapture --test-threads=1`
 //! (`MESHD_IT_KEEP=1` keeps the daemons' configs, state and logs; they are always kept after a failure.)
 
+mod admission;
 mod cmd;
 mod mesh;
 mod nsthread;
@@ -27,7 +28,7 @@ use mesh::{Mesh, FORM_TIMEOUT};
 use topology::{Topology, HOSTS};
 
 /// Scenarios in meshd mode; control mode runs the first `DATA_PLANE` of them.
-const SCENARIOS: usize = 6;
+const SCENARIOS: usize = 10;
 const DATA_PLANE: usize = 6;
 
 const SKIP_MESSAGE: &str =
@@ -134,6 +135,14 @@ fn four_hosts_joined_by_invitation_form_one_switch() {
     scenarios::garbage_flood(&topo, mesh.as_mut());
     done(t, &mut mesh);
 
+    match mesh.as_mut() {
+        Some(mesh) => admission_scenarios(&mut topo, mesh),
+        None => println!(
+            "== [{}-{SCENARIOS}/{SCENARIOS}] admission scenarios skipped: CONTROL mode has no meshd",
+            DATA_PLANE + 1
+        ),
+    }
+
     if let Some(mesh) = mesh.as_mut() {
         mesh.stop_and_check();
     }
@@ -143,6 +152,41 @@ fn four_hosts_joined_by_invitation_form_one_switch() {
         if control { "CONTROL" } else { "meshd" },
         started.elapsed()
     );
+}
+
+/// Scenarios 7-10 (issue 3). An outsider host h5 with one container, on the same underlay and subnet but
+/// never invited, first tries refused tokens and then runs a rogue node.
+fn admission_scenarios(topo: &mut Topology, mesh: &mut Mesh) {
+    let (outsider, outsider_container) = topo.add_outsider(HOSTS + 1);
+    let finish = |t: Instant, mesh: &mut Mesh| {
+        mesh.assert_alive();
+        println!("   ok ({:.1?})", t.elapsed());
+    };
+
+    let t = scenario(
+        7,
+        "spent, forged and expired tokens are refused; nothing is written, the founder is unchanged",
+    );
+    admission::refused_tokens(mesh, &outsider);
+    finish(t, mesh);
+
+    let t = scenario(
+        8,
+        "a rogue node with a self-made key and the real network in its config gets no frame through",
+    );
+    admission::rogue(topo, mesh, &outsider, &outsider_container);
+    finish(t, mesh);
+
+    let t = scenario(9, "h3 restarted with SIGTERM and the same config is back");
+    admission::restart(topo, mesh, "h3");
+    finish(t, mesh);
+
+    let t = scenario(
+        10,
+        "h4 revoked on the founder is cut off everywhere, also after h2 restarts",
+    );
+    admission::revoke(topo, mesh, "h4", "h2");
+    finish(t, mesh);
 }
 
 /// Forms the mesh by invitation, waits until every node sees every other as an alive member with a

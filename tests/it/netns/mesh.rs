@@ -29,6 +29,13 @@ const LOG_TAIL_LINES: usize = 120;
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the mesh may take to form: every node a member of every other and every session up.
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+/// The counters a node raises when it refuses a handshake for lack of a valid admission.
+pub const ADMISSION_COUNTERS: [&str; 3] = [
+    "rx_handshake_bad_certificate",
+    "rx_handshake_no_certificate",
+    "rx_handshake_revoked",
+];
+
 pub fn meshd(args: &[&str]) -> Command {
     let mut command = Command::new(MESHD);
     command.args(args);
@@ -277,6 +284,13 @@ impl Mesh {
         &self.nodes[0]
     }
 
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no meshd node {name}"))
+    }
+
     /// `meshd invite --config FOUNDER [--name NAME] --expires EXPIRES` on the founder's host; the token.
     pub fn invite(&self, name: Option<&str>, expires: &str) -> String {
         let founder = self.founder();
@@ -380,6 +394,23 @@ impl Mesh {
         .trim()
         .to_string();
         took
+    }
+
+    /// `meshd revoke --config FOUNDER NAME` on the founder's host.
+    pub fn revoke(&self, name: &str) -> cmd::Output {
+        let founder = self.founder();
+        println!(
+            "  {}$ meshd revoke --config {} {name}",
+            founder.name,
+            founder.config_str()
+        );
+        cmd::run(
+            meshd_in(
+                &founder.ns,
+                &["revoke", "--config", founder.config_str(), name],
+            ),
+            cmd::SHORT,
+        )
     }
 
     /// `meshd status --json` of node `index`, parsed.
@@ -703,6 +734,11 @@ pub fn peer<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|p| p["name"] == name)
+}
+
+/// A counter of a status (0 when absent).
+pub fn counter(status: &Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
 }
 
 /// `name=state` of every member, for messages.

@@ -238,6 +238,29 @@ pub fn tagged_frame(
     frame
 }
 
+/// An untagged Ethernet frame.
+pub fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(14 + payload.len().max(46));
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame.resize(frame.len().max(60), 0);
+    frame
+}
+
+/// Source MAC of a frame, if it is long enough to have one.
+pub fn source_mac(frame: &[u8]) -> Option<[u8; 6]> {
+    frame.get(6..12)?.try_into().ok()
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// A broadcast ARP request from (`mac`, `sender`) asking who has `target`.
 pub fn arp_request(
     mac: [u8; 6],

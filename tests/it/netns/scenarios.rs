@@ -92,6 +92,40 @@ fn ping_command_waiting(
     )
 }
 
+/// One round of single pings (1 s wait), all pairs in parallel: whether each pair got its reply. A
+/// round takes about 1 s when pings fail, much less when they all succeed.
+pub fn ping_round(pairs: &[(&Container, &Container)], family: Family) -> Vec<bool> {
+    let running: Vec<_> = pairs
+        .iter()
+        .map(|(a, b)| {
+            cmd::spawn(ping_command_waiting(
+                &a.ns,
+                family,
+                family.addr(b),
+                1,
+                "0.2",
+                "1",
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    running
+        .into_iter()
+        .map(|r| r.wait_until(deadline).success())
+        .collect()
+}
+
+/// Every ordered pair (a, b) with a in `from` and b in `to`.
+pub fn pairs<'a>(
+    from: &[&'a Container],
+    to: &[&'a Container],
+) -> Vec<(&'a Container, &'a Container)> {
+    from.iter()
+        .flat_map(|a| to.iter().map(move |b| (*a, *b)))
+        .filter(|(a, b)| a.name != b.name)
+        .collect()
+}
+
 /// One ping exchange (up to 2 echo requests, success when any reply arrives).
 fn ping_once(from: &Container, family: Family, to: IpAddr) -> cmd::Output {
     cmd::run(

@@ -209,6 +209,15 @@ impl Topology {
         container
     }
 
+    /// An outsider host `n` (above `HOSTS`) with one container on its br0, on the same underlay and
+    /// container subnet as the mesh but not listed in `hosts`/`containers`. Torn down with the rest.
+    pub fn add_outsider(&mut self, n: u8) -> (Host, Container) {
+        assert!(n > HOSTS, "outsider h{n} would collide with a mesh host");
+        let host = self.build_host(n);
+        let container = self.build_container(n, 1);
+        (host, container)
+    }
+
     fn host_ns(&self, n: u8) -> String {
         format!("{}-h{n}", self.prefix)
     }
@@ -271,6 +280,16 @@ impl Topology {
             .iter()
             .find(|h| h.n == n)
             .unwrap_or_else(|| panic!("no host h{n}"))
+    }
+
+    /// The containers currently plugged into host `n`.
+    pub fn containers_on(&self, n: u8) -> Vec<&Container> {
+        self.containers.iter().filter(|c| c.host == n).collect()
+    }
+
+    /// The containers currently plugged into any host but `n`.
+    pub fn containers_off(&self, n: u8) -> Vec<&Container> {
+        self.containers.iter().filter(|c| c.host != n).collect()
     }
 
     pub fn container(&self, name: &str) -> &Container {
