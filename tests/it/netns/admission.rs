@@ -253,42 +253,15 @@ pub fn rogue(topo: &Topology, mesh: &mut Mesh, host: &Host, container: &Containe
         network.remove("secret_file");
         c.insert("peers".into(), toml::Value::Array(members));
     });
-    let edited = read_config(&rogue.config);
     println!(
         "  edited its config: [network] id = the real network, no secret_file, [[peers]] = {:?}",
-        config_peers(&edited)
+        config_peers(&read_config(&rogue.config))
             .iter()
             .map(|(name, _, endpoint)| format!("{name}@{}", endpoint.as_deref().unwrap_or("?")))
             .collect::<Vec<_>>()
     );
 
-    let control = topo.container(CONTROL_SENDER);
-    let control_mac = packet::parse_mac(&control.mac);
-    let control_marker = format!("meshd-it control {}", std::process::id()).into_bytes();
-    let rogue_marker = format!("meshd-it rogue {}", std::process::id()).into_bytes();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let sniffers: Vec<(String, NsJob<Sniffed>)> = topo
-        .containers
-        .iter()
-        .map(|c| {
-            let job = sniff(
-                &c.ns,
-                &format!("sniff-{}", c.name),
-                Arc::clone(&stop),
-                control_mac,
-                control_marker.clone(),
-                ready_tx.clone(),
-            );
-            (c.name.clone(), job)
-        })
-        .collect();
-    drop(ready_tx);
-    for _ in &sniffers {
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("a sniffer did not open its packet socket within 5 s");
-    }
+    let sniffers = Sniffers::start(topo);
     let mut rogue_macs = link_macs(&host.ns);
     rogue_macs.extend(link_macs(&container.ns));
     let before: Vec<BTreeMap<&str, u64>> = (0..mesh.nodes.len())
@@ -302,21 +275,21 @@ pub fn rogue(topo: &Topology, mesh: &mut Mesh, host: &Host, container: &Containe
     let variant = match rogue.try_ready(Duration::from_secs(10)) {
         Ok(_) => "with the real network id in its config".to_string(),
         Err(e) => {
-            // The daemon checks its own certificate against its config: an edited network id alone
-            // does not even start. The closest attacker that runs keeps its own network's id.
+            // The daemon checks its own certificate against its config: with the real network id
+            // and a self-made certificate it does not start. The closest rogue that runs keeps its
+            // own network's id and still knows every member's key and endpoint.
             println!(
-                "  NOTE: the rogue daemon does not start with the real network id and its self-made \
-                 certificate:\n{}\n  -> retrying with the config naming its own network (still every \
-                 member as a peer)",
-                indent(&last_lines(&e, 6))
+                "  the rogue daemon refuses to start with the real network id and its self-made \
+                 certificate:\n{}\n  -> restarting it with its own network's id (still every member \
+                 as a peer)",
+                indent(&last_lines(&e, 3))
             );
             edit_config(&rogue.config, |c| {
                 table(c, "network").insert("id".into(), own_network.clone().into());
             });
             rogue.spawn();
             rogue.wait_ready(Duration::from_secs(10));
-            "with its own network's id in its config (the real id made it refuse to start)"
-                .to_string()
+            "with its own network's id in its config".to_string()
         }
     };
     println!(
@@ -324,121 +297,26 @@ pub fn rogue(topo: &Topology, mesh: &mut Mesh, host: &Host, container: &Containe
         rogue.pid().unwrap_or(0)
     );
     rogue_macs.extend(link_macs(&host.ns));
-    println!(
-        "  rogue MACs watched for: {}",
-        rogue_macs
-            .iter()
-            .map(packet::format_mac)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-
-    let targets: Vec<([u8; 6], Ipv4Addr)> = topo
-        .containers
-        .iter()
-        .map(|c| (packet::parse_mac(&c.mac), c.ipv4))
-        .collect();
-    let flood = rogue_flood(container, targets, rogue_marker);
-    let pings: Vec<(&str, cmd::Running)> = [
-        (
-            "broadcast ping 10.77.0.255",
-            vec!["-4", "-b", "10.77.0.255"],
-        ),
-        ("ping ff02::1 (all nodes)", vec!["-6", "ff02::1%eth0"]),
-        ("ping 10.77.0.11 (needs ARP)", vec!["-4", "10.77.0.11"]),
-    ]
-    .into_iter()
-    .map(|(what, target)| {
-        let mut args = vec!["-n", "-q", "-c", "25", "-i", "0.2", "-W", "1"];
-        args.extend(target);
-        (what, cmd::spawn(exec_in(&container.ns, "ping", &args)))
-    })
-    .collect();
-    let control_job = control_broadcasts(
-        control,
-        packet::frame(
-            [0xff; 6],
-            control_mac,
-            ETHERTYPE_EXPERIMENTAL,
-            &control_marker,
-        ),
-    );
-    let flood_stats = flood
-        .join(ROGUE_FLOOD + Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("rogue flood failed: {e}"));
-    control_job
-        .join(ROGUE_FLOOD + Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("control broadcasts from {CONTROL_SENDER} failed: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let ping_summaries: Vec<String> = pings
-        .into_iter()
-        .map(|(what, run)| {
-            let out = run.wait_until(deadline);
-            let summary = out
-                .stdout
-                .lines()
-                .find(|l| l.contains("packets transmitted"))
-                .unwrap_or("no summary")
-                .trim()
-                .to_string();
-            format!("{what}: {summary}")
-        })
-        .collect();
+    let flood = flood_window(topo, container);
     // Frames still in flight through a (hypothetical) tunnel arrive within milliseconds.
     thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
     let rogue_status = mesh.outsiders[index].status();
     rogue_macs.extend(link_macs(&host.ns));
-    println!(
-        "  rogue container {} ({}, {}) sent {} raw frames (broadcast, ARP for every container, unicast to \
-         every container MAC) over {ROGUE_FLOOD:?}, plus:",
-        container.name, container.mac, container.ipv4, flood_stats
-    );
-    for line in &ping_summaries {
-        println!("    {line}");
-    }
-
-    let mut leaks = Vec::new();
-    let mut no_control = Vec::new();
-    for (name, job) in sniffers {
-        let sniffed = job
-            .join(Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("sniffer in {name} failed: {e}"));
-        let from_rogue: Vec<String> = sniffed
-            .by_source
-            .iter()
-            .filter(|(mac, _)| rogue_macs.contains(*mac))
-            .map(|(mac, n)| format!("{n} frames from {}", packet::format_mac(mac)))
-            .collect();
-        println!(
-            "  {name}: sniffed {} frames from {} MACs, {} marked broadcasts from {CONTROL_SENDER}, {} from the rogue",
-            sniffed.frames,
-            sniffed.by_source.len(),
-            sniffed.control,
-            if from_rogue.is_empty() {
-                "none".to_string()
-            } else {
-                from_rogue.join(", ")
-            }
-        );
-        if !from_rogue.is_empty() {
-            leaks.push(format!("{name}: {}", from_rogue.join(", ")));
-        }
-        if name != CONTROL_SENDER && sniffed.control == 0 {
-            no_control.push(name);
-        }
-    }
+    let report = sniffers.finish(&rogue_macs);
+    println!("  {flood}");
     assert!(
-        no_control.is_empty(),
-        "the sniffers in {no_control:?} saw none of {CONTROL_SENDER}'s marked broadcasts during the \
-         rogue's flood: the check below would prove nothing"
+        report.silent.is_empty(),
+        "the sniffers in {:?} saw none of {CONTROL_SENDER}'s marked broadcasts during the rogue's \
+         flood: the check below would prove nothing",
+        report.silent
     );
     assert!(
-        leaks.is_empty(),
+        report.leaks.is_empty(),
         "frames from the rogue reached mesh containers:\n{}",
-        leaks.join("\n")
+        report.leaks.join("\n")
     );
 
+    let rogue_key = mesh.outsiders[index].public_key.clone();
     let mut refused_by = Vec::new();
     for (i, before) in before.iter().enumerate() {
         let status = mesh
@@ -466,7 +344,6 @@ pub fn rogue(topo: &Topology, mesh: &mut Mesh, host: &Host, container: &Containe
         if !grown.is_empty() {
             refused_by.push(node.name.clone());
         }
-        let rogue_key = &mesh.outsiders[index].public_key;
         let listed = |list: &str| {
             status[list].as_array().is_some_and(|entries| {
                 entries
@@ -510,6 +387,38 @@ pub fn rogue(topo: &Topology, mesh: &mut Mesh, host: &Host, container: &Containe
     );
 }
 
+/// 8 in CONTROL mode (no meshd): the same flood from an outsider whose br0 is wired straight into h4's
+/// must be seen by every sniffer, which proves the rogue check above can fail.
+pub fn rogue_wired_in(topo: &Topology, host: &Host, container: &Container) {
+    topo.wire_in(host, 4);
+    println!(
+        "  {}'s br0 wired straight into h4's br0 (a veth): the rogue is on the segment",
+        host.name
+    );
+    let sniffers = Sniffers::start(topo);
+    let mut rogue_macs = link_macs(&host.ns);
+    rogue_macs.extend(link_macs(&container.ns));
+    let flood = flood_window(topo, container);
+    thread::sleep(Duration::from_millis(500));
+    let report = sniffers.finish(&rogue_macs);
+    println!("  {flood}");
+    assert!(
+        report.silent.is_empty(),
+        "the sniffers in {:?} saw none of {CONTROL_SENDER}'s marked broadcasts",
+        report.silent
+    );
+    assert_eq!(
+        report.leaks.len(),
+        topo.containers.len(),
+        "every container must see a rogue wired into the segment; the sniffers caught only:\n{}",
+        report.leaks.join("\n")
+    );
+    println!(
+        "  every sniffer caught the wired-in rogue: the check that a meshd rogue gets no frame through is \
+         able to fail"
+    );
+}
+
 /// The admission counters of a status.
 fn admission_counters(status: &Value) -> BTreeMap<&'static str, u64> {
     ADMISSION_COUNTERS
@@ -544,6 +453,10 @@ fn link_macs(ns: &str) -> BTreeSet<[u8; 6]> {
         .collect()
 }
 
+fn control_marker() -> Vec<u8> {
+    format!("meshd-it control {}", std::process::id()).into_bytes()
+}
+
 /// What one container's sniffer saw.
 struct Sniffed {
     frames: u64,
@@ -552,47 +465,129 @@ struct Sniffed {
     control: u64,
 }
 
-/// Counts every frame on the container's eth0 by source MAC until `stop` is set (at most 60 s).
-fn sniff(
-    ns: &str,
-    label: &str,
+/// A raw-socket sniffer on every mesh container's eth0, counting frames by source MAC.
+struct Sniffers {
     stop: Arc<AtomicBool>,
-    control_mac: [u8; 6],
-    marker: Vec<u8>,
-    ready: mpsc::Sender<()>,
-) -> NsJob<Sniffed> {
-    nsthread::spawn(ns, label, move || {
-        let sock = PacketSocket::open("eth0", true)?;
-        let _ = ready.send(());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut sniffed = Sniffed {
-            frames: 0,
-            by_source: BTreeMap::new(),
-            control: 0,
-        };
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let Some(frame) = sock.recv()? else { continue };
-            sniffed.frames += 1;
-            if let Some(source) = packet::source_mac(&frame.data) {
-                *sniffed.by_source.entry(source).or_default() += 1;
-                if source == control_mac && frame.data.windows(marker.len()).any(|w| w == marker) {
-                    sniffed.control += 1;
-                }
-            }
-        }
-        Ok(sniffed)
-    })
+    jobs: Vec<(String, NsJob<Sniffed>)>,
 }
 
-/// The rogue container's raw flood for `ROGUE_FLOOD`: every 100 ms a marked broadcast, an ARP request
-/// for each mesh container and a unicast frame to each mesh container's MAC. Returns frames sent.
-fn rogue_flood(
-    container: &Container,
-    targets: Vec<([u8; 6], Ipv4Addr)>,
-    marker: Vec<u8>,
-) -> NsJob<u64> {
+/// What the sniffers saw, judged against the rogue's MACs.
+struct SniffReport {
+    /// "container: N frames from MAC" for every container that saw a rogue MAC.
+    leaks: Vec<String>,
+    /// Containers (other than the control sender) that saw none of its marked broadcasts.
+    silent: Vec<String>,
+}
+
+impl Sniffers {
+    /// Opens every sniffer and returns once all of them are capturing.
+    fn start(topo: &Topology) -> Sniffers {
+        let control_mac = packet::parse_mac(&topo.container(CONTROL_SENDER).mac);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let jobs: Vec<(String, NsJob<Sniffed>)> = topo
+            .containers
+            .iter()
+            .map(|c| {
+                let (stop, ready, marker) = (Arc::clone(&stop), ready_tx.clone(), control_marker());
+                let job = nsthread::spawn(&c.ns, &format!("sniff-{}", c.name), move || {
+                    let sock = PacketSocket::open("eth0", true)?;
+                    let _ = ready.send(());
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let mut sniffed = Sniffed {
+                        frames: 0,
+                        by_source: BTreeMap::new(),
+                        control: 0,
+                    };
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let Some(frame) = sock.recv()? else { continue };
+                        sniffed.frames += 1;
+                        if let Some(source) = packet::source_mac(&frame.data) {
+                            *sniffed.by_source.entry(source).or_default() += 1;
+                            if source == control_mac
+                                && frame.data.windows(marker.len()).any(|w| w == marker)
+                            {
+                                sniffed.control += 1;
+                            }
+                        }
+                    }
+                    Ok(sniffed)
+                });
+                (c.name.clone(), job)
+            })
+            .collect();
+        drop(ready_tx);
+        for _ in &jobs {
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a sniffer did not open its packet socket within 5 s");
+        }
+        Sniffers { stop, jobs }
+    }
+
+    /// Stops every sniffer, prints what each saw and judges it against `rogue_macs`.
+    fn finish(self, rogue_macs: &BTreeSet<[u8; 6]>) -> SniffReport {
+        self.stop.store(true, Ordering::Relaxed);
+        println!(
+            "  rogue MACs watched for: {}",
+            rogue_macs
+                .iter()
+                .map(packet::format_mac)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut report = SniffReport {
+            leaks: Vec::new(),
+            silent: Vec::new(),
+        };
+        for (name, job) in self.jobs {
+            let sniffed = job
+                .join(Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("sniffer in {name} failed: {e}"));
+            let from_rogue: Vec<String> = sniffed
+                .by_source
+                .iter()
+                .filter(|(mac, _)| rogue_macs.contains(*mac))
+                .map(|(mac, n)| format!("{n} frames from {}", packet::format_mac(mac)))
+                .collect();
+            println!(
+                "  {name}: sniffed {} frames from {} MACs, {} marked broadcasts from {CONTROL_SENDER}, {} \
+                 from the rogue",
+                sniffed.frames,
+                sniffed.by_source.len(),
+                sniffed.control,
+                if from_rogue.is_empty() {
+                    "none".to_string()
+                } else {
+                    from_rogue.join(", ")
+                }
+            );
+            if !from_rogue.is_empty() {
+                report
+                    .leaks
+                    .push(format!("{name}: {}", from_rogue.join(", ")));
+            }
+            if name != CONTROL_SENDER && sniffed.control == 0 {
+                report.silent.push(name);
+            }
+        }
+        report
+    }
+}
+
+/// For `ROGUE_FLOOD`: the rogue container floods raw frames (every 100 ms a marked broadcast, an ARP
+/// request for each mesh container and a unicast frame to each mesh container's MAC) and pings
+/// (broadcast, all-nodes multicast, a unicast needing ARP), while the control sender sends marked
+/// broadcasts every 250 ms. Returns a summary of what the rogue sent.
+fn flood_window(topo: &Topology, container: &Container) -> String {
     let (mac, ip) = (packet::parse_mac(&container.mac), container.ipv4);
-    nsthread::spawn(
+    let targets: Vec<([u8; 6], Ipv4Addr)> = topo
+        .containers
+        .iter()
+        .map(|c| (packet::parse_mac(&c.mac), c.ipv4))
+        .collect();
+    let marker = format!("meshd-it rogue {}", std::process::id()).into_bytes();
+    let flood = nsthread::spawn(
         &container.ns,
         &format!("rogue-flood-{}", container.name),
         move || {
@@ -600,12 +595,8 @@ fn rogue_flood(
             let started = Instant::now();
             let mut sent = 0u64;
             while started.elapsed() < ROGUE_FLOOD {
-                sock.send(&packet::frame(
-                    [0xff; 6],
-                    mac,
-                    ETHERTYPE_EXPERIMENTAL,
-                    &marker,
-                ))?;
+                let broadcast = packet::frame([0xff; 6], mac, ETHERTYPE_EXPERIMENTAL, &marker);
+                sock.send(&broadcast)?;
                 sent += 1;
                 for (target_mac, target_ip) in &targets {
                     sock.send(&packet::arp_request(mac, ip, *target_ip))?;
@@ -621,14 +612,32 @@ fn rogue_flood(
             }
             Ok(sent)
         },
-    )
-}
-
-/// Marked broadcasts from a mesh container every 250 ms for `ROGUE_FLOOD`.
-fn control_broadcasts(container: &Container, frame: Vec<u8>) -> NsJob<()> {
-    nsthread::spawn(
-        &container.ns,
-        &format!("control-{}", container.name),
+    );
+    let pings: Vec<(&str, cmd::Running)> = [
+        (
+            "broadcast ping 10.77.0.255",
+            vec!["-4", "-b", "10.77.0.255"],
+        ),
+        ("ping ff02::1 (all nodes)", vec!["-6", "ff02::1%eth0"]),
+        ("ping 10.77.0.11 (needs ARP)", vec!["-4", "10.77.0.11"]),
+    ]
+    .into_iter()
+    .map(|(what, target)| {
+        let mut args = vec!["-n", "-q", "-c", "25", "-i", "0.2", "-W", "1"];
+        args.extend(target);
+        (what, cmd::spawn(exec_in(&container.ns, "ping", &args)))
+    })
+    .collect();
+    let control = topo.container(CONTROL_SENDER);
+    let frame = packet::frame(
+        [0xff; 6],
+        packet::parse_mac(&control.mac),
+        ETHERTYPE_EXPERIMENTAL,
+        &control_marker(),
+    );
+    let control_job = nsthread::spawn(
+        &control.ns,
+        &format!("control-{}", control.name),
         move || {
             let sock = PacketSocket::open("eth0", false)?;
             let started = Instant::now();
@@ -638,6 +647,35 @@ fn control_broadcasts(container: &Container, frame: Vec<u8>) -> NsJob<()> {
             }
             Ok(())
         },
+    );
+    let sent = flood
+        .join(ROGUE_FLOOD + Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("rogue flood failed: {e}"));
+    control_job
+        .join(ROGUE_FLOOD + Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("marked broadcasts from {CONTROL_SENDER} failed: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pings: Vec<String> = pings
+        .into_iter()
+        .map(|(what, run)| {
+            let out = run.wait_until(deadline);
+            let summary = out
+                .stdout
+                .lines()
+                .find(|l| l.contains("packets transmitted"))
+                .unwrap_or("no summary")
+                .trim()
+                .to_string();
+            format!("{what}: {summary}")
+        })
+        .collect();
+    format!(
+        "rogue container {} ({}, {}) sent {sent} raw frames (broadcasts, ARP for every container, unicast \
+         to every container MAC) over {ROGUE_FLOOD:?}; {}",
+        container.name,
+        container.mac,
+        container.ipv4,
+        pings.join("; ")
     )
 }
 

@@ -261,18 +261,13 @@ impl Topology {
     /// Control mode: joins the hosts' bridges with veth links in a line so the segment has no loop.
     fn link_bridges_directly(&self) {
         for (a, b) in (1..HOSTS).map(|a| (a, a + 1)) {
-            let (a_ns, b_ns) = (&self.host(a).ns, &self.host(b).ns);
-            let a_end = format!("t{a}{b}");
-            let b_end = format!("t{b}{a}");
-            ip_ok(
-                a_ns,
-                &[
-                    "link", "add", &a_end, "type", "veth", "peer", "name", &b_end, "netns", b_ns,
-                ],
-            );
-            ip_ok(a_ns, &["link", "set", &a_end, "master", "br0", "up"]);
-            ip_ok(b_ns, &["link", "set", &b_end, "master", "br0", "up"]);
+            link_bridges(&self.host(a).ns, &self.host(b).ns, a, b);
         }
+    }
+
+    /// Control mode: plugs an outsider's br0 straight into host `to`'s br0, as if it were a member.
+    pub fn wire_in(&self, outsider: &Host, to: u8) {
+        link_bridges(&outsider.ns, &self.host(to).ns, outsider.n, to);
     }
 
     pub fn host(&self, n: u8) -> &Host {
@@ -328,6 +323,20 @@ impl Topology {
         }
         self.container_mtu = mtu;
     }
+}
+
+/// A veth `t<a><b>` / `t<b><a>` between the br0 bridges of namespaces `a_ns` and `b_ns`.
+fn link_bridges(a_ns: &str, b_ns: &str, a: u8, b: u8) {
+    let a_end = format!("t{a}{b}");
+    let b_end = format!("t{b}{a}");
+    ip_ok(
+        a_ns,
+        &[
+            "link", "add", &a_end, "type", "veth", "peer", "name", &b_end, "netns", b_ns,
+        ],
+    );
+    ip_ok(a_ns, &["link", "set", &a_end, "master", "br0", "up"]);
+    ip_ok(b_ns, &["link", "set", &b_end, "master", "br0", "up"]);
 }
 
 impl Drop for Topology {
