@@ -939,10 +939,6 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
             false
         }
     };
-    let before = counter(
-        &mesh.status(m).unwrap_or(Value::Null),
-        "rx_handshake_revoked",
-    );
     let target_containers = topo.containers_on(topo.hosts[m].n);
     let to_target = pairs(&on, &target_containers);
     let retry = Instant::now();
@@ -962,17 +958,27 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
         "{restarted_member} lists revoked {name} as {state:?} after its restart: peers {}",
         status["peers"]
     );
+    // Counters start at zero with the daemon: these are all refusals since the restart.
+    let refused: Vec<String> = admission_counters(&status)
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     println!(
-        "  after its restart {restarted_member} shows {name} as {}, refused {} of its handshakes \
-         (rx_handshake_revoked) while {name}'s containers failed {rounds} ping rounds to \
-         {restarted_member}'s over {:.1?}{}",
+        "  after its restart {restarted_member} shows {name} as {}; {name}'s containers failed {rounds} ping \
+         rounds to {restarted_member}'s over {:.1?}{}; {restarted_member}'s admission refusals since its \
+         restart: {}",
         state.as_deref().unwrap_or("(not listed)"),
-        counter(&status, "rx_handshake_revoked").saturating_sub(before),
         retry.elapsed(),
         if revoked_running {
             ""
         } else {
             " (its daemon was not running)"
+        },
+        if refused.is_empty() {
+            "none".to_string()
+        } else {
+            refused.join(", ")
         }
     );
 }
