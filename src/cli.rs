@@ -452,10 +452,16 @@ fn join(
         }
     };
 
+    // The inviter is the one bootstrap member written down: it answered just now, and gossip
+    // through it brings every other member within seconds.
     let peers: Vec<(String, PublicKey, Option<SocketAddr>)> = result
         .bootstrap
         .iter()
-        .map(|m| (m.name.clone(), m.key, m.endpoints.first().copied()))
+        .filter(|m| m.key == token.inviter())
+        .map(|m| {
+            let reached = m.endpoints.iter().find(|e| token.endpoints().contains(e));
+            (m.name.clone(), m.key, reached.or(m.endpoints.first()).copied())
+        })
         .collect();
     let text = render_config(
         &files,

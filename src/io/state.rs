@@ -47,6 +47,8 @@ impl StateDir {
     /// Re-reads the invitations before a join request is handled (rate-limited), even when the
     /// directory's timestamp has not visibly moved (coarse timestamps on some filesystems).
     pub fn refresh_for_join(&mut self, now: Instant, node: &mut Node) {
+        // A stat is cheap: a new invitation file changes the directory's timestamp.
+        self.refresh(node);
         if self
             .last_join_rescan
             .is_some_and(|t| now.saturating_duration_since(t) < JOIN_RESCAN_MIN_INTERVAL)
