@@ -58,6 +58,8 @@ pub const MEMBER_TABLE_MAX: usize = 65_536;
 /// one and left to expire when idle, so a 10,000-member network does not mean 10,000 sessions
 /// per node.
 pub const FULL_MESH_MAX: usize = 256;
+/// In a network larger than [`FULL_MESH_MAX`], a session idle this long is left to expire.
+pub const ON_DEMAND_IDLE: Duration = Duration::from_secs(120);
 /// Members besides itself an inviter names to a new host (gossip tells it the rest).
 const BOOTSTRAP_PEERS_MAX: usize = 4;
 /// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
@@ -222,7 +224,11 @@ impl Node {
         let peers: Vec<Peer> = config
             .peers
             .into_iter()
-            .map(|p| Peer::new(p.name, p.public_key, p.endpoint))
+            .map(|p| {
+                let mut peer = Peer::new(p.name, p.public_key, p.endpoint);
+                peer.bootstrap = true;
+                peer
+            })
             .collect();
         let by_key = peers
             .iter()
@@ -1217,7 +1223,10 @@ impl Node {
                 self.by_index.remove(&s.local_index);
             }
         }
-        let dead = peer.current.is_some()
+        let wanted = self.wants_session(id, now);
+        let peer = &mut self.peers[id as usize];
+        let dead = wanted
+            && peer.current.is_some()
             && peer
                 .last_heard()
                 .is_some_and(|t| now.saturating_duration_since(t) >= DEAD_AFTER);
@@ -1232,17 +1241,18 @@ impl Node {
             self.fdb.remove_port(Port::Peer(id));
         }
         let peer = &self.peers[id as usize];
-        if let Some(s) = &peer.current {
+        if let Some(s) = peer.current.as_ref().filter(|_| wanted) {
             let idle_since = peer.last_sent.unwrap_or(s.created).max(s.created);
             if now.saturating_duration_since(idle_since) >= KEEPALIVE_INTERVAL {
                 self.send_keepalive(now, id);
             }
         }
         let peer = &self.peers[id as usize];
-        let needs_session = match &peer.current {
-            None => peer.endpoint.is_some(),
-            Some(s) => now >= s.rekey_at(),
-        };
+        let needs_session = wanted
+            && match &peer.current {
+                None => peer.endpoint.is_some(),
+                Some(s) => now >= s.rekey_at(),
+            };
         if peer.handshake.in_progress() {
             if peer.handshake.next_attempt.is_some_and(|t| now >= t) {
                 self.send_initiation(now, id);
@@ -1258,6 +1268,20 @@ impl Node {
                 self.pool.give(frame);
             }
         }
+    }
+
+    /// Whether the node keeps a session with this peer alive (keepalives, rekeys, redials): always
+    /// in a full mesh; in a large network only for bootstrap members and peers that carried
+    /// traffic recently, so idle sessions expire instead of piling up.
+    fn wants_session(&self, id: PeerId, now: Instant) -> bool {
+        let peer = &self.peers[id as usize];
+        if self.full_mesh() || peer.bootstrap || !peer.pending.is_empty() {
+            return true;
+        }
+        [peer.last_sent, peer.last_received]
+            .into_iter()
+            .flatten()
+            .any(|t| now.saturating_duration_since(t) < ON_DEMAND_IDLE)
     }
 
     /// When `handle_timeout` next has work to do.
@@ -1282,7 +1306,10 @@ impl Node {
                 if !p.handshake.in_progress() {
                     consider(s.rekey_at());
                 }
-            } else if p.endpoint.is_some() && !p.handshake.in_progress() {
+            } else if p.endpoint.is_some()
+                && !p.handshake.in_progress()
+                && (self.full_mesh() || p.bootstrap || !p.pending.is_empty())
+            {
                 consider(self.last_now);
             }
         }
@@ -1354,6 +1381,7 @@ impl Node {
             .membership
             .members(now)
             .into_iter()
+            .filter(|m| m.key != self.public_key)
             .map(|m| {
                 let peer = self.by_key.get(&m.key).map(|&id| &self.peers[id as usize]);
                 MemberStatus {

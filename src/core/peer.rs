@@ -125,6 +125,8 @@ pub(crate) struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// The newest verified certificate seen for this key (handshake or gossip).
     pub certificate: Option<Certificate>,
+    /// Listed in the config: always kept connected, the way back into the mesh.
+    pub bootstrap: bool,
     pub initiation: Option<Initiation>,
     pub handshake: HandshakeProgress,
     pub current: Option<Session>,
@@ -149,6 +151,7 @@ impl Peer {
             public_key,
             endpoint,
             certificate: None,
+            bootstrap: false,
             initiation: None,
             handshake: HandshakeProgress::default(),
             current: None,
