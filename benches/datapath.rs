@@ -137,6 +137,7 @@ fn connected_pair() -> (Node, Node, Instant) {
             network_secret: None,
             certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
             advertise: Vec::new(),
+            revocations: Vec::new(),
             network: network.network_id(),
             certificate,
             secret,

@@ -180,12 +180,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                 address,
                 token,
             } => join(&config, name, listen, bridge, address, &token),
-            Command::Revoke { config, name } => {
-                let _ = (config, name);
-                Err(CliError::Runtime(
-                    "revocation arrives with the membership layer".into(),
-                ))
-            }
+            Command::Revoke { config, name } => revoke(&config, &name),
             Command::AddPeer {
                 config,
                 name,
@@ -452,10 +447,20 @@ fn join(
         }
     };
 
+    // The inviter is the one bootstrap member written down: it answered just now, and gossip
+    // through it brings every other member within seconds.
     let peers: Vec<(String, PublicKey, Option<SocketAddr>)> = result
         .bootstrap
         .iter()
-        .map(|m| (m.name.clone(), m.key, m.endpoints.first().copied()))
+        .filter(|m| m.key == token.inviter())
+        .map(|m| {
+            let reached = m.endpoints.iter().find(|e| token.endpoints().contains(e));
+            (
+                m.name.clone(),
+                m.key,
+                reached.or(m.endpoints.first()).copied(),
+            )
+        })
         .collect();
     let text = render_config(
         &files,
@@ -489,6 +494,62 @@ fn join(
         crate::core::invite::format_unix(result.certificate.expires_at),
         path.display()
     );
+    Ok(())
+}
+
+fn revoke(path: &Path, name: &str) -> Result<(), CliError> {
+    use crate::core::membership::Revocation;
+    let config = Config::load(path)?;
+    let Some(network) = config.load_network_secret()? else {
+        return Err(CliError::Runtime(
+            "this node is not an admin of its network (its config has no [network] secret_file), so it cannot sign a revocation; run `meshd revoke` on an admin".into(),
+        ));
+    };
+    if name == config.name {
+        return Err(CliError::Usage(format!(
+            "`{name}` is this node; revoke it from another admin"
+        )));
+    }
+    // The running daemon knows every member by gossip; ask it for the key behind the name.
+    let status = crate::io::control::query_status(&config.control_socket).map_err(|e| {
+        CliError::Runtime(format!(
+            "{e}; the daemon must be running so revoke can look up `{name}` and spread the revocation"
+        ))
+    })?;
+    let member = status
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            CliError::Runtime(format!(
+                "no member named `{name}` in this network (see `meshd status`)"
+            ))
+        })?;
+    if member.state == "revoked" {
+        println!("{name} is already revoked");
+        return Ok(());
+    }
+    let key: PublicKey = member
+        .public_key
+        .parse()
+        .map_err(|_| CliError::Runtime("the daemon reported a malformed key".into()))?;
+    let now = unix_now();
+    let revocation = Revocation::issue(
+        &network,
+        key,
+        name,
+        now,
+        now.saturating_add(config.network.certificate_lifetime.as_secs()),
+    )
+    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    crate::io::state::write_revocation(&config.state_dir, &revocation).map_err(|e| {
+        CliError::Runtime(format!(
+            "storing the revocation in {}: {e}",
+            config.state_dir.display()
+        ))
+    })?;
+    println!("revoked {name} ({key})");
+    eprintln!("the daemon applies it within a second and spreads it by gossip; every member then refuses {name}");
     Ok(())
 }
 

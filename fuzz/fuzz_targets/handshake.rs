@@ -93,6 +93,7 @@ fuzz_target!(|steps: Vec<Step>| {
         network_secret: None,
         certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
         advertise: Vec::new(),
+        revocations: Vec::new(),
         network: network.network_id(),
         certificate: certificate(&network, "node", &node_secret),
         secret: node_secret,

@@ -6,6 +6,7 @@
 pub mod buffer;
 pub mod counters;
 pub mod invite;
+pub mod membership;
 pub mod node;
 pub mod offload;
 pub mod peer;

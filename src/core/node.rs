@@ -29,6 +29,9 @@ use tracing::{debug, info, warn};
 use super::buffer::{BufferPool, PacketBuf};
 use super::counters::Counters;
 use super::invite::{InviteBook, JoinContext, JoinOutcome, PendingInvite};
+use super::membership::{
+    Membership, MembershipConfig, MembershipError, MembershipEvent, Revocation,
+};
 use super::peer::{
     retry_delay, HandshakeProgress, Initiation, Peer, Session, Slot, DEAD_AFTER,
     KEEPALIVE_INTERVAL, PENDING_FRAMES_MAX, REJECT_AFTER_TIME,
@@ -50,6 +53,11 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 const ADMISSION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Members this node keeps state for; beyond it, new members' handshakes are refused (counted).
 pub const MEMBER_TABLE_MAX: usize = 65_536;
+/// Up to this many members a node keeps a session with every one of them (keepalives every 10 s
+/// cost 256 × 32 B / 10 s ≈ 1 kB/s); beyond it, sessions are made when a frame or gossip needs
+/// one and left to expire when idle, so a 10,000-member network does not mean 10,000 sessions
+/// per node.
+pub const FULL_MESH_MAX: usize = 256;
 /// Members besides itself an inviter names to a new host (gossip tells it the rest).
 const BOOTSTRAP_PEERS_MAX: usize = 4;
 /// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
@@ -76,6 +84,8 @@ pub struct NodeConfig {
     pub certificate_lifetime: Duration,
     /// Endpoints this node tells others to reach it on.
     pub advertise: Vec<SocketAddr>,
+    /// Revocations from the state directory.
+    pub revocations: Vec<Revocation>,
     /// The network this node belongs to: peers must hold a certificate it signed.
     pub network: NetworkId,
     /// This node's own certificate, shown to every peer in the handshake.
@@ -108,11 +118,10 @@ pub enum Received {
 /// Something the node learned that the layers around it (membership, io) act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// A handshake proved `certificate`'s key; `endpoint` is where the peer was seen.
-    PeerAuthenticated {
-        certificate: Certificate,
-        endpoint: SocketAddr,
-    },
+    /// A revocation this node had not known (learned by gossip or applied locally): persist it.
+    Revoked(Revocation),
+    /// This node's certificate was renewed by an admin: persist it.
+    CertificateRenewed(Certificate),
     /// An invitation was redeemed: record it as used on disk, then send `reply` to
     /// `destination` (in that order, so a crash in between cannot let the token work twice).
     JoinAdmitted {
@@ -158,6 +167,7 @@ pub struct Node {
     certificate_lifetime: Duration,
     advertise: Vec<SocketAddr>,
     invites: InviteBook,
+    membership: Membership,
     our_mac1_key: [u8; 32],
     rng: CoreRng,
     peers: Vec<Peer>,
@@ -188,6 +198,27 @@ enum Refusal {
 impl Node {
     pub fn new(config: NodeConfig) -> Node {
         let public_key = config.secret.public_key();
+        let mut rng = CoreRng::from_seed(config.rng_seed);
+        let mut membership_seed = [0u8; 32];
+        rng.fill_bytes(&mut membership_seed);
+        let revoked = config
+            .revocations
+            .iter()
+            .filter(|r| r.verify(&config.network))
+            .map(|r| r.static_key)
+            .collect();
+        let membership = Membership::new(MembershipConfig {
+            network: config.network,
+            certificate: config.certificate.clone(),
+            signing_key: config.secret.signing_key(),
+            network_secret: config.network_secret.clone(),
+            endpoints: config.advertise.clone(),
+            revocations: config.revocations,
+            now: config.now,
+            unix_secs_at_now: config.unix_nanos_at_now / 1_000_000_000,
+            rng_seed: membership_seed,
+            certificate_lifetime: config.certificate_lifetime,
+        });
         let peers: Vec<Peer> = config
             .peers
             .into_iter()
@@ -202,8 +233,9 @@ impl Node {
             network: config.network,
             certificate_bytes: config.certificate.encode(),
             certificate: config.certificate,
-            revoked: Default::default(),
+            revoked,
             events: VecDeque::new(),
+            membership,
             network_secret: config.network_secret,
             certificate_lifetime: config.certificate_lifetime,
             advertise: config.advertise,
@@ -211,7 +243,7 @@ impl Node {
             our_mac1_key: mac1_key(&public_key),
             public_key,
             secret: config.secret,
-            rng: CoreRng::from_seed(config.rng_seed),
+            rng,
             peers,
             by_key,
             by_index: IndexMap::default(),
@@ -775,8 +807,9 @@ impl Node {
         match kind {
             PayloadKind::Keepalive => Received::Nothing,
             PayloadKind::Membership => {
-                // Gossip arrives with the membership layer (next commit); counted until then.
-                self.counters.rx_unknown_kind += 1;
+                let key = self.peers[id as usize].public_key;
+                self.membership.handle_message(now, key, &datagram[frame]);
+                self.pump_membership(now);
                 Received::Nothing
             }
             PayloadKind::Ethernet => {
@@ -904,10 +937,8 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         self.counters.handshakes_completed += 1;
-        self.events.push_back(NodeEvent::PeerAuthenticated {
-            certificate,
-            endpoint: from,
-        });
+        self.membership.session_established(now, &certificate, from);
+        self.pump_membership(now);
         debug!(peer = %self.peers[id as usize].name, %from, "answered handshake");
         self.transmits.push_back(Transmit {
             destination: from,
@@ -974,11 +1005,9 @@ impl Node {
         if !was_up {
             info!(peer = %peer.name, endpoint = %from, "peer up");
         }
-        self.events.push_back(NodeEvent::PeerAuthenticated {
-            certificate,
-            endpoint: from,
-        });
         self.flush_pending(now, id);
+        self.membership.session_established(now, &certificate, from);
+        self.pump_membership(now);
     }
 
     // ---------------------------------------------------------------- handshakes we drive
@@ -1074,6 +1103,110 @@ impl Node {
             self.limiter.sweep(now);
             self.next_sweep = now + SWEEP_INTERVAL.min(LIMITER_SWEEP_INTERVAL);
         }
+        self.membership.handle_timeout(now);
+        self.pump_membership(now);
+    }
+
+    /// Sends what the membership layer queued (inside the tunnels, handshaking where needed)
+    /// and acts on what it learned: members to reach, revocations, our renewed certificate.
+    fn pump_membership(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some((key, payload)) = self.membership.poll_transmit() {
+                progressed = true;
+                let Some(&id) = self.by_key.get(&key) else {
+                    self.counters.tx_membership_no_member += 1;
+                    continue;
+                };
+                if payload.len() > self.pool.max_frame() {
+                    self.counters.tx_membership_oversize += 1;
+                    continue;
+                }
+                let mut packet = self.pool.take();
+                packet.copy_frame_from(&payload);
+                self.send_payload(now, id, PayloadKind::Membership, packet);
+            }
+            while let Some(event) = self.membership.poll_event() {
+                progressed = true;
+                self.on_membership_event(now, event);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_membership_event(&mut self, now: Instant, event: MembershipEvent) {
+        match event {
+            MembershipEvent::MemberUp {
+                key,
+                name,
+                endpoints,
+                certificate,
+            } => {
+                debug!(member = %name, %key, ?endpoints, "member up");
+                if let Some(id) = self.add_member(&certificate, endpoints.first().copied()) {
+                    let peer = &mut self.peers[id as usize];
+                    if peer.current.is_none() {
+                        if let Some(e) = endpoints.first() {
+                            peer.endpoint = Some(*e);
+                        }
+                    }
+                    if self.full_mesh() {
+                        self.start_handshake(now, id);
+                    }
+                }
+            }
+            MembershipEvent::MemberDown { key } => {
+                if let Some(&id) = self.by_key.get(&key) {
+                    debug!(member = %self.peers[id as usize].name, "member down (gossip)");
+                }
+            }
+            MembershipEvent::MemberForgotten { key } => {
+                if let Some(&id) = self.by_key.get(&key) {
+                    let peer = &mut self.peers[id as usize];
+                    if peer.current.is_none() {
+                        // Stop calling a member gossip has given up on; it announces itself
+                        // again when it returns.
+                        peer.endpoint = None;
+                        peer.handshake = HandshakeProgress::default();
+                        if let Some(init) = peer.initiation.take() {
+                            self.by_index.remove(&init.local_index);
+                        }
+                    }
+                }
+            }
+            MembershipEvent::Revoked { revocation } => {
+                self.revoke(revocation.static_key);
+                self.events.push_back(NodeEvent::Revoked(revocation));
+            }
+            MembershipEvent::CertificateRenewed { certificate } => {
+                info!(expires_at = certificate.expires_at, "certificate renewed");
+                self.set_certificate(certificate.clone());
+                self.events
+                    .push_back(NodeEvent::CertificateRenewed(certificate));
+            }
+        }
+    }
+
+    /// Whether this node keeps a session with every member (small networks) or makes them on
+    /// demand (see [`FULL_MESH_MAX`]).
+    fn full_mesh(&self) -> bool {
+        self.peers.len() <= FULL_MESH_MAX
+    }
+
+    /// Applies a revocation an admin wrote into the state directory: verified, applied at once,
+    /// and spread by gossip.
+    pub fn apply_revocation(
+        &mut self,
+        now: Instant,
+        revocation: Revocation,
+    ) -> Result<(), MembershipError> {
+        let key = revocation.static_key;
+        self.membership.revoke(now, revocation)?;
+        self.revoke(key);
+        self.pump_membership(now);
+        Ok(())
     }
 
     fn peer_timers(&mut self, now: Instant, id: PeerId) {
@@ -1130,6 +1263,9 @@ impl Node {
     /// When `handle_timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.next_sweep;
+        if let Some(t) = self.membership.poll_timeout() {
+            next = next.min(t);
+        }
         for p in &self.peers {
             let mut consider = |t: Instant| next = next.min(t);
             if let Some(t) = p.handshake.next_attempt {
@@ -1214,7 +1350,30 @@ impl Node {
             })
             .collect();
         fdb.sort_by(|a, b| a.mac.cmp(&b.mac));
+        let members = self
+            .membership
+            .members(now)
+            .into_iter()
+            .map(|m| {
+                let peer = self.by_key.get(&m.key).map(|&id| &self.peers[id as usize]);
+                MemberStatus {
+                    direct: peer.is_some_and(|p| p.current.is_some()),
+                    admin: peer
+                        .and_then(|p| p.certificate.as_ref())
+                        .is_some_and(|c| c.admin),
+                    name: m.name,
+                    public_key: m.key.to_string(),
+                    certificate_expires: m.cert_expires_at,
+                    state: m.state.as_str().to_string(),
+                    endpoints: m.endpoints.iter().map(|e| e.to_string()).collect(),
+                    via: None,
+                }
+            })
+            .collect();
         CoreStatus {
+            network: self.network.to_string(),
+            certificate_expires: self.certificate.expires_at,
+            members,
             public_key: self.public_key.to_string(),
             peers,
             fdb,
@@ -1222,6 +1381,7 @@ impl Node {
                 .counters()
                 .iter()
                 .chain(self.invites.counters().iter())
+                .chain(self.membership.counters().iter())
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }
@@ -1241,6 +1401,24 @@ pub struct PeerStatus {
     pub last_handshake_secs_ago: Option<u64>,
 }
 
+/// One member of the network as `meshd status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub public_key: String,
+    /// Unix seconds.
+    pub certificate_expires: u64,
+    /// "alive", "suspect", "down" or "revoked", as gossip sees it.
+    pub state: String,
+    pub endpoints: Vec<String>,
+    /// Whether this node has a session with the member right now.
+    pub direct: bool,
+    /// The relay the member is reached through; always direct until relaying exists.
+    pub via: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FdbEntryStatus {
     pub mac: String,
@@ -1250,6 +1428,10 @@ pub struct FdbEntryStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CoreStatus {
+    pub network: String,
+    /// This node's own certificate expiry (unix seconds).
+    pub certificate_expires: u64,
+    pub members: Vec<MemberStatus>,
     pub public_key: String,
     pub peers: Vec<PeerStatus>,
     pub fdb: Vec<FdbEntryStatus>,

@@ -165,6 +165,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         network_secret,
         certificate_lifetime: config.network.certificate_lifetime,
         advertise,
+        revocations: state::load_revocations(&config.state_dir),
         network: config.network.id,
         certificate,
         peers: config

@@ -146,7 +146,10 @@ impl Worker {
                     self.node.handle_timeout(Instant::now());
                 }
                 Some(request) = control.recv() => self.answer(request),
-                _ = rescan.tick() => self.state.refresh(&mut self.node),
+                _ = rescan.tick() => {
+                    self.state.refresh(&mut self.node);
+                    self.state.refresh_revocations(Instant::now(), &mut self.node);
+                }
             }
             self.handle_events().await;
             self.flush().await;
@@ -362,7 +365,10 @@ impl Worker {
                     }
                     send_counted(&self.udp, &mut self.io_counters, destination, &reply, None).await;
                 }
-                NodeEvent::PeerAuthenticated { .. } => {}
+                NodeEvent::Revoked(revocation) => self.state.persist_revocation(&revocation),
+                NodeEvent::CertificateRenewed(certificate) => {
+                    self.state.persist_certificate(&certificate)
+                }
             }
         }
     }
@@ -391,6 +397,9 @@ impl Worker {
                     listen: self.info.listen.clone(),
                     interface: self.info.interface.clone(),
                     uptime_secs: now.duration_since(self.info.started).as_secs(),
+                    network: core.network,
+                    certificate_expires: core.certificate_expires,
+                    members: core.members,
                     peers: core.peers,
                     fdb: core.fdb,
                     counters,

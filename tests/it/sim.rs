@@ -361,6 +361,7 @@ fn make_node_issued_by(
         network_secret: None,
         certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
         advertise: Vec::new(),
+        revocations: Vec::new(),
         network: network().network_id(),
         certificate: certificate(&secret, issuer),
         secret,

@@ -1,0 +1,340 @@
+//! The verified member table: one slot per static key holding either the member's newest
+//! verified record (with its certificate) or the revocation that bans the key.
+//!
+//! Owns [`Registry`], the [`Handler`] through which foca hands it gossip items, and the
+//! [`ItemKey`]s foca uses to stop spreading stale items. Invariants: a `Slot::Member` holds
+//! only an item whose certificate verified against the network id and was unexpired when it
+//! arrived, whose certificate names the record's key, and whose record signature verified with
+//! the certificate's signing key; a record replaces a stored one only with a strictly higher
+//! version; a revoked key never holds a record again while its revocation is kept; every item
+//! that is not stored is counted under the reason. The registry is shared with foca's handler
+//! behind a mutex that is never held while foca runs.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use foca::{BroadcastHandler, Invalidates};
+use meshd_crypto::{Certificate, NetworkId, PublicKey};
+
+use super::codec::MemberId;
+use super::record::{Item, MemberRecord, RecordView, Revocation, RevocationView};
+use super::MembershipCounters;
+
+/// What the registry knows about one static key.
+pub(super) enum Slot {
+    Member(StoredRecord),
+    Revoked(StoredRevocation),
+}
+
+/// A verified member item, kept as the bytes it arrived in (so it can be served to others
+/// unchanged) plus the few fields read on every decision.
+pub(super) struct StoredRecord {
+    /// `ITEM_MEMBER`, certificate, record.
+    pub item: Box<[u8]>,
+    /// Offset of the record inside `item`.
+    pub record_at: usize,
+    pub version: u64,
+    pub generation: u32,
+    pub cert_expires_at: u64,
+    pub admin: bool,
+}
+
+impl StoredRecord {
+    /// The certificate and record, decoded again from the stored bytes. They decoded when they
+    /// were stored, so `None` cannot happen short of memory corruption.
+    pub fn decode(&self) -> Option<(Certificate, MemberRecord)> {
+        let (certificate, _) = Certificate::decode(self.item.get(1..self.record_at)?).ok()?;
+        let record = MemberRecord::decode(self.item.get(self.record_at..)?).ok()?;
+        Some((certificate, record))
+    }
+
+    pub fn certificate(&self) -> Option<Certificate> {
+        Certificate::decode(self.item.get(1..self.record_at)?)
+            .ok()
+            .map(|(c, _)| c)
+    }
+}
+
+pub(super) struct StoredRevocation {
+    /// `ITEM_REVOCATION`, revocation.
+    pub item: Box<[u8]>,
+    pub expires_at: u64,
+}
+
+impl StoredRevocation {
+    pub fn decode(&self) -> Option<Revocation> {
+        Revocation::decode(self.item.get(1..)?).ok()
+    }
+}
+
+/// Where an item came from, which decides whether it may be spread further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Put in by this node through `Foca::add_broadcast`: it is spread if it is exactly what
+    /// the registry already stores (the node stored it first).
+    Local,
+    /// A foca custom broadcast from another member: spread on if new.
+    Gossip,
+    /// A record page or answer: stored if new, never spread (it is old news).
+    Page,
+}
+
+/// Side effects the membership layer applies after foca returns.
+pub(super) enum Accepted {
+    Record {
+        key: PublicKey,
+        generation: u32,
+    },
+    Revocation(Revocation),
+    /// A validly signed record for our own key, newer than ours: an earlier run of this node.
+    OwnRecordNewer {
+        generation: u32,
+        version: u64,
+    },
+}
+
+/// foca's dedup key for our custom broadcasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKey {
+    Record { key: PublicKey, version: u64 },
+    Revocation { key: PublicKey },
+}
+
+impl Invalidates for ItemKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ItemKey::Record { key, version }, ItemKey::Record { key: k, version: v }) => {
+                key == k && version >= v
+            }
+            (ItemKey::Revocation { key }, ItemKey::Record { key: k, .. })
+            | (ItemKey::Revocation { key }, ItemKey::Revocation { key: k }) => key == k,
+            (ItemKey::Record { .. }, ItemKey::Revocation { .. }) => false,
+        }
+    }
+}
+
+pub(super) struct Registry {
+    pub network: NetworkId,
+    pub own_key: PublicKey,
+    /// Unix seconds, set by the membership layer before anything that may verify.
+    pub now_unix: u64,
+    pub slots: BTreeMap<PublicKey, Slot>,
+    pub accepted: Vec<Accepted>,
+    pub counters: MembershipCounters,
+}
+
+pub(super) fn lock(shared: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    // Nothing panics while holding the lock; a poisoned lock still holds consistent data.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    pub fn new(network: NetworkId, own_key: PublicKey, now_unix: u64) -> Registry {
+        Registry {
+            network,
+            own_key,
+            now_unix,
+            slots: BTreeMap::new(),
+            accepted: Vec::new(),
+            counters: MembershipCounters::default(),
+        }
+    }
+
+    pub fn is_revoked(&self, key: &PublicKey) -> bool {
+        matches!(self.slots.get(key), Some(Slot::Revoked(_)))
+    }
+
+    pub fn record(&self, key: &PublicKey) -> Option<&StoredRecord> {
+        match self.slots.get(key) {
+            Some(Slot::Member(record)) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Stores this node's own item (built and signed locally, so not verified again).
+    pub fn store_own(&mut self, item: Vec<u8>, record_at: usize, certificate: &Certificate) {
+        let Ok(view) = RecordView::new_checked(&item[record_at..]) else {
+            return;
+        };
+        let stored = StoredRecord {
+            version: view.version(),
+            generation: view.generation(),
+            cert_expires_at: certificate.expires_at,
+            admin: certificate.admin,
+            record_at,
+            item: item.into_boxed_slice(),
+        };
+        self.slots.insert(self.own_key, Slot::Member(stored));
+    }
+
+    /// Takes one item: checks it, stores it if it is new and valid, and says whether foca
+    /// should spread it.
+    pub fn receive(&mut self, data: &[u8], origin: Origin) -> Option<ItemKey> {
+        match Item::parse(data) {
+            Err(_) => {
+                self.counters.item_malformed += 1;
+                None
+            }
+            Ok(Item::Member {
+                certificate,
+                certificate_bytes,
+                record,
+            }) => self.receive_member(data, origin, certificate, certificate_bytes, record),
+            Ok(Item::Revocation(view)) => self.receive_revocation(data, origin, view),
+        }
+    }
+
+    fn receive_member(
+        &mut self,
+        data: &[u8],
+        origin: Origin,
+        certificate: Box<Certificate>,
+        certificate_bytes: &[u8],
+        record: RecordView<'_>,
+    ) -> Option<ItemKey> {
+        let key = record.static_key();
+        let version = record.version();
+        let stored = match self.slots.get(&key) {
+            Some(Slot::Revoked(_)) => {
+                self.counters.record_revoked += 1;
+                return None;
+            }
+            Some(Slot::Member(stored)) => Some(stored),
+            None => None,
+        };
+        if origin == Origin::Local {
+            // Spread only what the node itself stored a moment ago.
+            return stored
+                .filter(|s| *s.item == *data)
+                .map(|_| ItemKey::Record { key, version });
+        }
+        if stored.is_some_and(|s| s.version >= version) {
+            self.counters.record_stale += 1;
+            return None;
+        }
+        if certificate.static_key != key {
+            self.counters.record_key_mismatch += 1;
+            return None;
+        }
+        if certificate.network != self.network {
+            self.counters.record_wrong_network += 1;
+            return None;
+        }
+        if certificate.expires_at <= self.now_unix {
+            self.counters.record_cert_expired += 1;
+            return None;
+        }
+        // A certificate identical to the stored one verified before: skip its signature.
+        let known_certificate =
+            stored.is_some_and(|s| s.item.get(1..s.record_at) == Some(certificate_bytes));
+        if !known_certificate && certificate.verify(&self.network, self.now_unix).is_err() {
+            self.counters.record_bad_certificate += 1;
+            return None;
+        }
+        if record.cert_issued_at() != certificate.issued_at {
+            self.counters.record_cert_mismatch += 1;
+            return None;
+        }
+        if !record.verify(&self.network, &certificate.signing_key) {
+            self.counters.record_bad_signature += 1;
+            return None;
+        }
+        if key == self.own_key {
+            self.counters.record_own_newer += 1;
+            self.accepted.push(Accepted::OwnRecordNewer {
+                generation: record.generation(),
+                version,
+            });
+            return None;
+        }
+        self.counters.record_accepted += 1;
+        let generation = record.generation();
+        self.slots.insert(
+            key,
+            Slot::Member(StoredRecord {
+                item: data.into(),
+                record_at: 1 + certificate_bytes.len(),
+                version,
+                generation,
+                cert_expires_at: certificate.expires_at,
+                admin: certificate.admin,
+            }),
+        );
+        self.accepted.push(Accepted::Record { key, generation });
+        Some(ItemKey::Record { key, version })
+    }
+
+    fn receive_revocation(
+        &mut self,
+        data: &[u8],
+        origin: Origin,
+        view: RevocationView<'_>,
+    ) -> Option<ItemKey> {
+        let key = view.static_key();
+        let known = match self.slots.get(&key) {
+            Some(Slot::Revoked(stored)) => Some(stored),
+            _ => None,
+        };
+        if origin == Origin::Local {
+            return known
+                .filter(|s| *s.item == *data)
+                .map(|_| ItemKey::Revocation { key });
+        }
+        if known.is_some() {
+            self.counters.revocation_stale += 1;
+            return None;
+        }
+        if view.network() != self.network {
+            self.counters.revocation_wrong_network += 1;
+            return None;
+        }
+        if view.expires_at() <= self.now_unix {
+            self.counters.revocation_expired += 1;
+            return None;
+        }
+        if !view.verify(&self.network) {
+            self.counters.revocation_bad_signature += 1;
+            return None;
+        }
+        self.counters.revocation_accepted += 1;
+        self.slots.insert(
+            key,
+            Slot::Revoked(StoredRevocation {
+                item: data.into(),
+                expires_at: view.expires_at(),
+            }),
+        );
+        self.accepted
+            .push(Accepted::Revocation(Revocation::from_view(&view)));
+        Some(ItemKey::Revocation { key })
+    }
+}
+
+/// foca's custom-broadcast handler: every item goes through the shared [`Registry`].
+pub(super) struct Handler {
+    pub registry: Arc<Mutex<Registry>>,
+}
+
+impl BroadcastHandler<MemberId> for Handler {
+    type Key = ItemKey;
+    type Error = Infallible;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&MemberId>,
+    ) -> Result<Option<ItemKey>, Infallible> {
+        let origin = if sender.is_some() {
+            Origin::Gossip
+        } else {
+            Origin::Local
+        };
+        Ok(lock(&self.registry).receive(data, origin))
+    }
+
+    /// Records and revocations go only to members whose own record verified.
+    fn should_add_broadcast_data(&self, member: &MemberId) -> bool {
+        lock(&self.registry).record(&member.key).is_some()
+    }
+}
