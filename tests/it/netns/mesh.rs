@@ -878,8 +878,15 @@ fn founder_listen_ip(config: &Path) -> String {
         .map_or(listen.clone(), |(ip, _)| ip.to_string())
 }
 
-/// Totals that may sit beside the drop reasons under `counters`; they grow with any traffic.
-const TOTALS: [&str; 4] = ["rx_datagrams", "rx_bytes", "rx_packets", "rx_frames"];
+/// Totals that may sit beside the drop reasons under `counters`; they grow with any traffic
+/// (`rx_messages`: membership payloads received, which gossip sends all the time).
+const TOTALS: [&str; 5] = [
+    "rx_datagrams",
+    "rx_bytes",
+    "rx_packets",
+    "rx_frames",
+    "rx_messages",
+];
 
 /// The receive-side drop counters of a status object: numeric `rx_*` entries of `counters` other than
 /// totals. The contract calls `counters` "drops by reason"; filtering keeps the check meaningful when
