@@ -834,8 +834,9 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
         out.describe()
     );
     mesh.nodes[index].revoked = true;
-    let mut marked_at = None;
-    let mut cut_at = None;
+    // Each event is bracketed: the last poll that did not see it, the first that did.
+    let (mut marked_at, mut unmarked_at) = (None, Duration::ZERO);
+    let (mut cut_at, mut reply_at) = (None, Duration::ZERO);
     let mut last_views = String::new();
     let mut last_reachable = Vec::new();
     while started.elapsed() < REVOKE_BOUND && (marked_at.is_none() || cut_at.is_none()) {
@@ -859,6 +860,8 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
                 .all(|(_, m, p)| m.as_deref() == Some("revoked") && p.as_deref() != Some("up"))
             {
                 marked_at = Some(at);
+            } else {
+                unmarked_at = at;
             }
             last_views = format!("{views:?}");
         }
@@ -868,6 +871,7 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
             if replies.iter().all(|r| !*r) {
                 cut_at = Some(at);
             } else {
+                reply_at = started.elapsed();
                 last_reachable = out_pairs
                     .iter()
                     .zip(&replies)
@@ -902,8 +906,8 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
     }
     println!(
         "  MEASURED revocation of {name}: `meshd revoke` took {revoke_took:.2?}; its {} containers reach none \
-         of the {} others from {cut_at:.2?}; every member shows it revoked from {marked_at:.2?} (ping rounds \
-         take ~1 s: that is the resolution)",
+         of the {} others from {cut_at:.2?} (last reply at {reply_at:.2?}); every member shows it revoked \
+         from {marked_at:.2?} (last poll without at {unmarked_at:.2?}); times from the start of `meshd revoke`",
         on.len(),
         off.len()
     );
