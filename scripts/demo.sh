@@ -169,8 +169,9 @@ for i in "${HOSTS[@]:1}"; do
 	md_section "Joining h$i: a token from h$FOUNDER (meshd invite), used inside h$i (meshd join)"
 	mkdir -p "h$i"
 	md_info "\$ TOKEN=\$(meshd invite --config h$FOUNDER/meshd.toml --name h$i --expires 10m)"
-	TOKEN=$(meshd invite --config "h$FOUNDER/meshd.toml" --name "h$i" --expires 10m)
+	TOKEN=$(meshd invite --config "h$FOUNDER/meshd.toml" --name "h$i" --expires 10m 2>"h$i/invite.note")
 	md_info "    $TOKEN"
+	sed 's/^/        /' "h$i/invite.note"
 	md_info "\$ ip netns exec ${PREFIX}h$i meshd join --config h$i/meshd.toml --name h$i --listen 10.201.0.$i:$PORT --bridge br0 \"\$TOKEN\""
 	if ! ip netns exec "${PREFIX}h$i" meshd join --config "h$i/meshd.toml" --name "h$i" \
 		--listen "10.201.0.$i:$PORT" --bridge br0 "$TOKEN" 2>&1 | sed 's/^/        /'; then

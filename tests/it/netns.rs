@@ -163,7 +163,7 @@ fn admission_scenarios(topo: &mut Topology, mesh: &mut Mesh) {
 
     let t = scenario(
         7,
-        "spent, forged and expired tokens are refused; nothing is written, the founder is unchanged",
+        "spent, damaged, forged, wrong-network and expired tokens are refused; nothing written, founder unchanged",
     );
     admission::refused_tokens(mesh, &outsider);
     finish(t, mesh);

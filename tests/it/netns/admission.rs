@@ -13,6 +13,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use meshd::wire::{InviteSecret, InviteToken};
+use meshd_crypto::{NetworkId, NetworkSecret};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +25,7 @@ use super::mesh::{
 };
 use super::nsthread::{self, NsJob};
 use super::packet::{self, PacketSocket, ETHERTYPE_EXPERIMENTAL};
+use super::prng::SplitMix64;
 use super::scenarios::{pairs, peer_states, ping_round, Family};
 use super::topology::{Container, Host, Topology, MESHD_PORT};
 
@@ -38,16 +41,17 @@ const CONTROL_SENDER: &str = "c2b";
 /// How long a revoked node, restarted and pointed at a restarted member, keeps trying to get through.
 const REVOKED_RETRY: Duration = Duration::from_secs(6);
 
-/// 7: a spent token, a forged token and an expired token are each refused by `meshd join` with exit 1
-/// and a reason, nothing is written on the joiner, and the founder's state does not change.
+/// 7: a spent, a damaged, a forged, a wrong-network and an expired token are each refused by `meshd
+/// join` with exit 1 and a reason, nothing is written on the joiner, and the founder's state does not
+/// change.
 pub fn refused_tokens(mesh: &Mesh, joiner: &Host) {
     let dir = mesh.dir.join("refused");
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    let config = dir.join(format!("{}.toml", joiner.name));
     let listen = format!("{}:{MESHD_PORT}", joiner.underlay_ip);
-    // The expiring invitation is made first, so the founder's state compared below already holds it.
+    // The invitations are made first, so the founder's state compared below already holds them.
     let expiring = mesh.invite(Some(&joiner.name), "1s");
     let invited = Instant::now();
+    let fresh = mesh.invite(Some("h6"), "10m");
     let before = FounderState::read(mesh);
     println!(
         "  founder before: {} members, {} files in its state directory",
@@ -55,9 +59,11 @@ pub fn refused_tokens(mesh: &Mesh, joiner: &Host) {
         before.files.len()
     );
 
-    let attempt = |what: &str, token: &str, reason: Option<&str>| {
+    // Each attempt joins under the name its token reserves: `join` refuses another name by itself.
+    let attempt = |what: &str, token: &str, name: &str, reason: Option<&str>| {
+        let config = dir.join(format!("{name}.toml"));
         let started = Instant::now();
-        let out = mesh::join(&joiner.ns, &config, &joiner.name, &listen, token);
+        let out = mesh::join(&joiner.ns, &config, name, &listen, token);
         let took = started.elapsed();
         let first_line = out.stderr.lines().next().unwrap_or("").trim().to_string();
         assert!(
@@ -95,12 +101,36 @@ pub fn refused_tokens(mesh: &Mesh, joiner: &Host) {
     };
 
     let spent = mesh.used_tokens.get("h2").expect("h2 joined with a token");
-    attempt("h2's spent token", spent, Some("used"));
-    let forged = forge(mesh.used_tokens.get("h3").expect("h3 joined with a token"));
+    attempt("h2's spent token, again as h2", spent, "h2", Some("used"));
+    let h3_token = mesh.used_tokens.get("h3").expect("h3 joined with a token");
     attempt(
-        "a forged token (h3's with one character changed)",
-        &forged,
+        "a damaged token (h3's with one character changed)",
+        &damage(h3_token),
+        "h3",
         None,
+    );
+    let mut rng = SplitMix64::new(u64::from(std::process::id()) ^ 0x666f_7267_6564);
+    let mut random = || {
+        let mut bytes = [0u8; 32];
+        rng.fill(&mut bytes);
+        bytes
+    };
+    attempt(
+        "a forged token (h3's, checksum valid, with a secret the inviter never issued)",
+        &reissue(h3_token, |t| {
+            (t.network(), InviteSecret::from_bytes(random()))
+        }),
+        "h3",
+        None,
+    );
+    attempt(
+        "a token naming another network (a fresh h6 invitation, network id replaced)",
+        &reissue(&fresh, |t| {
+            let secret = InviteSecret::from_bytes(*t.secret().expose());
+            (NetworkSecret::from_seed(random()).network_id(), secret)
+        }),
+        "h6",
+        Some("network"),
     );
     let wait = Duration::from_millis(2500).saturating_sub(invited.elapsed());
     thread::sleep(wait);
@@ -110,6 +140,7 @@ pub fn refused_tokens(mesh: &Mesh, joiner: &Host) {
             invited.elapsed()
         ),
         &expiring,
+        &joiner.name,
         Some("expired"),
     );
     let _ = fs::remove_dir_all(&dir);
@@ -175,9 +206,9 @@ fn snapshot(dir: &Path, prefix: &str, out: &mut BTreeMap<String, (u64, String)>)
     }
 }
 
-/// The token with its middle character replaced by another character the token uses, so it keeps the
-/// token's alphabet and length but no longer matches what the inviter signed and stored.
-fn forge(token: &str) -> String {
+/// The token with its middle character replaced by another character the token uses: same alphabet
+/// and length, but the checksum no longer matches.
+fn damage(token: &str) -> String {
     let mut chars: Vec<char> = token.chars().collect();
     let middle = chars.len() / 2;
     let original = chars[middle];
@@ -188,6 +219,24 @@ fn forge(token: &str) -> String {
         .expect("a token uses more than one character");
     chars[middle] = replacement;
     chars.into_iter().collect()
+}
+
+/// A well-formed token (valid checksum, as `meshd invite` would print it) with the same inviter,
+/// addresses, expiry and name as `token`, and the network id and secret `change` picks: what someone
+/// who can encode tokens, but holds no network key, can make.
+fn reissue(token: &str, change: impl FnOnce(&InviteToken) -> (NetworkId, InviteSecret)) -> String {
+    let original = InviteToken::parse(token).unwrap_or_else(|e| panic!("a real token parses: {e}"));
+    let (network, secret) = change(&original);
+    InviteToken::new(
+        network,
+        original.inviter(),
+        original.endpoints().to_vec(),
+        secret,
+        original.expires_at(),
+        original.name().map(str::to_string),
+    )
+    .unwrap_or_else(|e| panic!("re-encoding a real token: {e}"))
+    .encode()
 }
 
 /// 8: a rogue host that founded its own network, with a config edited to name the real network and
@@ -785,8 +834,9 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
         out.describe()
     );
     mesh.nodes[index].revoked = true;
-    let mut marked_at = None;
-    let mut cut_at = None;
+    // Each event is bracketed: the last poll that did not see it, the first that did.
+    let (mut marked_at, mut unmarked_at) = (None, Duration::ZERO);
+    let (mut cut_at, mut reply_at) = (None, Duration::ZERO);
     let mut last_views = String::new();
     let mut last_reachable = Vec::new();
     while started.elapsed() < REVOKE_BOUND && (marked_at.is_none() || cut_at.is_none()) {
@@ -810,6 +860,8 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
                 .all(|(_, m, p)| m.as_deref() == Some("revoked") && p.as_deref() != Some("up"))
             {
                 marked_at = Some(at);
+            } else {
+                unmarked_at = at;
             }
             last_views = format!("{views:?}");
         }
@@ -819,6 +871,7 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
             if replies.iter().all(|r| !*r) {
                 cut_at = Some(at);
             } else {
+                reply_at = started.elapsed();
                 last_reachable = out_pairs
                     .iter()
                     .zip(&replies)
@@ -853,8 +906,8 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
     }
     println!(
         "  MEASURED revocation of {name}: `meshd revoke` took {revoke_took:.2?}; its {} containers reach none \
-         of the {} others from {cut_at:.2?}; every member shows it revoked from {marked_at:.2?} (ping rounds \
-         take ~1 s: that is the resolution)",
+         of the {} others from {cut_at:.2?} (last reply at {reply_at:.2?}); every member shows it revoked \
+         from {marked_at:.2?} (last poll without at {unmarked_at:.2?}); times from the start of `meshd revoke`",
         on.len(),
         off.len()
     );
