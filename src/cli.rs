@@ -31,7 +31,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create a config file and a private key for a new node.
+    /// Found a new network: config, node key, network secret (this node is its first admin), certificate.
     Init {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
@@ -61,7 +61,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Add a static peer to the config file.
     /// Print a one-time invitation token for a new host (admins only).
     Invite {
         #[arg(long, value_name = "PATH")]
@@ -96,6 +95,7 @@ enum Command {
         /// The member's name, as `meshd status` shows it.
         name: String,
     },
+    /// Add a bootstrap member (a peer to contact at start) to the config file.
     AddPeer {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
