@@ -1,5 +1,6 @@
 //! The single integration-test crate of meshd. Each scenario family lives in its own module so the
 //! crate links once: `netns` drives the real `meshd` binary across network namespaces (needs root).
 
+mod gossip;
 mod netns;
 mod sim;

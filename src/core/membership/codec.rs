@@ -84,7 +84,7 @@ const BROADCAST: u8 = 10;
 const TURN_UNDEAD: u8 = 11;
 
 /// Encoded length of a header carrying `message`.
-fn header_len(message: &Message<MemberId>) -> usize {
+pub fn header_len(message: &Message<MemberId>) -> usize {
     let body = match message {
         Message::Ping(_) | Message::Ack(_) => 1,
         Message::PingReq { .. }

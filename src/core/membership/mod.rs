@@ -112,10 +112,17 @@ pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 /// A member foca reports without a record is asked for after this long (its record usually
 /// arrives with the same gossip).
 pub const WANT_DELAY: Duration = Duration::from_secs(1);
-/// Asks again after this long.
-pub const WANT_RETRY: Duration = Duration::from_secs(3);
-/// Gives up on a record after this many asks (until foca reports the member again).
-pub const WANT_ATTEMPTS: u8 = 4;
+/// Asks another random member after this long, doubling up to [`WANT_RETRY_MAX`], for as long
+/// as foca considers the member alive (during a mass start a record can be missing at many
+/// members for a while).
+pub const WANT_RETRY: Duration = Duration::from_secs(2);
+/// Longest pause between asks for the same record.
+pub const WANT_RETRY_MAX: Duration = Duration::from_secs(16);
+/// A record of a key foca does not consider alive (only mentioned in gossip) is asked for this
+/// many times, then forgotten until it is mentioned again.
+pub const WANT_ATTEMPTS_UNCONFIRMED: u8 = 6;
+/// Most records wanted at once; mentions of further keys are dropped (and counted).
+pub const MAX_WANTED: usize = 4096;
 /// Pages asked for per sync request.
 pub const SYNC_PAGES_PER_REQUEST: u8 = 8;
 /// Re-asks for the next pages after this long without progress.
@@ -322,8 +329,18 @@ membership_counters! {
     wants_sent,
     /// Want messages that did not parse.
     want_malformed,
-    /// Records given up on after [`WANT_ATTEMPTS`] asks.
-    wants_given_up,
+    /// Keys asked for in wants that this node had no item for.
+    want_keys_unknown,
+    /// Wanted records given up on: asked [`WANT_ATTEMPTS_UNCONFIRMED`] times for a key foca
+    /// does not consider alive.
+    wants_abandoned,
+    /// Keys not wanted because [`MAX_WANTED`] were wanted already.
+    wants_dropped,
+    /// foca member updates about keys without a verified record here, taken out of the packet
+    /// (their records are asked for).
+    updates_unverified,
+    /// foca member updates about revoked keys, taken out of the packet.
+    updates_revoked,
     /// Renewal requests sent.
     renew_requests_sent,
     /// Renewal requests that did not parse.
@@ -716,7 +733,7 @@ impl Membership {
         }
         let body = &payload[1..];
         match payload[0] {
-            SUBTYPE_FOCA => self.on_foca_packet(from, body),
+            SUBTYPE_FOCA => self.on_foca_packet(now, from, body),
             SUBTYPE_RENEW_REQUEST => self.on_renew_request(now, from, body),
             SUBTYPE_RENEW_RESPONSE => self.on_renew_response(body),
             SUBTYPE_SYNC_REQUEST => self.on_sync_request(now, from, body),
@@ -951,11 +968,7 @@ impl Membership {
                     return;
                 }
                 if !has_record {
-                    self.wanted.entry(id.key).or_insert(Want {
-                        due: now + WANT_DELAY,
-                        attempts: 0,
-                        hint,
-                    });
+                    self.want(now, id.key, hint);
                 }
                 self.refresh_report(id.key);
             }
@@ -1131,6 +1144,15 @@ impl Membership {
         self.spread(&item);
     }
 
+    fn respread_own_record(&mut self) {
+        let item = lock(&self.registry)
+            .record(&self.me.key)
+            .map(|r| r.item.clone());
+        if let Some(item) = item {
+            self.spread(&item);
+        }
+    }
+
     /// Puts a stored item into foca's broadcast backlog.
     fn spread(&mut self, item: &[u8]) {
         if self.foca.add_broadcast(item).is_err() {
@@ -1173,7 +1195,7 @@ impl Membership {
 
     // -------------------------------------------------------------------- foca packets
 
-    fn on_foca_packet(&mut self, from: PublicKey, body: &[u8]) {
+    fn on_foca_packet(&mut self, now: Instant, from: PublicKey, body: &[u8]) {
         let header = match WireCodec::peek_header(body) {
             Ok(header) => header,
             Err(_) => {
@@ -1189,9 +1211,86 @@ impl Membership {
             lock(&self.registry).counters.rx_misaddressed += 1;
             return;
         }
-        if self.foca.handle_data(body, &mut self.io).is_err() {
+        let filtered = self.filter_updates(now, from, &header, body);
+        let data = filtered.as_deref().unwrap_or(body);
+        if self.foca.handle_data(data, &mut self.io).is_err() {
             lock(&self.registry).counters.rx_foca_rejected += 1;
         }
+    }
+
+    /// foca learns about a member only from its verified record here, or from the member
+    /// itself talking to us: updates about keys without a record are taken out of the packet
+    /// (and their records asked for), so foca never probes a member the node has no endpoint
+    /// for. Returns the rewritten packet, or `None` to hand foca the packet as it is (also when
+    /// its framing is broken: foca refuses and counts it).
+    fn filter_updates(
+        &mut self,
+        now: Instant,
+        from: PublicKey,
+        header: &foca::Header<MemberId>,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        if matches!(
+            header.message,
+            foca::Message::Announce | foca::Message::TurnUndead | foca::Message::Broadcast
+        ) {
+            return None;
+        }
+        let at = codec::header_len(&header.message);
+        let rest = body.get(at..)?;
+        let count = match rest {
+            [a, b, ..] => usize::from(u16::from_be_bytes([*a, *b])),
+            _ => return None,
+        };
+        let updates = rest.get(2..2 + count * MEMBER_UPDATE_LEN)?;
+        let mut keep = Vec::with_capacity(count);
+        let mut unknown = Vec::new();
+        {
+            let mut registry = lock(&self.registry);
+            for update in updates.chunks_exact(MEMBER_UPDATE_LEN) {
+                let mut raw = [0u8; 32];
+                raw.copy_from_slice(&update[..32]);
+                let key = PublicKey::from_bytes(raw);
+                if key == self.me.key
+                    || registry.record(&key).is_some()
+                    || self.live.contains_key(&key)
+                {
+                    keep.push(update);
+                } else if registry.is_revoked(&key) {
+                    registry.counters.updates_revoked += 1;
+                } else {
+                    registry.counters.updates_unverified += 1;
+                    unknown.push(key);
+                }
+            }
+        }
+        for key in unknown {
+            self.want(now, key, Some(from));
+        }
+        if keep.len() == count {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        out.extend_from_slice(&body[..at]);
+        out.extend_from_slice(&(keep.len() as u16).to_be_bytes());
+        for update in keep {
+            out.extend_from_slice(update);
+        }
+        out.extend_from_slice(&rest[2 + count * MEMBER_UPDATE_LEN..]);
+        Some(out)
+    }
+
+    /// Notes that this node lacks `key`'s record; `hint` is the member that mentioned it.
+    fn want(&mut self, now: Instant, key: PublicKey, hint: Option<PublicKey>) {
+        if self.wanted.len() >= MAX_WANTED && !self.wanted.contains_key(&key) {
+            lock(&self.registry).counters.wants_dropped += 1;
+            return;
+        }
+        self.wanted.entry(key).or_insert(Want {
+            due: now + WANT_DELAY,
+            attempts: 0,
+            hint,
+        });
     }
 
     // -------------------------------------------------------------------- record pages
@@ -1370,6 +1469,11 @@ impl Membership {
         run.attempts = 0;
         if flags & PAGE_END != 0 {
             self.sync = None;
+            if !self.synced {
+                // Now that this node knows the mesh, spread its own record again: the first
+                // round went to the few members it knew at start.
+                self.respread_own_record();
+            }
             self.synced = true;
             self.schedule_anti_entropy(now);
             lock(&self.registry).counters.syncs_completed += 1;
@@ -1418,6 +1522,7 @@ impl Membership {
             lock(&self.registry).counters.want_malformed += 1;
             return;
         }
+        let mut unknown = 0;
         let items: Vec<(PublicKey, Box<[u8]>)> = {
             let registry = lock(&self.registry);
             body.chunks_exact(32)
@@ -1425,14 +1530,18 @@ impl Membership {
                     let mut bytes = [0u8; 32];
                     bytes.copy_from_slice(raw);
                     let key = PublicKey::from_bytes(bytes);
-                    let item = match registry.slots.get(&key)? {
-                        Slot::Member(r) => r.item.clone(),
-                        Slot::Revoked(r) => r.item.clone(),
-                    };
-                    Some((key, item))
+                    match registry.slots.get(&key) {
+                        Some(Slot::Member(r)) => Some((key, r.item.clone())),
+                        Some(Slot::Revoked(r)) => Some((key, r.item.clone())),
+                        None => {
+                            unknown += 1;
+                            None
+                        }
+                    }
                 })
                 .collect()
         };
+        lock(&self.registry).counters.want_keys_unknown += unknown;
         if !items.is_empty() {
             self.send_pages(now, from, items, None, 4);
         }
@@ -1578,20 +1687,27 @@ impl Membership {
 
     // -------------------------------------------------------------------- housekeeping
 
-    /// A random member with a verified record that foca considers alive.
-    fn random_member(&mut self) -> Option<PublicKey> {
-        let candidates: Vec<PublicKey> = {
-            let registry = lock(&self.registry);
-            self.live
-                .iter()
-                .filter(|(key, l)| l.active && registry.record(key).is_some())
-                .map(|(key, _)| *key)
-                .collect()
-        };
+    /// Members with a verified record that foca considers alive.
+    fn verified_alive(&self) -> Vec<PublicKey> {
+        let registry = lock(&self.registry);
+        self.live
+            .iter()
+            .filter(|(key, l)| l.active && registry.record(key).is_some())
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    fn pick(&mut self, candidates: &[PublicKey]) -> Option<PublicKey> {
         if candidates.is_empty() {
             return None;
         }
         Some(candidates[self.rng.next_u32() as usize % candidates.len()])
+    }
+
+    /// A random member with a verified record that foca considers alive.
+    fn random_member(&mut self) -> Option<PublicKey> {
+        let candidates = self.verified_alive();
+        self.pick(&candidates)
     }
 
     fn tick(&mut self, now: Instant) {
@@ -1615,27 +1731,35 @@ impl Membership {
             .filter(|(_, w)| w.due <= now)
             .map(|(k, _)| *k)
             .collect();
+        let candidates = if due.is_empty() {
+            Vec::new()
+        } else {
+            self.verified_alive()
+        };
         for key in due {
             let Some(want) = self.wanted.get(&key) else {
                 continue;
             };
-            if want.attempts >= WANT_ATTEMPTS {
+            let confirmed = self.live.get(&key).is_some_and(|l| l.active);
+            if !confirmed && want.attempts >= WANT_ATTEMPTS_UNCONFIRMED {
                 self.wanted.remove(&key);
-                lock(&self.registry).counters.wants_given_up += 1;
+                lock(&self.registry).counters.wants_abandoned += 1;
                 continue;
             }
-            // The first ask goes to whoever told us about the member (an authenticated
-            // member); later ones to random members with verified records.
+            // The first ask goes to the member that mentioned the key (it has a session with
+            // us; it may be the member itself); later ones to random members with verified
+            // records, who hold nearly every record.
             let target = match (want.attempts, want.hint) {
-                (0, Some(hint)) if hint != key => Some(hint),
-                _ => self.random_member(),
+                (0, Some(hint)) => Some(hint),
+                _ => self.pick(&candidates).filter(|t| *t != key),
             };
-            let Some(target) = target.filter(|t| *t != key) else {
+            let Some(target) = target else {
                 continue;
             };
             if let Some(want) = self.wanted.get_mut(&key) {
-                want.attempts += 1;
-                want.due = now + WANT_RETRY;
+                let backoff = WANT_RETRY * (1u32 << want.attempts.min(5));
+                want.attempts = want.attempts.saturating_add(1);
+                want.due = now + backoff.min(WANT_RETRY_MAX);
             }
             batches.entry(target).or_default().push(key);
         }
