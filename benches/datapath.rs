@@ -134,6 +134,10 @@ fn connected_pair() -> (Node, Node, Instant) {
         )
         .expect("valid test certificate");
         Node::new(NodeConfig {
+            network_secret: None,
+            certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
+            advertise: Vec::new(),
+            revocations: Vec::new(),
             network: network.network_id(),
             certificate,
             secret,

@@ -10,9 +10,12 @@
 #   md-demo-hNcM    container M (M = 1..2) of host N: eth0 on host N's br0,
 #                   10.77.0.NM/24 and fd77::NM/64, MAC 02:77:00:00:0N:0M
 #
-# configures each host with `meshd init`, `meshd pubkey` and `meshd add-peer`, starts meshd in each
-# host, waits until every node sees its two peers up, pings across hosts over IPv4 and IPv6, prints
-# `meshd status`, and removes everything again on exit, failure or Ctrl-C.
+# forms the mesh the way an operator does: `meshd init` founds the network on h1 and its daemon
+# starts; for h2 and h3, `meshd invite` on h1 prints a one-time token and `meshd join` inside that
+# host (over the underlay, to h1's daemon) writes its config, key and certificate, knowing only h1;
+# each daemon starts and learns the others by gossip. Then it waits until every node sees every
+# other as a member with a session up, pings across hosts over IPv4 and IPv6, prints `meshd
+# status`, and removes everything again on exit, failure or Ctrl-C.
 #
 # Environment: RUST_LOG (meshd's log filter, default info), MESHD_BIN (skip the build and use this
 # binary), DEMO_KEEP=1 (keep the work directory with configs and logs).
@@ -129,48 +132,68 @@ done
 md_info "underlay ($UL): bridge ul0 joining the three hosts' eth0"
 
 # -------------------------------------------------------------------------------------------------
-md_section "Configuring meshd on each host (meshd init, meshd pubkey, meshd add-peer)"
-declare -A PUBKEY=()
-for i in "${HOSTS[@]}"; do
-	mkdir -p "h$i"
-	cfg=h$i/meshd.toml
-	md_info "\$ meshd init --config $cfg --name h$i --listen 10.201.0.$i:$PORT --bridge br0"
-	meshd init --config "$cfg" --name "h$i" --listen "10.201.0.$i:$PORT" --bridge br0 | sed 's/^/        /'
-	# Sockets under /run/meshd are shared by everything on this machine; keep the demo's private.
-	md_meshd_set "$cfg" control_socket "$WORK/h$i/control.sock"
-	PUBKEY[$i]=$(meshd pubkey --config "$cfg")
-	md_info "\$ meshd pubkey --config $cfg"
-	md_info "    ${PUBKEY[$i]}"
-done
-for i in "${HOSTS[@]}"; do
+# Sockets under /run/meshd are shared by everything on this machine; keep the demo's private.
+private_socket() { md_meshd_set "h$1/meshd.toml" control_socket "$WORK/h$1/control.sock"; }
+
+start_node() { # I: starts meshd in host hI's namespace
+	md_spawn "${PREFIX}h$1" "h$1/meshd.log" env RUST_LOG="${RUST_LOG:-info}" meshd --config "h$1/meshd.toml"
+	NODE_PIDS[$1]=$MD_LAST_PID
+	md_info "\$ ip netns exec ${PREFIX}h$1 meshd --config h$1/meshd.toml 2>h$1/meshd.log &   # pid $MD_LAST_PID"
+}
+
+show_logs() {
+	local k
 	for k in "${HOSTS[@]}"; do
-		((k == i)) && continue
-		md_run meshd add-peer --config "h$i/meshd.toml" --name "h$k" \
-			--public-key "${PUBKEY[$k]}" --endpoint "10.201.0.$k:$PORT"
+		[[ -n ${NODE_PIDS[$k]:-} ]] || continue
+		kill -0 "${NODE_PIDS[$k]}" 2>/dev/null || md_warn "meshd on h$k is not running"
+		echo "--- last lines of h$k's log:" >&2
+		tail -n 20 "$WORK/h$k/meshd.log" >&2
 	done
+}
+
+FOUNDER=${HOSTS[0]}
+md_section "Founding the network on h$FOUNDER (meshd init) and starting its daemon"
+mkdir -p "h$FOUNDER"
+md_info "\$ meshd init --config h$FOUNDER/meshd.toml --name h$FOUNDER --listen 10.201.0.$FOUNDER:$PORT --bridge br0"
+meshd init --config "h$FOUNDER/meshd.toml" --name "h$FOUNDER" --listen "10.201.0.$FOUNDER:$PORT" --bridge br0 2>&1 |
+	sed 's/^/        /'
+private_socket "$FOUNDER"
+md_info "resulting h$FOUNDER/meshd.toml (control_socket set by this script):"
+sed 's/^/        /' "h$FOUNDER/meshd.toml"
+start_node "$FOUNDER"
+# `meshd join` talks to the founder's running daemon; wait until it answers.
+md_wait_until 15 meshd status --config "h$FOUNDER/meshd.toml" ||
+	{ show_logs; md_die "meshd on h$FOUNDER does not answer \`meshd status\`"; }
+
+for i in "${HOSTS[@]:1}"; do
+	md_section "Joining h$i: a token from h$FOUNDER (meshd invite), used inside h$i (meshd join)"
+	mkdir -p "h$i"
+	md_info "\$ TOKEN=\$(meshd invite --config h$FOUNDER/meshd.toml --name h$i --expires 10m)"
+	TOKEN=$(meshd invite --config "h$FOUNDER/meshd.toml" --name "h$i" --expires 10m 2>"h$i/invite.note")
+	md_info "    $TOKEN"
+	sed 's/^/        /' "h$i/invite.note"
+	md_info "\$ ip netns exec ${PREFIX}h$i meshd join --config h$i/meshd.toml --name h$i --listen 10.201.0.$i:$PORT --bridge br0 \"\$TOKEN\""
+	if ! ip netns exec "${PREFIX}h$i" meshd join --config "h$i/meshd.toml" --name "h$i" \
+		--listen "10.201.0.$i:$PORT" --bridge br0 "$TOKEN" 2>&1 | sed 's/^/        /'; then
+		show_logs
+		md_die "meshd join failed on h$i"
+	fi
+	private_socket "$i"
+	start_node "$i"
 done
-md_info "resulting h1/meshd.toml (control_socket set by this script):"
-sed 's/^/        /' h1/meshd.toml
+md_info "h${HOSTS[1]}/meshd.toml as join wrote it: the founder is its only (bootstrap) peer"
+sed 's/^/        /' "h${HOSTS[1]}/meshd.toml"
 
 # -------------------------------------------------------------------------------------------------
-md_section "Starting meshd in each host"
+md_section "Waiting until every node lists every other as a member with a session up (gossip)"
+others=$((${#HOSTS[@]} - 1))
 for i in "${HOSTS[@]}"; do
-	md_spawn "${PREFIX}h$i" "h$i/meshd.log" env RUST_LOG="${RUST_LOG:-info}" meshd --config "h$i/meshd.toml"
-	NODE_PIDS[$i]=$MD_LAST_PID
-	md_info "\$ ip netns exec ${PREFIX}h$i meshd --config h$i/meshd.toml 2>h$i/meshd.log &   # pid $MD_LAST_PID"
-done
-
-peers=$((${#HOSTS[@]} - 1))
-for i in "${HOSTS[@]}"; do
-	if md_meshd_wait_up meshd "h$i/meshd.toml" "$peers" "${DEMO_UP_SECS:-30}"; then
-		md_ok "h$i: $peers of $peers peers up"
+	if md_meshd_wait_formed meshd "h$i/meshd.toml" "$others" "${DEMO_UP_SECS:-30}"; then
+		md_ok "h$i: $others of $others members alive, sessions up"
 	else
-		md_fail "h$i: peers not up after ${DEMO_UP_SECS:-30} s (up/total: $(md_meshd_peers meshd "h$i/meshd.toml" || echo '?'))"
-		for k in "${HOSTS[@]}"; do
-			kill -0 "${NODE_PIDS[$k]}" 2>/dev/null || md_warn "meshd on h$k is not running"
-			echo "--- last lines of h$k's log:" >&2
-			tail -n 20 "$WORK/h$k/meshd.log" >&2
-		done
+		md_fail "h$i: not formed after ${DEMO_UP_SECS:-30} s (members alive, sessions up / expected:" \
+			"$(md_meshd_formed meshd "h$i/meshd.toml" || echo '?') / $others)"
+		show_logs
 		exit 1
 	fi
 done

@@ -287,3 +287,27 @@ md__all_peers_up() {
 md_meshd_wait_up() {
 	md_wait_until "$4" md__all_peers_up "$1" "$2" "$3"
 }
+
+# md_meshd_formed MESHD CONFIG: prints "ALIVE UP": how many other members the node lists as alive,
+# and how many sessions are up, from `meshd status --json`.
+md_meshd_formed() {
+	"$1" status --config "$2" --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+me = s.get("name")
+alive = sum(1 for m in s.get("members", []) if m.get("name") != me and m.get("state") == "alive")
+up = sum(1 for p in s.get("peers", []) if p.get("state") == "up")
+print(alive, up)'
+}
+
+md__formed() {
+	local counts
+	counts=$(md_meshd_formed "$1" "$2") || return 1
+	[[ $counts == "$3 $3" ]]
+}
+
+# md_meshd_wait_formed MESHD CONFIG EXPECTED_OTHERS SECS: waits until the node lists every other
+# node as an alive member and has a session up with each (a mesh formed by invite/join and gossip).
+md_meshd_wait_formed() {
+	md_wait_until "$4" md__formed "$1" "$2" "$3"
+}

@@ -12,6 +12,7 @@ use meshd_crypto::{Certificate, CoreRng, NetworkSecret, PublicKey, StaticSecret}
 
 use crate::config::{self, Cidr, Config};
 use crate::enroll::{self, render_config, NewConfig, NodeFiles};
+use crate::wire::{InviteSecret, InviteToken};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,7 +31,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create a config file and a private key for a new node.
+    /// Found a new network: config, node key, network secret (this node is its first admin), certificate.
     Init {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
@@ -60,7 +61,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Add a static peer to the config file.
+    /// Print a one-time invitation token for a new host (admins only).
+    Invite {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// Reserve this member name for the new host.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token stays valid (s, m, h or d suffix).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+        expires: std::time::Duration,
+    },
+    /// Join a network with a token from `meshd invite`: writes this host's key, certificate and config.
+    Join {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// This host's member name (default: the name the token reserves).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+        #[arg(long, value_name = "BR", conflicts_with = "address")]
+        bridge: Option<String>,
+        #[arg(long, value_name = "CIDR")]
+        address: Option<Cidr>,
+        /// The token `meshd invite` printed.
+        token: String,
+    },
+    /// Remove a member from the network for good (admins only); spreads by gossip.
+    Revoke {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// The member's name, as `meshd status` shows it.
+        name: String,
+    },
+    /// Add a bootstrap member (a peer to contact at start) to the config file.
     AddPeer {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
@@ -132,6 +167,20 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                 Ok(())
             }
             Command::Status { config, json } => status(&config, json),
+            Command::Invite {
+                config,
+                name,
+                expires,
+            } => invite(&config, name.as_deref(), expires),
+            Command::Join {
+                config,
+                name,
+                listen,
+                bridge,
+                address,
+                token,
+            } => join(&config, name, listen, bridge, address, &token),
+            Command::Revoke { config, name } => revoke(&config, &name),
             Command::AddPeer {
                 config,
                 name,
@@ -234,6 +283,273 @@ fn init(
         network.network_id(),
         path.display()
     );
+    Ok(())
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 1h or 7d"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3_600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .filter(|s| *s > 0)
+    .ok_or_else(|| format!("`{text}` is not a positive duration like 90s, 15m, 1h or 7d"))?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+fn invite(path: &Path, name: Option<&str>, expires: std::time::Duration) -> Result<(), CliError> {
+    let config = Config::load(path)?;
+    if let Some(n) = name {
+        config::validate_node_name(n).map_err(CliError::Usage)?;
+    }
+    if config.load_network_secret()?.is_none() {
+        return Err(CliError::Runtime(
+            "this node is not an admin of its network (its config has no [network] secret_file), so it cannot sign certificates; run `meshd invite` on an admin".into(),
+        ));
+    }
+    let key = config.load_private_key()?;
+    let endpoints = enroll::advertised_endpoints(&config.advertise, config.listen);
+    if endpoints.is_empty() {
+        return Err(CliError::Usage(
+            "no address to put in the token: set `advertise = [\"ADDR:PORT\"]` or a specific `listen` address".into(),
+        ));
+    }
+    let seed = crate::io::os_seed().map_err(|e| CliError::Runtime(e.to_string()))?;
+    let secret = InviteSecret::generate(&mut CoreRng::from_seed(seed));
+    let expires_at = unix_now().saturating_add(expires.as_secs());
+    crate::io::invites::create_invite(&config.state_dir, expires_at, name, *secret.expose())
+        .map_err(|e| {
+            CliError::Runtime(format!(
+                "recording the invitation in {}: {e}",
+                config.state_dir.display()
+            ))
+        })?;
+    let token = InviteToken::new(
+        config.network.id,
+        key.public_key(),
+        endpoints,
+        secret,
+        expires_at,
+        name.map(str::to_string),
+    )
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    println!("{}", token.encode());
+    eprintln!(
+        "valid until {} for one join; on the new host run: meshd join --config PATH{} TOKEN",
+        crate::core::invite::format_unix(expires_at),
+        if name.is_some() { "" } else { " --name NAME" }
+    );
+    Ok(())
+}
+
+fn join(
+    path: &Path,
+    name: Option<String>,
+    listen: Option<SocketAddr>,
+    bridge: Option<String>,
+    address: Option<Cidr>,
+    token_text: &str,
+) -> Result<(), CliError> {
+    use crate::core::invite::{JoinClient, JOIN_GIVE_UP_AFTER, JOIN_RETRY_INTERVAL};
+    let token = InviteToken::parse(token_text).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let name = match (name, token.name()) {
+        (Some(n), _) => n,
+        (None, Some(reserved)) => reserved.to_string(),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "--name is required: this invitation does not reserve a name".into(),
+            ))
+        }
+    };
+    config::validate_node_name(&name).map_err(CliError::Usage)?;
+    if let Some(b) = &bridge {
+        config::validate_ifname(b).map_err(CliError::Usage)?;
+    }
+    let files = NodeFiles::plan(path, &name);
+    files.check_unused().map_err(CliError::Usage)?;
+
+    let seed = crate::io::os_seed().map_err(|e| CliError::Runtime(e.to_string()))?;
+    let mut rng = CoreRng::from_seed(seed);
+    let secret = StaticSecret::generate(&mut rng);
+    let listen_addr = listen.unwrap_or_else(|| {
+        config::DEFAULT_LISTEN
+            .parse()
+            .expect("constant address parses")
+    });
+    let endpoints = enroll::advertised_endpoints(&[], listen_addr);
+    let mut client = JoinClient::new(&token, &secret, &name, endpoints, &mut rng, unix_now())
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+
+    let v6 = token.endpoints().iter().all(|e| e.is_ipv6());
+    let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .expect("constant address parses");
+    let socket = std::net::UdpSocket::bind(bind)
+        .map_err(|e| CliError::Runtime(format!("opening a UDP socket: {e}")))?;
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let mut next_send = started;
+    let mut buf = vec![0u8; 65_536];
+    let result = loop {
+        let now = std::time::Instant::now();
+        if now.duration_since(started) >= JOIN_GIVE_UP_AFTER {
+            let tried: Vec<String> = token.endpoints().iter().map(|e| e.to_string()).collect();
+            return Err(CliError::Runtime(format!(
+                "the inviter at {} did not answer within {}s: is its daemon running and UDP reachable from here?",
+                tried.join(", "),
+                JOIN_GIVE_UP_AFTER.as_secs()
+            )));
+        }
+        if now >= next_send {
+            let request = client
+                .request()
+                .map_err(|e| CliError::Runtime(e.to_string()))?;
+            for endpoint in token.endpoints() {
+                // One unreachable address (say an IPv6 one on an IPv4 socket) must not stop the others.
+                let _ = socket.send_to(&request, endpoint);
+            }
+            next_send = now + JOIN_RETRY_INTERVAL;
+        }
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(CliError::Runtime(format!("receiving: {e}"))),
+        };
+        if !token.endpoints().contains(&from) {
+            continue;
+        }
+        match client.handle_reply(&buf[..n]) {
+            Ok(Some(result)) => break result,
+            Ok(None) => continue,
+            Err(e) => return Err(CliError::Runtime(e.to_string())),
+        }
+    };
+
+    // The inviter is the one bootstrap member written down: it answered just now, and gossip
+    // through it brings every other member within seconds.
+    let peers: Vec<(String, PublicKey, Option<SocketAddr>)> = result
+        .bootstrap
+        .iter()
+        .filter(|m| m.key == token.inviter())
+        .map(|m| {
+            let reached = m.endpoints.iter().find(|e| token.endpoints().contains(e));
+            (
+                m.name.clone(),
+                m.key,
+                reached.or(m.endpoints.first()).copied(),
+            )
+        })
+        .collect();
+    let text = render_config(
+        &files,
+        &NewConfig {
+            name: &name,
+            listen,
+            bridge: bridge.as_deref(),
+            address,
+            network: result.network,
+            admin: false,
+            peers: &peers,
+        },
+    )?;
+    std::fs::create_dir_all(&files.dir)
+        .map_err(|e| CliError::Runtime(format!("creating {}: {e}", files.dir.display())))?;
+    let key_path = files.key_path();
+    config::write_private_key(&key_path, &secret).map_err(|e| {
+        CliError::Runtime(format!("writing private key {}: {e}", key_path.display()))
+    })?;
+    enroll::write_certificate(&files.state_dir(), &result.certificate).map_err(|e| {
+        CliError::Runtime(format!(
+            "writing the certificate in {}: {e}",
+            files.state_dir().display()
+        ))
+    })?;
+    write_atomically(path, &text)?;
+    println!("{}", secret.public_key());
+    eprintln!(
+        "joined network {} as {name} (certificate valid until {}); start the node with `meshd --config {}`",
+        result.network,
+        crate::core::invite::format_unix(result.certificate.expires_at),
+        path.display()
+    );
+    Ok(())
+}
+
+fn revoke(path: &Path, name: &str) -> Result<(), CliError> {
+    use crate::core::membership::Revocation;
+    let config = Config::load(path)?;
+    let Some(network) = config.load_network_secret()? else {
+        return Err(CliError::Runtime(
+            "this node is not an admin of its network (its config has no [network] secret_file), so it cannot sign a revocation; run `meshd revoke` on an admin".into(),
+        ));
+    };
+    if name == config.name {
+        return Err(CliError::Usage(format!(
+            "`{name}` is this node; revoke it from another admin"
+        )));
+    }
+    // The running daemon knows every member by gossip; ask it for the key behind the name.
+    let status = crate::io::control::query_status(&config.control_socket).map_err(|e| {
+        CliError::Runtime(format!(
+            "{e}; the daemon must be running so revoke can look up `{name}` and spread the revocation"
+        ))
+    })?;
+    let member = status
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            CliError::Runtime(format!(
+                "no member named `{name}` in this network (see `meshd status`)"
+            ))
+        })?;
+    if member.state == "revoked" {
+        println!("{name} is already revoked");
+        return Ok(());
+    }
+    let key: PublicKey = member
+        .public_key
+        .parse()
+        .map_err(|_| CliError::Runtime("the daemon reported a malformed key".into()))?;
+    let now = unix_now();
+    let revocation = Revocation::issue(
+        &network,
+        key,
+        name,
+        now,
+        now.saturating_add(config.network.certificate_lifetime.as_secs()),
+    )
+    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    crate::io::state::write_revocation(&config.state_dir, &revocation).map_err(|e| {
+        CliError::Runtime(format!(
+            "storing the revocation in {}: {e}",
+            config.state_dir.display()
+        ))
+    })?;
+    println!("revoked {name} ({key})");
+    eprintln!("the daemon applies it within a second and spreads it by gossip; every member then refuses {name}");
     Ok(())
 }
 

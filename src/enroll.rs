@@ -167,3 +167,62 @@ pub fn write_certificate(state_dir: &Path, certificate: &Certificate) -> std::io
         config::encode_certificate_text(certificate).as_bytes(),
     )
 }
+
+/// Addresses of this host's interfaces that other hosts may reach it on: every address that is
+/// up, not loopback and not IPv6 link-local. Used to advertise `listen = 0.0.0.0:PORT` nodes.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    use std::net::IpAddr;
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs fills a linked list we only read and free with freeifaddrs.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            cur = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
+                continue;
+            }
+            let ip = match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes())
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            };
+            let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+            if !ip.is_loopback() && !ip.is_unspecified() && !link_local_v6 && !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
+/// The endpoints a node tells others to use: the configured `advertise` list, else `listen` if
+/// it names an address, else every local address with the listen port (IPv4 first).
+pub fn advertised_endpoints(advertise: &[SocketAddr], listen: SocketAddr) -> Vec<SocketAddr> {
+    if !advertise.is_empty() {
+        return advertise.to_vec();
+    }
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    let mut ips = local_addresses();
+    if listen.is_ipv4() {
+        ips.retain(|ip| ip.is_ipv4());
+    }
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    ips.into_iter()
+        .take(8)
+        .map(|ip| SocketAddr::new(ip, listen.port()))
+        .collect()
+}

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::node::{FdbEntryStatus, PeerStatus};
+use crate::core::node::{FdbEntryStatus, MemberStatus, PeerStatus};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InterfaceStatus {
@@ -25,6 +25,15 @@ pub struct NodeStatus {
     pub listen: String,
     pub interface: InterfaceStatus,
     pub uptime_secs: u64,
+    /// The network id.
+    #[serde(default)]
+    pub network: String,
+    /// This node's certificate expiry (unix seconds).
+    #[serde(default)]
+    pub certificate_expires: u64,
+    /// Every member gossip knows, this node excluded.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
     pub peers: Vec<PeerStatus>,
     pub fdb: Vec<FdbEntryStatus>,
     pub counters: std::collections::BTreeMap<String, u64>,
@@ -62,6 +71,42 @@ impl NodeStatus {
             self.interface.mtu
         );
         let _ = writeln!(out, "uptime     {}s", self.uptime_secs);
+        let _ = writeln!(out, "network    {}", self.network);
+        let _ = writeln!(
+            out,
+            "cert       expires {}",
+            crate::core::invite::format_unix(self.certificate_expires)
+        );
+        let alive = self.members.iter().filter(|m| m.state == "alive").count();
+        let _ = writeln!(out, "\nmembers ({alive} of {} alive)", self.members.len());
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<8} {:<7} {:<24} {:<20}  KEY",
+            "NAME", "STATE", "PATH", "ENDPOINT", "CERT EXPIRES"
+        );
+        for m in &self.members {
+            let path = if m.direct {
+                "direct".to_string()
+            } else {
+                m.via
+                    .as_deref()
+                    .map_or("-".to_string(), |v| format!("via {v}"))
+            };
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<8} {:<7} {:<24} {:<20}  {}",
+                if m.admin {
+                    format!("{} (admin)", m.name)
+                } else {
+                    m.name.clone()
+                },
+                m.state,
+                path,
+                m.endpoints.first().map_or("-", String::as_str),
+                crate::core::invite::format_unix(m.certificate_expires),
+                m.public_key,
+            );
+        }
         let up = self.peers.iter().filter(|p| p.state == "up").count();
         let _ = writeln!(out, "\npeers ({up} of {} up)", self.peers.len());
         let _ = writeln!(
@@ -113,6 +158,18 @@ impl NodeStatus {
                 offload: true,
             },
             uptime_secs: 5,
+            network: "NET".into(),
+            certificate_expires: 1_800_000_000,
+            members: vec![MemberStatus {
+                name: "h2".into(),
+                public_key: "K2".into(),
+                certificate_expires: 1_800_000_000,
+                state: "alive".into(),
+                endpoints: vec!["10.0.0.2:6655".into()],
+                direct: true,
+                via: None,
+                admin: false,
+            }],
             peers: vec![PeerStatus {
                 name: "h2".into(),
                 public_key: "K2".into(),
@@ -147,6 +204,8 @@ mod tests {
         let s = NodeStatus::sample();
         let t = s.render_table();
         assert!(t.contains("1 of 1 up"), "{t}");
+        assert!(t.contains("1 of 1 alive"), "{t}");
+        assert!(t.contains("network    NET"), "{t}");
         assert!(t.contains("mtu 1402, offloads on"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("02:00:00:00:00:01  h2"), "{t}");

@@ -131,6 +131,12 @@ impl NetworkSecret {
     }
 }
 
+impl Clone for NetworkSecret {
+    fn clone(&self) -> Self {
+        NetworkSecret::from_seed(*self.seed)
+    }
+}
+
 impl fmt::Debug for NetworkSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("NetworkSecret(..)")

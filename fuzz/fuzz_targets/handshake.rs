@@ -90,6 +90,10 @@ fuzz_target!(|steps: Vec<Step>| {
     let peer_certificate = certificate(&network, "peer", &peer_secret).encode();
     let rogue_certificate = certificate(&rogue_network, "peer", &peer_secret).encode();
     let mut node = Node::new(NodeConfig {
+        network_secret: None,
+        certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
+        advertise: Vec::new(),
+        revocations: Vec::new(),
         network: network.network_id(),
         certificate: certificate(&network, "node", &node_secret),
         secret: node_secret,

@@ -60,6 +60,10 @@ counters! {
     rx_handshake_bad_certificate,
     /// Handshakes from a revoked key.
     rx_handshake_revoked,
+    /// Membership messages for a member this node has no entry for (dropped).
+    tx_membership_no_member,
+    /// Membership messages larger than a packet buffer (dropped).
+    tx_membership_oversize,
     /// Frames from the TAP too short to be Ethernet.
     tx_bad_frame,
     /// Frames dropped because the peer had no session and its queue was full.

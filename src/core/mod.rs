@@ -5,6 +5,7 @@
 
 pub mod buffer;
 pub mod counters;
+pub mod invite;
 pub mod membership;
 pub mod node;
 pub mod offload;

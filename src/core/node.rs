@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use meshd_crypto::{
     compute_mac1, mac1_key, respond, verify_mac1, CertError, Certificate, CoreRng, CryptoError,
-    Initiator, NetworkId, PublicKey, StaticSecret, REKEY_AFTER_MESSAGES,
+    Initiator, NetworkId, NetworkSecret, PublicKey, StaticSecret, REKEY_AFTER_MESSAGES,
 };
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,10 @@ use tracing::{debug, info, warn};
 
 use super::buffer::{BufferPool, PacketBuf};
 use super::counters::Counters;
+use super::invite::{InviteBook, JoinContext, JoinOutcome, PendingInvite};
+use super::membership::{
+    Membership, MembershipConfig, MembershipError, MembershipEvent, Revocation,
+};
 use super::peer::{
     retry_delay, HandshakeProgress, Initiation, Peer, Session, Slot, DEAD_AFTER,
     KEEPALIVE_INTERVAL, PENDING_FRAMES_MAX, REJECT_AFTER_TIME,
@@ -39,6 +43,7 @@ use crate::wire::{
     HandshakeInit, HandshakeResponse, MessageType, PayloadKind, WireError, DATA_HEADER_LEN,
     HANDSHAKE_INIT_MAX_LEN,
 };
+use crate::wire::{BootstrapMember, InviteId, JoinRequest};
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
 pub const NOISE_PROLOGUE: &[u8] = b"meshd v1";
@@ -48,6 +53,15 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 const ADMISSION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Members this node keeps state for; beyond it, new members' handshakes are refused (counted).
 pub const MEMBER_TABLE_MAX: usize = 65_536;
+/// Up to this many members a node keeps a session with every one of them (keepalives every 10 s
+/// cost 256 × 32 B / 10 s ≈ 1 kB/s); beyond it, sessions are made when a frame or gossip needs
+/// one and left to expire when idle, so a 10,000-member network does not mean 10,000 sessions
+/// per node.
+pub const FULL_MESH_MAX: usize = 256;
+/// In a network larger than [`FULL_MESH_MAX`], a session idle this long is left to expire.
+pub const ON_DEMAND_IDLE: Duration = Duration::from_secs(120);
+/// Members besides itself an inviter names to a new host (gossip tells it the rest).
+const BOOTSTRAP_PEERS_MAX: usize = 4;
 /// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
 const TIMESTAMP_LEN: usize = 8;
 /// Idle buffers the pool keeps for reuse.
@@ -66,6 +80,14 @@ pub struct PeerSpec {
 /// that corresponds to `now`, so the core itself never asks the OS for either.
 pub struct NodeConfig {
     pub secret: StaticSecret,
+    /// Admins hold the network key: they answer join requests and renewals.
+    pub network_secret: Option<NetworkSecret>,
+    /// Lifetime of certificates this node issues (admins).
+    pub certificate_lifetime: Duration,
+    /// Endpoints this node tells others to reach it on.
+    pub advertise: Vec<SocketAddr>,
+    /// Revocations from the state directory.
+    pub revocations: Vec<Revocation>,
     /// The network this node belongs to: peers must hold a certificate it signed.
     pub network: NetworkId,
     /// This node's own certificate, shown to every peer in the handshake.
@@ -98,10 +120,18 @@ pub enum Received {
 /// Something the node learned that the layers around it (membership, io) act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// A handshake proved `certificate`'s key; `endpoint` is where the peer was seen.
-    PeerAuthenticated {
-        certificate: Certificate,
-        endpoint: SocketAddr,
+    /// A revocation this node had not known (learned by gossip or applied locally): persist it.
+    Revoked(Revocation),
+    /// This node's certificate was renewed by an admin: persist it.
+    CertificateRenewed(Certificate),
+    /// An invitation was redeemed: record it as used on disk, then send `reply` to
+    /// `destination` (in that order, so a crash in between cannot let the token work twice).
+    JoinAdmitted {
+        invite_id: InviteId,
+        name: String,
+        key: PublicKey,
+        reply: Vec<u8>,
+        destination: SocketAddr,
     },
 }
 
@@ -135,6 +165,11 @@ pub struct Node {
     certificate_bytes: Vec<u8>,
     revoked: std::collections::HashSet<PublicKey>,
     events: VecDeque<NodeEvent>,
+    network_secret: Option<NetworkSecret>,
+    certificate_lifetime: Duration,
+    advertise: Vec<SocketAddr>,
+    invites: InviteBook,
+    membership: Membership,
     our_mac1_key: [u8; 32],
     rng: CoreRng,
     peers: Vec<Peer>,
@@ -165,10 +200,35 @@ enum Refusal {
 impl Node {
     pub fn new(config: NodeConfig) -> Node {
         let public_key = config.secret.public_key();
+        let mut rng = CoreRng::from_seed(config.rng_seed);
+        let mut membership_seed = [0u8; 32];
+        rng.fill_bytes(&mut membership_seed);
+        let revoked = config
+            .revocations
+            .iter()
+            .filter(|r| r.verify(&config.network))
+            .map(|r| r.static_key)
+            .collect();
+        let membership = Membership::new(MembershipConfig {
+            network: config.network,
+            certificate: config.certificate.clone(),
+            signing_key: config.secret.signing_key(),
+            network_secret: config.network_secret.clone(),
+            endpoints: config.advertise.clone(),
+            revocations: config.revocations,
+            now: config.now,
+            unix_secs_at_now: config.unix_nanos_at_now / 1_000_000_000,
+            rng_seed: membership_seed,
+            certificate_lifetime: config.certificate_lifetime,
+        });
         let peers: Vec<Peer> = config
             .peers
             .into_iter()
-            .map(|p| Peer::new(p.name, p.public_key, p.endpoint))
+            .map(|p| {
+                let mut peer = Peer::new(p.name, p.public_key, p.endpoint);
+                peer.bootstrap = true;
+                peer
+            })
             .collect();
         let by_key = peers
             .iter()
@@ -179,12 +239,17 @@ impl Node {
             network: config.network,
             certificate_bytes: config.certificate.encode(),
             certificate: config.certificate,
-            revoked: Default::default(),
+            revoked,
             events: VecDeque::new(),
+            membership,
+            network_secret: config.network_secret,
+            certificate_lifetime: config.certificate_lifetime,
+            advertise: config.advertise,
+            invites: InviteBook::new(),
             our_mac1_key: mac1_key(&public_key),
             public_key,
             secret: config.secret,
-            rng: CoreRng::from_seed(config.rng_seed),
+            rng,
             peers,
             by_key,
             by_index: IndexMap::default(),
@@ -249,7 +314,7 @@ impl Node {
                 .collect();
             peer.handshake = HandshakeProgress::default();
             peer.endpoint = None;
-            for frame in std::mem::take(&mut peer.pending) {
+            for (_, frame) in std::mem::take(&mut peer.pending) {
                 self.pool.give(frame);
             }
             for index in indices {
@@ -465,13 +530,19 @@ impl Node {
 
     /// Sends a frame to one peer now if it has a session, else queues it and starts a handshake.
     fn send_frame(&mut self, now: Instant, id: PeerId, frame: PacketBuf) {
+        self.send_payload(now, id, PayloadKind::Ethernet, frame);
+    }
+
+    /// Sends a payload of `kind` to one peer now if it has a session, else queues it and starts a
+    /// handshake.
+    fn send_payload(&mut self, now: Instant, id: PeerId, kind: PayloadKind, frame: PacketBuf) {
         let peer = &mut self.peers[id as usize];
         let usable = peer
             .current
             .as_ref()
             .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES);
         if usable {
-            self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
+            self.seal_and_queue(now, id, kind, frame);
             let s = self.peers[id as usize]
                 .current
                 .as_ref()
@@ -481,12 +552,12 @@ impl Node {
             }
         } else {
             if peer.pending.len() >= PENDING_FRAMES_MAX {
-                if let Some(old) = peer.pending.pop_front() {
+                if let Some((_, old)) = peer.pending.pop_front() {
                     self.counters.tx_no_session += 1;
                     self.pool.give(old);
                 }
             }
-            self.peers[id as usize].pending.push_back(frame);
+            self.peers[id as usize].pending.push_back((kind, frame));
             self.start_handshake(now, id);
         }
     }
@@ -542,8 +613,8 @@ impl Node {
     fn flush_pending(&mut self, now: Instant, id: PeerId) {
         let pending = std::mem::take(&mut self.peers[id as usize].pending);
         let had_any = !pending.is_empty();
-        for frame in pending {
-            self.seal_and_queue(now, id, PayloadKind::Ethernet, frame);
+        for (kind, frame) in pending {
+            self.seal_and_queue(now, id, kind, frame);
         }
         if !had_any
             && self.peers[id as usize]
@@ -578,7 +649,17 @@ impl Node {
                 self.on_handshake_response(now, from, datagram);
                 Received::Nothing
             }
-            Ok(MessageType::CookieReply) | Ok(MessageType::Unknown(_)) => {
+            Ok(MessageType::JoinRequest) => {
+                self.on_join_request(now, from, datagram);
+                Received::Nothing
+            }
+            // Join answers go to `meshd join`'s own socket, never to a running node.
+            Ok(
+                MessageType::CookieReply
+                | MessageType::JoinResponse
+                | MessageType::JoinRefused
+                | MessageType::Unknown(_),
+            ) => {
                 self.counters.rx_unknown_type += 1;
                 Received::Nothing
             }
@@ -587,6 +668,89 @@ impl Node {
                 Received::Nothing
             }
         }
+    }
+
+    /// Answers a new host's join request: cheap checks (length, mac1) and the rate limiter come
+    /// before the invite book's DH. An admission is handed to the io layer as an event, which
+    /// records the invitation as used on disk before it sends the reply.
+    fn on_join_request(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let mac1_ok = JoinRequest::new_checked(datagram)
+            .is_ok_and(|r| verify_mac1(&self.our_mac1_key, r.mac1_covered(), r.mac1()));
+        if mac1_ok && !self.limiter.allow(now, from.ip()) {
+            self.counters.rx_handshake_ratelimited += 1;
+            return;
+        }
+        let now_unix = self.unix_secs(now);
+        let bootstrap = self.bootstrap_members();
+        let peers = &self.peers;
+        let own = (self.certificate.name.as_str(), self.public_key);
+        let name_taken = |name: &str, key: &PublicKey| {
+            (own.0 == name && own.1 != *key)
+                || peers.iter().any(|p| {
+                    p.name == name && p.public_key != *key && !self.revoked.contains(&p.public_key)
+                })
+        };
+        let mut ctx = JoinContext {
+            now_unix,
+            local: &self.secret,
+            our_mac1_key: &self.our_mac1_key,
+            network: self.network,
+            network_secret: self.network_secret.as_ref(),
+            rng: &mut self.rng,
+            name_taken: &name_taken,
+            bootstrap: &bootstrap,
+            certificate_lifetime: self.certificate_lifetime.as_secs(),
+        };
+        match self.invites.handle_request(&mut ctx, from, datagram) {
+            JoinOutcome::Admitted(admission) => {
+                info!(name = %admission.name, key = %admission.key, %from, repeated = admission.repeated, "admitted a new member by invitation");
+                self.events.push_back(NodeEvent::JoinAdmitted {
+                    invite_id: admission.invite_id,
+                    name: admission.name,
+                    key: admission.key,
+                    reply: admission.reply,
+                    destination: from,
+                });
+            }
+            JoinOutcome::Refused { reason, reply } => {
+                info!(%from, reason = reason.as_str(), "refused a join request");
+                let mut packet = self.pool.take();
+                packet.copy_frame_from(&reply);
+                self.transmits.push_back(Transmit {
+                    destination: from,
+                    packet,
+                });
+            }
+            JoinOutcome::Dropped(_) => {}
+        }
+    }
+
+    /// Who a new member is told about: this node, then members with a session and an endpoint.
+    fn bootstrap_members(&self) -> Vec<BootstrapMember> {
+        let mut members = vec![BootstrapMember {
+            name: self.certificate.name.clone(),
+            key: self.public_key,
+            endpoints: self.advertise.clone(),
+        }];
+        members.extend(
+            self.peers
+                .iter()
+                .filter(|p| p.current.is_some() && !self.revoked.contains(&p.public_key))
+                .filter_map(|p| {
+                    Some(BootstrapMember {
+                        name: p.name.clone(),
+                        key: p.public_key,
+                        endpoints: vec![p.endpoint?],
+                    })
+                })
+                .take(BOOTSTRAP_PEERS_MAX),
+        );
+        members
+    }
+
+    /// The invitations the inviter's state directory holds (the io layer re-reads it).
+    pub fn set_pending_invites(&mut self, invites: Vec<PendingInvite>) {
+        self.invites.set_pending(invites);
     }
 
     fn count_wire_error(&mut self, e: WireError) {
@@ -648,6 +812,12 @@ impl Node {
         let frame = DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len;
         match kind {
             PayloadKind::Keepalive => Received::Nothing,
+            PayloadKind::Membership => {
+                let key = self.peers[id as usize].public_key;
+                self.membership.handle_message(now, key, &datagram[frame]);
+                self.pump_membership(now);
+                Received::Nothing
+            }
             PayloadKind::Ethernet => {
                 if plain_len > self.max_frame {
                     self.counters.rx_oversize += 1;
@@ -773,10 +943,8 @@ impl Node {
             self.by_index.remove(&old.local_index);
         }
         self.counters.handshakes_completed += 1;
-        self.events.push_back(NodeEvent::PeerAuthenticated {
-            certificate,
-            endpoint: from,
-        });
+        self.membership.session_established(now, &certificate, from);
+        self.pump_membership(now);
         debug!(peer = %self.peers[id as usize].name, %from, "answered handshake");
         self.transmits.push_back(Transmit {
             destination: from,
@@ -843,11 +1011,9 @@ impl Node {
         if !was_up {
             info!(peer = %peer.name, endpoint = %from, "peer up");
         }
-        self.events.push_back(NodeEvent::PeerAuthenticated {
-            certificate,
-            endpoint: from,
-        });
         self.flush_pending(now, id);
+        self.membership.session_established(now, &certificate, from);
+        self.pump_membership(now);
     }
 
     // ---------------------------------------------------------------- handshakes we drive
@@ -943,6 +1109,110 @@ impl Node {
             self.limiter.sweep(now);
             self.next_sweep = now + SWEEP_INTERVAL.min(LIMITER_SWEEP_INTERVAL);
         }
+        self.membership.handle_timeout(now);
+        self.pump_membership(now);
+    }
+
+    /// Sends what the membership layer queued (inside the tunnels, handshaking where needed)
+    /// and acts on what it learned: members to reach, revocations, our renewed certificate.
+    fn pump_membership(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some((key, payload)) = self.membership.poll_transmit() {
+                progressed = true;
+                let Some(&id) = self.by_key.get(&key) else {
+                    self.counters.tx_membership_no_member += 1;
+                    continue;
+                };
+                if payload.len() > self.pool.max_frame() {
+                    self.counters.tx_membership_oversize += 1;
+                    continue;
+                }
+                let mut packet = self.pool.take();
+                packet.copy_frame_from(&payload);
+                self.send_payload(now, id, PayloadKind::Membership, packet);
+            }
+            while let Some(event) = self.membership.poll_event() {
+                progressed = true;
+                self.on_membership_event(now, event);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_membership_event(&mut self, now: Instant, event: MembershipEvent) {
+        match event {
+            MembershipEvent::MemberUp {
+                key,
+                name,
+                endpoints,
+                certificate,
+            } => {
+                debug!(member = %name, %key, ?endpoints, "member up");
+                if let Some(id) = self.add_member(&certificate, endpoints.first().copied()) {
+                    let peer = &mut self.peers[id as usize];
+                    if peer.current.is_none() {
+                        if let Some(e) = endpoints.first() {
+                            peer.endpoint = Some(*e);
+                        }
+                    }
+                    if self.full_mesh() {
+                        self.start_handshake(now, id);
+                    }
+                }
+            }
+            MembershipEvent::MemberDown { key } => {
+                if let Some(&id) = self.by_key.get(&key) {
+                    debug!(member = %self.peers[id as usize].name, "member down (gossip)");
+                }
+            }
+            MembershipEvent::MemberForgotten { key } => {
+                if let Some(&id) = self.by_key.get(&key) {
+                    let peer = &mut self.peers[id as usize];
+                    if peer.current.is_none() {
+                        // Stop calling a member gossip has given up on; it announces itself
+                        // again when it returns.
+                        peer.endpoint = None;
+                        peer.handshake = HandshakeProgress::default();
+                        if let Some(init) = peer.initiation.take() {
+                            self.by_index.remove(&init.local_index);
+                        }
+                    }
+                }
+            }
+            MembershipEvent::Revoked { revocation } => {
+                self.revoke(revocation.static_key);
+                self.events.push_back(NodeEvent::Revoked(revocation));
+            }
+            MembershipEvent::CertificateRenewed { certificate } => {
+                info!(expires_at = certificate.expires_at, "certificate renewed");
+                self.set_certificate(certificate.clone());
+                self.events
+                    .push_back(NodeEvent::CertificateRenewed(certificate));
+            }
+        }
+    }
+
+    /// Whether this node keeps a session with every member (small networks) or makes them on
+    /// demand (see [`FULL_MESH_MAX`]).
+    fn full_mesh(&self) -> bool {
+        self.peers.len() <= FULL_MESH_MAX
+    }
+
+    /// Applies a revocation an admin wrote into the state directory: verified, applied at once,
+    /// and spread by gossip.
+    pub fn apply_revocation(
+        &mut self,
+        now: Instant,
+        revocation: Revocation,
+    ) -> Result<(), MembershipError> {
+        let key = revocation.static_key;
+        self.membership.revoke(now, revocation)?;
+        self.revoke(key);
+        self.pump_membership(now);
+        Ok(())
     }
 
     fn peer_timers(&mut self, now: Instant, id: PeerId) {
@@ -953,7 +1223,10 @@ impl Node {
                 self.by_index.remove(&s.local_index);
             }
         }
-        let dead = peer.current.is_some()
+        let wanted = self.wants_session(id, now);
+        let peer = &mut self.peers[id as usize];
+        let dead = wanted
+            && peer.current.is_some()
             && peer
                 .last_heard()
                 .is_some_and(|t| now.saturating_duration_since(t) >= DEAD_AFTER);
@@ -968,17 +1241,18 @@ impl Node {
             self.fdb.remove_port(Port::Peer(id));
         }
         let peer = &self.peers[id as usize];
-        if let Some(s) = &peer.current {
+        if let Some(s) = peer.current.as_ref().filter(|_| wanted) {
             let idle_since = peer.last_sent.unwrap_or(s.created).max(s.created);
             if now.saturating_duration_since(idle_since) >= KEEPALIVE_INTERVAL {
                 self.send_keepalive(now, id);
             }
         }
         let peer = &self.peers[id as usize];
-        let needs_session = match &peer.current {
-            None => peer.endpoint.is_some(),
-            Some(s) => now >= s.rekey_at(),
-        };
+        let needs_session = wanted
+            && match &peer.current {
+                None => peer.endpoint.is_some(),
+                Some(s) => now >= s.rekey_at(),
+            };
         if peer.handshake.in_progress() {
             if peer.handshake.next_attempt.is_some_and(|t| now >= t) {
                 self.send_initiation(now, id);
@@ -990,15 +1264,32 @@ impl Node {
         if peer.current.is_none() && !peer.pending.is_empty() && peer.state(now) == "down" {
             let n = peer.pending.len() as u64;
             self.counters.tx_no_session += n;
-            for frame in std::mem::take(&mut peer.pending) {
+            for (_, frame) in std::mem::take(&mut peer.pending) {
                 self.pool.give(frame);
             }
         }
     }
 
+    /// Whether the node keeps a session with this peer alive (keepalives, rekeys, redials): always
+    /// in a full mesh; in a large network only for bootstrap members and peers that carried
+    /// traffic recently, so idle sessions expire instead of piling up.
+    fn wants_session(&self, id: PeerId, now: Instant) -> bool {
+        let peer = &self.peers[id as usize];
+        if self.full_mesh() || peer.bootstrap || !peer.pending.is_empty() {
+            return true;
+        }
+        [peer.last_sent, peer.last_received]
+            .into_iter()
+            .flatten()
+            .any(|t| now.saturating_duration_since(t) < ON_DEMAND_IDLE)
+    }
+
     /// When `handle_timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.next_sweep;
+        if let Some(t) = self.membership.poll_timeout() {
+            next = next.min(t);
+        }
         for p in &self.peers {
             let mut consider = |t: Instant| next = next.min(t);
             if let Some(t) = p.handshake.next_attempt {
@@ -1015,7 +1306,10 @@ impl Node {
                 if !p.handshake.in_progress() {
                     consider(s.rekey_at());
                 }
-            } else if p.endpoint.is_some() && !p.handshake.in_progress() {
+            } else if p.endpoint.is_some()
+                && !p.handshake.in_progress()
+                && (self.full_mesh() || p.bootstrap || !p.pending.is_empty())
+            {
                 consider(self.last_now);
             }
         }
@@ -1083,13 +1377,39 @@ impl Node {
             })
             .collect();
         fdb.sort_by(|a, b| a.mac.cmp(&b.mac));
+        let members = self
+            .membership
+            .members(now)
+            .into_iter()
+            .filter(|m| m.key != self.public_key)
+            .map(|m| {
+                let peer = self.by_key.get(&m.key).map(|&id| &self.peers[id as usize]);
+                MemberStatus {
+                    direct: peer.is_some_and(|p| p.current.is_some()),
+                    admin: peer
+                        .and_then(|p| p.certificate.as_ref())
+                        .is_some_and(|c| c.admin),
+                    name: m.name,
+                    public_key: m.key.to_string(),
+                    certificate_expires: m.cert_expires_at,
+                    state: m.state.as_str().to_string(),
+                    endpoints: m.endpoints.iter().map(|e| e.to_string()).collect(),
+                    via: None,
+                }
+            })
+            .collect();
         CoreStatus {
+            network: self.network.to_string(),
+            certificate_expires: self.certificate.expires_at,
+            members,
             public_key: self.public_key.to_string(),
             peers,
             fdb,
             counters: self
                 .counters()
                 .iter()
+                .chain(self.invites.counters().iter())
+                .chain(self.membership.counters().iter())
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }
@@ -1109,6 +1429,24 @@ pub struct PeerStatus {
     pub last_handshake_secs_ago: Option<u64>,
 }
 
+/// One member of the network as `meshd status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub public_key: String,
+    /// Unix seconds.
+    pub certificate_expires: u64,
+    /// "alive", "suspect", "down" or "revoked", as gossip sees it.
+    pub state: String,
+    pub endpoints: Vec<String>,
+    /// Whether this node has a session with the member right now.
+    pub direct: bool,
+    /// The relay the member is reached through; always direct until relaying exists.
+    pub via: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FdbEntryStatus {
     pub mac: String,
@@ -1118,6 +1456,10 @@ pub struct FdbEntryStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CoreStatus {
+    pub network: String,
+    /// This node's own certificate expiry (unix seconds).
+    pub certificate_expires: u64,
+    pub members: Vec<MemberStatus>,
     pub public_key: String,
     pub peers: Vec<PeerStatus>,
     pub fdb: Vec<FdbEntryStatus>,

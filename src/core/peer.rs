@@ -16,6 +16,7 @@ use meshd_crypto::{
 };
 
 use super::buffer::PacketBuf;
+use crate::wire::PayloadKind;
 
 /// The initiator of a session starts a new handshake once the session is this old.
 pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
@@ -124,6 +125,8 @@ pub(crate) struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// The newest verified certificate seen for this key (handshake or gossip).
     pub certificate: Option<Certificate>,
+    /// Listed in the config: always kept connected, the way back into the mesh.
+    pub bootstrap: bool,
     pub initiation: Option<Initiation>,
     pub handshake: HandshakeProgress,
     pub current: Option<Session>,
@@ -131,7 +134,8 @@ pub(crate) struct Peer {
     pub next: Option<Session>,
     /// Newest initiation timestamp accepted from this peer; older or equal ones are replays.
     pub last_init_timestamp: u64,
-    pub pending: VecDeque<PacketBuf>,
+    /// Payloads (frames, membership messages) waiting for a session, with their kind.
+    pub pending: VecDeque<(PayloadKind, PacketBuf)>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub last_handshake: Option<Instant>,
@@ -147,6 +151,7 @@ impl Peer {
             public_key,
             endpoint,
             certificate: None,
+            bootstrap: false,
             initiation: None,
             handshake: HandshakeProgress::default(),
             current: None,

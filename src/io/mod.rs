@@ -8,8 +8,10 @@
 //! a non-persistent TAP with its last file descriptor) and the control socket file is removed.
 
 pub mod control;
+pub mod invites;
 pub mod metrics;
 pub mod netlink;
+pub mod state;
 pub mod udp;
 pub mod worker;
 
@@ -68,6 +70,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         .map_err(|e| RunError(e.to_string()))?;
     let certificate = config
         .load_certificate(&secret.public_key())
+        .map_err(|e| RunError(e.to_string()))?;
+    let network_secret = config
+        .load_network_secret()
         .map_err(|e| RunError(e.to_string()))?;
     let iface = &config.interface;
     let netlink = Netlink::connect().map_err(fail("opening netlink"))?;
@@ -154,8 +159,13 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    let advertise = crate::enroll::advertised_endpoints(&config.advertise, listen);
     let node = Node::new(NodeConfig {
         secret,
+        network_secret,
+        certificate_lifetime: config.network.certificate_lifetime,
+        advertise,
+        revocations: state::load_revocations(&config.state_dir),
         network: config.network.id,
         certificate,
         peers: config
@@ -211,7 +221,8 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         },
         started: now,
     };
-    let result = Worker::new(node, tap, udp, info, offload)
+    let state = state::StateDir::new(config.state_dir.clone());
+    let result = Worker::new(node, tap, udp, info, offload, state)
         .run(control_rx)
         .await;
     control_task.abort();

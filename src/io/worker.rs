@@ -21,14 +21,16 @@ use tracing::{debug, info, warn};
 use tun_rs::AsyncDevice;
 
 use super::control::ControlRequest;
+use super::state::{StateDir, RESCAN_INTERVAL};
 use super::udp::{Udp, MAX_DATAGRAM};
 use super::RunError;
+use crate::core::node::NodeEvent;
 use crate::core::offload::{
     Coalescer, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
 };
 use crate::core::{Node, Received};
 use crate::status::{InterfaceStatus, NodeStatus};
-use crate::wire::{GsoType, VnetHdr, VnetHdrSize, VNET_HDR_LEN};
+use crate::wire::{GsoType, MessageType, VnetHdr, VnetHdrSize, VNET_HDR_LEN};
 
 /// Frames read from the TAP per wake-up before the worker looks at the socket again.
 pub const TAP_BATCH: usize = 64;
@@ -77,10 +79,18 @@ pub struct Worker {
     io_counters: IoCounters,
     gso_buf: Vec<u8>,
     offload: Option<TapOffload>,
+    state: StateDir,
 }
 
 impl Worker {
-    pub fn new(node: Node, tap: AsyncDevice, udp: Udp, info: StaticInfo, offload: bool) -> Worker {
+    pub fn new(
+        node: Node,
+        tap: AsyncDevice,
+        udp: Udp,
+        info: StaticInfo,
+        offload: bool,
+        state: StateDir,
+    ) -> Worker {
         let per_buf = if udp.gro_segments() > 1 {
             MAX_DATAGRAM
         } else {
@@ -94,6 +104,7 @@ impl Worker {
             udp,
             info,
             io_counters: IoCounters::default(),
+            state,
             gso_buf: Vec::with_capacity(GSO_MAX_BYTES + 2048),
             offload: offload.then(|| TapOffload {
                 read_staging: vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME_LEN],
@@ -112,6 +123,8 @@ impl Worker {
             .map_err(|e| RunError(format!("installing SIGINT handler: {e}")))?;
         let timer = tokio::time::sleep_until(Instant::now().into());
         tokio::pin!(timer);
+        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.node.handle_timeout(Instant::now());
         self.flush().await;
         loop {
@@ -133,7 +146,12 @@ impl Worker {
                     self.node.handle_timeout(Instant::now());
                 }
                 Some(request) = control.recv() => self.answer(request),
+                _ = rescan.tick() => {
+                    self.state.refresh(&mut self.node);
+                    self.state.refresh_revocations(Instant::now(), &mut self.node);
+                }
             }
+            self.handle_events().await;
             self.flush().await;
         }
     }
@@ -243,6 +261,10 @@ impl Worker {
                     continue;
                 }
                 for segment in buf.chunks_mut(stride) {
+                    if segment.get(1) == Some(&u8::from(MessageType::JoinRequest)) {
+                        // `meshd invite` may have written the invitation a moment ago.
+                        self.state.refresh_for_join(now, &mut self.node);
+                    }
                     if let Received::Frame(range) =
                         self.node.handle_datagram(now, meta.addr, segment)
                     {
@@ -323,6 +345,34 @@ impl Worker {
         }
     }
 
+    /// Acts on what the core decided that needs the disk: an admitted join is recorded as used
+    /// before its reply is sent (if recording fails the reply is withheld; the joiner retries).
+    async fn handle_events(&mut self) {
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::JoinAdmitted {
+                    invite_id,
+                    name,
+                    key,
+                    reply,
+                    destination,
+                } => {
+                    if let Err(e) =
+                        super::invites::mark_used(self.state.root(), &invite_id, &name, &key)
+                    {
+                        warn!(%name, error = %e, "cannot record the invitation as used; not answering the join");
+                        continue;
+                    }
+                    send_counted(&self.udp, &mut self.io_counters, destination, &reply, None).await;
+                }
+                NodeEvent::Revoked(revocation) => self.state.persist_revocation(&revocation),
+                NodeEvent::CertificateRenewed(certificate) => {
+                    self.state.persist_certificate(&certificate)
+                }
+            }
+        }
+    }
+
     fn answer(&mut self, request: ControlRequest) {
         match request {
             ControlRequest::Status(reply) => {
@@ -347,6 +397,9 @@ impl Worker {
                     listen: self.info.listen.clone(),
                     interface: self.info.interface.clone(),
                     uptime_secs: now.duration_since(self.info.started).as_secs(),
+                    network: core.network,
+                    certificate_expires: core.certificate_expires,
+                    members: core.members,
                     peers: core.peers,
                     fdb: core.fdb,
                     counters,

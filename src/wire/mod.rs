@@ -7,12 +7,19 @@
 //! Unknown message types and payload kinds are values (`MessageType::Unknown`, `PayloadKind::Unknown`)
 //! so the core can count and drop them; only structurally broken input is a [`WireError`].
 //!
+//! Two exceptions to "no crypto, no allocation", both small and rare: the invitation token
+//! (`token.rs`: parsed into an owned [`InviteToken`], SHA-256 for its checksum and the invite id) and
+//! the join payloads (`join.rs`: [`RequestPayload`] and [`ResponsePayload`], parsed into owned values
+//! after Noise decrypted them). The join datagrams themselves are views like the others.
+//!
 //! Invariants: all integers in meshd's own header are little-endian; Ethernet fields are network order
 //! (big-endian) because they are the frame's own bytes. The layout is documented in docs/wire-format.md,
 //! which must change together with this module.
 
 mod datagram;
 mod ethernet;
+mod join;
+mod token;
 pub mod vnet;
 
 #[cfg(test)]
@@ -28,6 +35,17 @@ pub use datagram::{
 pub use ethernet::{
     EthernetFrame, MacAddr, MacParseError, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
+};
+pub use join::{
+    emit_join_refused, BootstrapMember, JoinRefused, JoinRequest, JoinResponse, RefusalReason,
+    RequestPayload, ResponsePayload, JOIN_MAX_LEN, JOIN_REFUSED_LEN, JOIN_REQUEST_MIN_LEN,
+    JOIN_RESPONSE_MIN_LEN, MAX_BOOTSTRAP_MEMBERS, MAX_JOIN_ENDPOINTS, MAX_REQUEST_PAYLOAD,
+    MAX_RESPONSE_PAYLOAD, NETWORK_ID_LEN,
+};
+pub(crate) use token::constant_time_eq;
+pub use token::{
+    invite_id, InviteId, InviteSecret, InviteToken, TokenError, INVITE_ID_LEN, INVITE_SECRET_LEN,
+    MAX_TOKEN_CHARS, MAX_TOKEN_ENDPOINTS, TOKEN_PREFIX, TOKEN_VERSION,
 };
 pub use vnet::{
     GsoType, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM,
@@ -75,6 +93,12 @@ pub enum MessageType {
     /// Reserved for a future cookie (DoS) reply; version 1 never sends it.
     CookieReply,
     Data,
+    /// A new node asks an inviter for a certificate (see `join.rs`).
+    JoinRequest,
+    /// The inviter's answer: certificate and bootstrap members, encrypted to the new node.
+    JoinResponse,
+    /// The inviter refuses a join request; the reason is in the kind byte.
+    JoinRefused,
     /// Any other value; receivers count and drop it.
     Unknown(u8),
 }
@@ -87,6 +111,9 @@ impl MessageType {
             MessageType::HandshakeResponse => "handshake_response",
             MessageType::CookieReply => "cookie_reply",
             MessageType::Data => "data",
+            MessageType::JoinRequest => "join_request",
+            MessageType::JoinResponse => "join_response",
+            MessageType::JoinRefused => "join_refused",
             MessageType::Unknown(_) => "unknown",
         }
     }
@@ -99,6 +126,9 @@ impl From<u8> for MessageType {
             2 => MessageType::HandshakeResponse,
             3 => MessageType::CookieReply,
             4 => MessageType::Data,
+            5 => MessageType::JoinRequest,
+            6 => MessageType::JoinResponse,
+            7 => MessageType::JoinRefused,
             other => MessageType::Unknown(other),
         }
     }
@@ -111,6 +141,9 @@ impl From<MessageType> for u8 {
             MessageType::HandshakeResponse => 2,
             MessageType::CookieReply => 3,
             MessageType::Data => 4,
+            MessageType::JoinRequest => 5,
+            MessageType::JoinResponse => 6,
+            MessageType::JoinRefused => 7,
             MessageType::Unknown(other) => other,
         }
     }
@@ -123,6 +156,8 @@ pub enum PayloadKind {
     Keepalive,
     /// One complete Ethernet frame, from the destination MAC to the end of the payload (no FCS).
     Ethernet,
+    /// A membership message (gossip, certificate renewal) for the node's membership layer.
+    Membership,
     /// Any other value; receivers count and drop it.
     Unknown(u8),
 }
@@ -133,6 +168,7 @@ impl PayloadKind {
         match self {
             PayloadKind::Keepalive => "keepalive",
             PayloadKind::Ethernet => "ethernet",
+            PayloadKind::Membership => "membership",
             PayloadKind::Unknown(_) => "unknown",
         }
     }
@@ -143,6 +179,7 @@ impl From<u8> for PayloadKind {
         match value {
             0 => PayloadKind::Keepalive,
             1 => PayloadKind::Ethernet,
+            2 => PayloadKind::Membership,
             other => PayloadKind::Unknown(other),
         }
     }
@@ -153,6 +190,7 @@ impl From<PayloadKind> for u8 {
         match value {
             PayloadKind::Keepalive => 0,
             PayloadKind::Ethernet => 1,
+            PayloadKind::Membership => 2,
             PayloadKind::Unknown(other) => other,
         }
     }

@@ -1,14 +1,19 @@
-//! End-to-end tests in network namespaces: three hosts, each with a bridge and two containers, joined into
-//! one Ethernet segment by the real `meshd` binary (issue 2, point 8).
+//! End-to-end tests in network namespaces: four hosts, each with a bridge and two containers, joined into
+//! one Ethernet segment by the real `meshd` binary, the mesh formed the way an operator forms it (issue
+//! 3): `meshd init` founds the network on h1, every other host joins with a token from `meshd invite`
+//! knowing only h1, and learns the rest by gossip.
 //!
 //! One `#[test]` builds the topology once and runs every scenario on it in order, because setting up
-//! 10 namespaces and 3 daemons dominates the runtime. Needs root (skips with a message otherwise; fails
-//! instead when `CI=true`). `MESHD_IT_CONTROL=1` joins the bridges with plain veth links instead of meshd,
-//! which validates the harness's own assertions independently of meshd.
+//! the namespaces and daemons dominates the runtime: first the data plane (issue 2, point 8), then
+//! admission (issue 3), whose last scenarios restart and revoke members. Needs root (skips with a message
+//! otherwise; fails instead when `CI=true`). `MESHD_IT_CONTROL=1` joins the bridges with plain veth links
+//! instead of meshd, which validates the harness's own data-plane assertions independently of meshd (the
+//! admission scenarios need meshd and are skipped then).
 //!
 //! Run: `sudo -E cargo test --test it netns -- --nocapture --test-threads=1`
-//! (`MESHD_IT_KEEP=1` keeps the daemons' configs and logs; they are always kept after a failure.)
+//! (`MESHD_IT_KEEP=1` keeps the daemons' configs, state and logs; they are always kept after a failure.)
 
+mod admission;
 mod cmd;
 mod mesh;
 mod nsthread;
@@ -17,10 +22,15 @@ mod prng;
 mod scenarios;
 mod topology;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mesh::Mesh;
-use topology::Topology;
+use mesh::{Mesh, FORM_TIMEOUT};
+use topology::{Topology, HOSTS};
+
+/// Scenarios in meshd mode; control mode runs the first `DATA_PLANE` of them and the harness's own
+/// half of the rogue check.
+const SCENARIOS: usize = 10;
+const DATA_PLANE: usize = 6;
 
 const SKIP_MESSAGE: &str =
     "skipping netns tests: need root for network namespaces (run as root / sudo)";
@@ -36,7 +46,7 @@ fn env_flag(name: &str) -> bool {
 
 /// Prints a scenario header and returns its start time.
 fn scenario(number: usize, title: &str) -> Instant {
-    println!("== [{number}/6] {title}");
+    println!("== [{number}/{SCENARIOS}] {title}");
     Instant::now()
 }
 
@@ -49,7 +59,7 @@ fn done(started: Instant, mesh: &mut Option<Mesh>) {
 }
 
 #[test]
-fn three_hosts_form_one_switch() {
+fn four_hosts_joined_by_invitation_form_one_switch() {
     if !running_as_root() {
         assert!(
             !env_flag("CI"),
@@ -82,8 +92,11 @@ fn three_hosts_form_one_switch() {
                 .unwrap_or_else(|e| panic!("status of host {host}: {e}"));
             status["counters"][name].as_u64().unwrap_or(0)
         };
-        let gso: Vec<u64> = (0..3).map(|h| counter(h, "io_tap_gso_reads")).collect();
-        let gro: Vec<u64> = (0..3).map(|h| counter(h, "io_tap_gro_writes")).collect();
+        let hosts = usize::from(HOSTS);
+        let gso: Vec<u64> = (0..hosts).map(|h| counter(h, "io_tap_gso_reads")).collect();
+        let gro: Vec<u64> = (0..hosts)
+            .map(|h| counter(h, "io_tap_gro_writes"))
+            .collect();
         println!("  TSO super-frames read per host {gso:?}, coalesced TAP writes per host {gro:?}");
         assert!(
             gso[0] + gso[1] > 0,
@@ -123,20 +136,84 @@ fn three_hosts_form_one_switch() {
     scenarios::garbage_flood(&topo, mesh.as_mut());
     done(t, &mut mesh);
 
+    match mesh.as_mut() {
+        Some(mesh) => admission_scenarios(&mut topo, mesh),
+        None => control_admission(&mut topo),
+    }
+
     if let Some(mesh) = mesh.as_mut() {
         mesh.stop_and_check();
     }
     println!(
-        "all 6 scenarios passed ({} mode) in {:.1?}",
+        "all {} scenarios passed ({} mode) in {:.1?}",
+        if control { DATA_PLANE + 1 } else { SCENARIOS },
         if control { "CONTROL" } else { "meshd" },
         started.elapsed()
     );
 }
 
-/// Starts meshd on every host, waits for all sessions, and fits the containers' MTU to the TAP's.
+/// Scenarios 7-10 (issue 3). An outsider host h5 with one container, on the same underlay and subnet but
+/// never invited, first tries refused tokens and then runs a rogue node.
+fn admission_scenarios(topo: &mut Topology, mesh: &mut Mesh) {
+    let (outsider, outsider_container) = topo.add_outsider(HOSTS + 1);
+    let finish = |t: Instant, mesh: &mut Mesh| {
+        mesh.assert_alive();
+        println!("   ok ({:.1?})", t.elapsed());
+    };
+
+    let t = scenario(
+        7,
+        "spent, damaged, forged, wrong-network and expired tokens are refused; nothing written, founder unchanged",
+    );
+    admission::refused_tokens(mesh, &outsider);
+    finish(t, mesh);
+
+    let t = scenario(
+        8,
+        "a rogue node with a self-made key and the real network in its config gets no frame through",
+    );
+    admission::rogue(topo, mesh, &outsider, &outsider_container);
+    finish(t, mesh);
+
+    let t = scenario(9, "h3 restarted with SIGTERM and the same config is back");
+    admission::restart(topo, mesh, "h3");
+    finish(t, mesh);
+
+    let t = scenario(
+        10,
+        "h4 revoked on the founder is cut off everywhere, also after h2 restarts",
+    );
+    admission::revoke(topo, mesh, "h4", "h2");
+    finish(t, mesh);
+}
+
+/// CONTROL mode's part of the admission scenarios: only the harness's own rogue check, shown to catch a
+/// rogue that is wired into the segment (7, 9 and 10 need meshd).
+fn control_admission(topo: &mut Topology) {
+    let (outsider, outsider_container) = topo.add_outsider(HOSTS + 1);
+    println!("== [7/{SCENARIOS}] refused tokens: skipped, CONTROL mode has no meshd");
+    let t = scenario(
+        8,
+        "CONTROL: the sniffers catch a rogue wired straight into the segment",
+    );
+    admission::rogue_wired_in(topo, &outsider, &outsider_container);
+    println!("   ok ({:.1?})", t.elapsed());
+    println!("== [9-10/{SCENARIOS}] restart and revocation: skipped, CONTROL mode has no meshd");
+}
+
+/// Forms the mesh by invitation, waits until every node sees every other as an alive member with a
+/// session up, and fits the containers' MTU to the TAP's.
 fn start_mesh(topo: &mut Topology) -> Mesh {
-    let mut mesh = Mesh::start(topo);
-    let statuses = mesh.wait_all_up(Duration::from_secs(20));
+    let mut mesh = Mesh::form(topo);
+    let started = Instant::now();
+    let statuses = mesh.wait_formed(FORM_TIMEOUT);
+    println!(
+        "meshd: MEASURED all {} nodes list each other as alive members with sessions up {:.1?} after the \
+         last daemon started",
+        mesh.nodes.len(),
+        started.elapsed()
+    );
+    check_members(&mesh, &statuses);
     if let Some(tap_mtu) = mesh.check_interfaces(&statuses) {
         println!("meshd: TAP MTU {tap_mtu}");
         if tap_mtu < topo.container_mtu {
@@ -148,4 +225,40 @@ fn start_mesh(topo: &mut Topology) -> Mesh {
         }
     }
     mesh
+}
+
+/// The member entries carry the contract's fields: each node's key, a certificate expiry in the future,
+/// endpoints, and a direct path.
+fn check_members(mesh: &Mesh, statuses: &[serde_json::Value]) {
+    let now = mesh::unix_now();
+    for (node, status) in mesh.nodes.iter().zip(statuses) {
+        for other in mesh.nodes.iter().filter(|o| o.name != node.name) {
+            let m = mesh::member(status, &other.name).expect("checked by wait_formed");
+            assert_eq!(
+                m["public_key"].as_str(),
+                Some(other.public_key.as_str()),
+                "{} lists member {} with another key: {m}",
+                node.name,
+                other.name
+            );
+            assert!(
+                m["certificate_expires"].as_u64().is_some_and(|t| t > now),
+                "{} lists member {} without a future certificate_expires (unix seconds): {m}",
+                node.name,
+                other.name
+            );
+            assert!(
+                m["endpoints"].as_array().is_some_and(|e| !e.is_empty()) && m["direct"] == true,
+                "{} lists member {} without endpoints or not direct: {m}",
+                node.name,
+                other.name
+            );
+        }
+    }
+    let founder = &statuses[0];
+    println!(
+        "meshd: network {}; h1's members: {}",
+        founder["network"],
+        mesh::member_states(founder)
+    );
 }

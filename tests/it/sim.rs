@@ -356,8 +356,15 @@ fn make_node_issued_by(
 ) -> Node {
     let mut rng_seed = [0u8; 32];
     rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+    let raw = secret;
     let secret = StaticSecret::from_bytes(secret);
+    // Simulated hosts advertise their own address; host 1 (index 0) is the admin.
+    let index = (raw[0] == 0x42).then(|| usize::from(raw[1]) - 1);
     Node::new(NodeConfig {
+        network_secret: (index == Some(0)).then(network),
+        certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
+        advertise: index.map(addr).into_iter().collect(),
+        revocations: Vec::new(),
         network: network().network_id(),
         certificate: certificate(&secret, issuer),
         secret,
@@ -768,4 +775,112 @@ mod random_input {
             prop_assert!(sim.hosts[0].delivered.is_empty());
         }
     }
+}
+
+/// A network of `n` hosts where host 0 knows nobody and every other host knows only host 0 (as
+/// after `meshd join`): everything else must come from gossip.
+fn star(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(n, seed);
+    let hub = PeerSpec {
+        name: "h1".into(),
+        public_key: StaticSecret::from_bytes(secret(0)).public_key(),
+        endpoint: Some(addr(0)),
+    };
+    for i in 0..n {
+        let peers = if i == 0 {
+            Vec::new()
+        } else {
+            vec![hub.clone()]
+        };
+        sim.hosts[i].peers = peers.clone();
+        sim.hosts[i].node = make_node(sim.now, secret(i), peers, seed + i as u64);
+    }
+    sim
+}
+
+fn members_alive(sim: &Sim, host: usize) -> usize {
+    sim.hosts[host]
+        .node
+        .status(sim.now)
+        .members
+        .iter()
+        .filter(|m| m.state == "alive")
+        .count()
+}
+
+#[test]
+fn hosts_knowing_only_the_founder_learn_every_member_by_gossip_and_obey_a_revocation() {
+    const N: usize = 24;
+    let mut sim = star(N, 31);
+    let started = sim.now;
+    let mut converged = None;
+    for _ in 0..300 {
+        sim.run_for(Duration::from_millis(100));
+        let done = (0..N).all(|i| {
+            members_alive(&sim, i) == N - 1
+                && sim.hosts[i]
+                    .node
+                    .status(sim.now)
+                    .peers
+                    .iter()
+                    .filter(|p| p.state == "up")
+                    .count()
+                    == N - 1
+        });
+        if done {
+            converged = Some(sim.now - started);
+            break;
+        }
+    }
+    let converged = converged.expect("every host lists every other as alive with a session");
+    println!(
+        "{N} hosts knowing one member: full membership and sessions after {converged:?} (virtual)"
+    );
+    // Frames cross between two hosts that never had each other in their config.
+    exchange(&mut sim, 5, 17, 10, Duration::from_millis(20));
+
+    // The admin (host 0) revokes host 7; every other host drops it and refuses it.
+    let revoked = StaticSecret::from_bytes(secret(7)).public_key();
+    let revocation = meshd::core::membership::Revocation::issue(
+        &network(),
+        revoked,
+        "h8",
+        SIM_UNIX_SECS,
+        SIM_UNIX_SECS + 30 * 86_400,
+    )
+    .unwrap();
+    let at = sim.now;
+    sim.hosts[0].node.apply_revocation(at, revocation).unwrap();
+    let mut spread = None;
+    for _ in 0..100 {
+        sim.run_for(Duration::from_millis(100));
+        let everywhere = (0..N).filter(|&i| i != 7).all(|i| {
+            let status = sim.hosts[i].node.status(sim.now);
+            sim.hosts[i].node.is_revoked(&revoked)
+                && status
+                    .peers
+                    .iter()
+                    .all(|p| p.name != "h8" || p.state != "up")
+        });
+        if everywhere {
+            spread = Some(sim.now - at);
+            break;
+        }
+    }
+    let spread = spread.expect("the revocation reached every host");
+    println!(
+        "revocation applied by all {} other hosts after {spread:?} (virtual)",
+        N - 2
+    );
+    let before = sim.hosts[3].delivered.len();
+    sim.send_frame(7, &frame(BROADCAST, mac(7, 1), 1, 60));
+    sim.run_for(Duration::from_secs(12));
+    assert_eq!(
+        sim.hosts[3].delivered.len(),
+        before,
+        "the revoked host got a frame through"
+    );
+    assert!((0..N)
+        .filter(|&i| i != 7)
+        .all(|i| members_alive(&sim, i) == N - 2));
 }

@@ -1,5 +1,6 @@
 //! Raw Ethernet frames from inside a container: AF_PACKET sockets for frames `ip`/`ping` cannot make
-//! (802.1Q-tagged frames on kernels without the 8021q module, gratuitous ARP after a container move).
+//! (802.1Q-tagged frames on kernels without the 8021q module, gratuitous ARP after a container move, a
+//! rogue's flood) and for sniffing everything that reaches a container's eth0.
 //!
 //! Must be used from a thread that already entered the container's namespace (see `nsthread`): the
 //! interface index is looked up in the caller's namespace. Receive calls time out after `RECV_TICK` so
@@ -237,9 +238,35 @@ pub fn tagged_frame(
     frame
 }
 
-/// A gratuitous ARP request announcing that `ip` is at `mac`, as hypervisors and container runtimes
-/// send after a move so switches relearn the MAC's new port.
-pub fn gratuitous_arp(mac: [u8; 6], ip: std::net::Ipv4Addr) -> Vec<u8> {
+/// An untagged Ethernet frame.
+pub fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(14 + payload.len().max(46));
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame.resize(frame.len().max(60), 0);
+    frame
+}
+
+/// Source MAC of a frame, if it is long enough to have one.
+pub fn source_mac(frame: &[u8]) -> Option<[u8; 6]> {
+    frame.get(6..12)?.try_into().ok()
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A broadcast ARP request from (`mac`, `sender`) asking who has `target`.
+pub fn arp_request(
+    mac: [u8; 6],
+    sender: std::net::Ipv4Addr,
+    target: std::net::Ipv4Addr,
+) -> Vec<u8> {
     let mut frame = Vec::with_capacity(60);
     frame.extend_from_slice(&[0xff; 6]);
     frame.extend_from_slice(&mac);
@@ -249,9 +276,15 @@ pub fn gratuitous_arp(mac: [u8; 6], ip: std::net::Ipv4Addr) -> Vec<u8> {
     frame.extend_from_slice(&[6, 4]);
     frame.extend_from_slice(&1u16.to_be_bytes()); // request
     frame.extend_from_slice(&mac);
-    frame.extend_from_slice(&ip.octets());
+    frame.extend_from_slice(&sender.octets());
     frame.extend_from_slice(&[0; 6]);
-    frame.extend_from_slice(&ip.octets());
+    frame.extend_from_slice(&target.octets());
     frame.resize(60, 0);
     frame
+}
+
+/// A gratuitous ARP request announcing that `ip` is at `mac`, as hypervisors and container runtimes
+/// send after a move so switches relearn the MAC's new port.
+pub fn gratuitous_arp(mac: [u8; 6], ip: std::net::Ipv4Addr) -> Vec<u8> {
+    arp_request(mac, ip, ip)
 }

@@ -1,4 +1,4 @@
-//! The scenarios of issue 2 point 8, each a function that runs on an already built topology, prints what
+//! The data-plane scenarios (issue 2 point 8), each a function that runs on an already built topology, prints what
 //! it did, and panics with a message naming the containers and what was observed when it fails.
 //!
 //! Every wait is bounded: commands have deadlines, socket jobs use socket timeouts plus a join deadline.
@@ -45,7 +45,7 @@ impl Family {
         }
     }
 
-    fn addr(self, c: &Container) -> IpAddr {
+    pub fn addr(self, c: &Container) -> IpAddr {
         match self {
             Family::V4 => IpAddr::V4(c.ipv4),
             Family::V6 => IpAddr::V6(c.ipv6),
@@ -53,12 +53,25 @@ impl Family {
     }
 }
 
+/// `ping` from namespace `from_ns`: `count` echo requests `interval` seconds apart, waiting up to 2 s
+/// for the last reply.
 fn ping_command(
     from_ns: &str,
     family: Family,
     to: IpAddr,
     count: u32,
     interval: &str,
+) -> std::process::Command {
+    ping_command_waiting(from_ns, family, to, count, interval, "2")
+}
+
+fn ping_command_waiting(
+    from_ns: &str,
+    family: Family,
+    to: IpAddr,
+    count: u32,
+    interval: &str,
+    wait: &str,
 ) -> std::process::Command {
     let (count, to) = (count.to_string(), to.to_string());
     exec_in(
@@ -73,10 +86,44 @@ fn ping_command(
             "-i",
             interval,
             "-W",
-            "2",
+            wait,
             &to,
         ],
     )
+}
+
+/// One round of single pings (1 s wait), all pairs in parallel: whether each pair got its reply. A
+/// round takes about 1 s when pings fail, much less when they all succeed.
+pub fn ping_round(pairs: &[(&Container, &Container)], family: Family) -> Vec<bool> {
+    let running: Vec<_> = pairs
+        .iter()
+        .map(|(a, b)| {
+            cmd::spawn(ping_command_waiting(
+                &a.ns,
+                family,
+                family.addr(b),
+                1,
+                "0.2",
+                "1",
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    running
+        .into_iter()
+        .map(|r| r.wait_until(deadline).success())
+        .collect()
+}
+
+/// Every ordered pair (a, b) with a in `from` and b in `to`.
+pub fn pairs<'a>(
+    from: &[&'a Container],
+    to: &[&'a Container],
+) -> Vec<(&'a Container, &'a Container)> {
+    from.iter()
+        .flat_map(|a| to.iter().map(move |b| (*a, *b)))
+        .filter(|(a, b)| a.name != b.name)
+        .collect()
 }
 
 /// One ping exchange (up to 2 echo requests, success when any reply arrives).
@@ -257,7 +304,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A UDP broadcast to 10.77.0.255 from one container reaches a listener in each of the other five.
+/// A UDP broadcast to 10.77.0.255 from one container reaches a listener in each of the others.
 pub fn broadcast(topo: &Topology, from: &str) {
     let token = format!(
         "meshd-it broadcast {} {:?}",
@@ -690,7 +737,8 @@ fn flood(targets: &[SocketAddr]) -> Result<FloodStats, String> {
     Ok(stats)
 }
 
-fn peer_states(status: &serde_json::Value) -> String {
+/// `name=state` of every session in a status, for messages.
+pub fn peer_states(status: &serde_json::Value) -> String {
     status["peers"]
         .as_array()
         .map(|peers| {

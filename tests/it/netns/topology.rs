@@ -1,4 +1,4 @@
-//! The namespace topology: one underlay switch, three hosts with a bridge each, two containers per host.
+//! The namespace topology: one underlay switch, four hosts with a bridge each, two containers per host.
 //!
 //! ```text
 //!   underlay ns: bridge ulbr (10.201.0.254/24)
@@ -8,7 +8,11 @@
 //! ```
 //!
 //! The hosts' br0 bridges are joined into one L2 segment either by meshd (its TAP enslaved into br0) or,
-//! in control mode, by plain veth links h1-h2 and h2-h3 (a line, never a loop).
+//! in control mode, by plain veth links h1-h2, h2-h3 and h3-h4 (a line, never a loop).
+//!
+//! An *outsider* (`add_outsider`) is one more host of the same shape on the same underlay, with one
+//! container on its br0, that is not part of `hosts`/`containers`: the admission scenarios use it for
+//! refused joins and for a rogue node, and the data-plane scenarios never address it.
 //!
 //! Invariants: every namespace name carries this run's prefix (`meshit<pid>-`), so parallel or crashed
 //! runs never collide; every interface is created inside a namespace, never in the caller's; the guard
@@ -27,10 +31,12 @@ pub const UNDERLAY_SELF: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 254);
 /// full-size container frames fit through the tunnel. Lowered at runtime if meshd reports less.
 pub const CONTAINER_MTU: u32 = 1402;
 const UNDERLAY_MTU: u32 = 1500;
+/// Hosts of the mesh: a founder and three members joined by invitation (issue 3).
+pub const HOSTS: u8 = 4;
 const NAME_PREFIX: &str = "meshit";
 
 pub struct Host {
-    /// 1..=3
+    /// 1..=HOSTS, or above for an outsider
     pub n: u8,
     /// Node name as meshd knows it: "h1".
     pub name: String,
@@ -81,23 +87,26 @@ impl Topology {
         };
         let started = Instant::now();
         topo.build_underlay();
-        for n in 1..=3u8 {
-            topo.build_host(n);
+        for n in 1..=HOSTS {
+            let host = topo.build_host(n);
+            topo.hosts.push(host);
         }
-        for n in 1..=3u8 {
+        for n in 1..=HOSTS {
             for slot in 1..=2u8 {
-                topo.build_container(n, slot);
+                let container = topo.build_container(n, slot);
+                topo.containers.push(container);
             }
         }
         if control {
             topo.link_bridges_directly();
         }
         println!(
-            "topology {}: underlay + 3 hosts + 6 containers ready in {:.1?}{}",
+            "topology {}: underlay + {HOSTS} hosts + {} containers ready in {:.1?}{}",
             topo.prefix,
+            topo.containers.len(),
             started.elapsed(),
             if control {
-                " (CONTROL mode: bridges joined by veth h1-h2-h3, no meshd)"
+                " (CONTROL mode: bridges joined by veth h1-h2-h3-h4, no meshd)"
             } else {
                 ""
             }
@@ -133,7 +142,8 @@ impl Topology {
         ip_ok(&ul, &["link", "set", "ulbr", "up"]);
     }
 
-    fn build_host(&mut self, n: u8) {
+    /// Creates host `n` (namespace, underlay port 10.201.0.n, empty br0) without listing it in `hosts`.
+    fn build_host(&mut self, n: u8) -> Host {
         let host = Host {
             n,
             name: format!("h{n}"),
@@ -176,10 +186,11 @@ impl Topology {
             ],
         );
         ip_ok(&host.ns, &["link", "set", "br0", "up"]);
-        self.hosts.push(host);
+        host
     }
 
-    fn build_container(&mut self, n: u8, slot: u8) {
+    /// Creates container `slot` of host `n` and plugs it in, without listing it in `containers`.
+    fn build_container(&mut self, n: u8, slot: u8) -> Container {
         let letter = (b'a' + slot - 1) as char;
         let index = 10 * n + slot;
         let container = Container {
@@ -194,13 +205,26 @@ impl Topology {
         };
         self.add_namespace(&container.ns);
         sysctl_in(&container.ns, "net.ipv4.icmp_echo_ignore_broadcasts=0");
-        self.plug(&container, n);
-        self.containers.push(container);
+        self.plug_into(&container, &self.host_ns(n));
+        container
     }
 
-    /// Creates the container's veth into host `n`'s br0 and configures eth0 (MAC, MTU, addresses, up).
-    fn plug(&self, c: &Container, n: u8) {
-        let host_ns = &self.host(n).ns;
+    /// An outsider host `n` (above `HOSTS`) with one container on its br0, on the same underlay and
+    /// container subnet as the mesh but not listed in `hosts`/`containers`. Torn down with the rest.
+    pub fn add_outsider(&mut self, n: u8) -> (Host, Container) {
+        assert!(n > HOSTS, "outsider h{n} would collide with a mesh host");
+        let host = self.build_host(n);
+        let container = self.build_container(n, 1);
+        (host, container)
+    }
+
+    fn host_ns(&self, n: u8) -> String {
+        format!("{}-h{n}", self.prefix)
+    }
+
+    /// Creates the container's veth into the br0 of host namespace `host_ns` and configures eth0 (MAC,
+    /// MTU, addresses, up).
+    fn plug_into(&self, c: &Container, host_ns: &str) {
         let port = c.host_port();
         let mtu = self.container_mtu.to_string();
         ip_ok(
@@ -236,19 +260,14 @@ impl Topology {
 
     /// Control mode: joins the hosts' bridges with veth links in a line so the segment has no loop.
     fn link_bridges_directly(&self) {
-        for (a, b) in [(1u8, 2u8), (2, 3)] {
-            let (a_ns, b_ns) = (&self.host(a).ns, &self.host(b).ns);
-            let a_end = format!("t{a}{b}");
-            let b_end = format!("t{b}{a}");
-            ip_ok(
-                a_ns,
-                &[
-                    "link", "add", &a_end, "type", "veth", "peer", "name", &b_end, "netns", b_ns,
-                ],
-            );
-            ip_ok(a_ns, &["link", "set", &a_end, "master", "br0", "up"]);
-            ip_ok(b_ns, &["link", "set", &b_end, "master", "br0", "up"]);
+        for (a, b) in (1..HOSTS).map(|a| (a, a + 1)) {
+            link_bridges(&self.host(a).ns, &self.host(b).ns, a, b);
         }
+    }
+
+    /// Control mode: plugs an outsider's br0 straight into host `to`'s br0, as if it were a member.
+    pub fn wire_in(&self, outsider: &Host, to: u8) {
+        link_bridges(&outsider.ns, &self.host(to).ns, outsider.n, to);
     }
 
     pub fn host(&self, n: u8) -> &Host {
@@ -256,6 +275,16 @@ impl Topology {
             .iter()
             .find(|h| h.n == n)
             .unwrap_or_else(|| panic!("no host h{n}"))
+    }
+
+    /// The containers currently plugged into host `n`.
+    pub fn containers_on(&self, n: u8) -> Vec<&Container> {
+        self.containers.iter().filter(|c| c.host == n).collect()
+    }
+
+    /// The containers currently plugged into any host but `n`.
+    pub fn containers_off(&self, n: u8) -> Vec<&Container> {
+        self.containers.iter().filter(|c| c.host != n).collect()
     }
 
     pub fn container(&self, name: &str) -> &Container {
@@ -277,7 +306,7 @@ impl Topology {
         let port = self.containers[index].host_port();
         // Deleting one end of a veth deletes both; the container keeps its namespace and sockets.
         ip_ok(&self.host(from).ns, &["link", "del", &port]);
-        self.plug(&self.containers[index], to);
+        self.plug_into(&self.containers[index], &self.host(to).ns);
         self.containers[index].host = to;
         Instant::now()
     }
@@ -294,6 +323,20 @@ impl Topology {
         }
         self.container_mtu = mtu;
     }
+}
+
+/// A veth `t<a><b>` / `t<b><a>` between the br0 bridges of namespaces `a_ns` and `b_ns`.
+fn link_bridges(a_ns: &str, b_ns: &str, a: u8, b: u8) {
+    let a_end = format!("t{a}{b}");
+    let b_end = format!("t{b}{a}");
+    ip_ok(
+        a_ns,
+        &[
+            "link", "add", &a_end, "type", "veth", "peer", "name", &b_end, "netns", b_ns,
+        ],
+    );
+    ip_ok(a_ns, &["link", "set", &a_end, "master", "br0", "up"]);
+    ip_ok(b_ns, &["link", "set", &b_end, "master", "br0", "up"]);
 }
 
 impl Drop for Topology {

@@ -1,0 +1,169 @@
+//! The node's state directory as the running daemon sees it: invitations written by
+//! `meshd invite`, and (with membership) revocations and the renewed certificate.
+//!
+//! Owns re-reading the directory when it changes and persisting what the core decided. Invariant:
+//! an invitation is recorded as used on disk before the join reply leaves, so a token cannot work
+//! twice even across a crash; a directory that cannot be read is logged once per change, never
+//! fatal (the node keeps running with what it had).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use meshd_crypto::{Certificate, PublicKey};
+use tracing::{info, warn};
+
+use crate::core::membership::Revocation;
+use crate::core::Node;
+
+/// How often the daemon looks for new invitations (a `meshd invite` run) in the state directory.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A join request makes the daemon re-read its invitations at most this often, so one run in a
+/// script (`invite` then `join` at once) works and a flood of requests cannot make it read the
+/// disk per datagram.
+pub const JOIN_RESCAN_MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct StateDir {
+    root: PathBuf,
+    invites_seen: Option<SystemTime>,
+    revocations_seen: Option<SystemTime>,
+    last_join_rescan: Option<Instant>,
+}
+
+/// Where revocations are kept, one file per revoked key.
+pub fn revocations_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("revocations")
+}
+
+fn revocation_file(state_dir: &Path, key: &PublicKey) -> PathBuf {
+    let hex: String = key.as_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    revocations_dir(state_dir).join(format!("{hex}.rev"))
+}
+
+/// Every revocation file in the state directory that parses (verification is the core's job).
+/// Unreadable files are skipped with a warning: one bad file must not hide the others.
+pub fn load_revocations(state_dir: &Path) -> Vec<Revocation> {
+    let dir = revocations_dir(state_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("rev") {
+            continue;
+        }
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| STANDARD.decode(text.trim()).map_err(|e| e.to_string()))
+            .and_then(|bytes| Revocation::decode(&bytes).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "ignoring an unreadable revocation")
+            }
+        }
+    }
+    out
+}
+
+/// Stores a revocation (mode 0600 directory 0700), atomically; an existing one is replaced.
+pub fn write_revocation(state_dir: &Path, revocation: &Revocation) -> std::io::Result<()> {
+    let dir = revocations_dir(state_dir);
+    crate::enroll::create_state_dir(&dir)?;
+    let mut text = STANDARD.encode(revocation.encode());
+    text.push('\n');
+    crate::enroll::write_atomically(
+        &revocation_file(state_dir, &revocation.static_key),
+        text.as_bytes(),
+    )
+}
+
+fn modified(dir: &Path) -> Option<SystemTime> {
+    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
+}
+
+impl StateDir {
+    pub fn new(root: PathBuf) -> StateDir {
+        StateDir {
+            root,
+            invites_seen: None,
+            revocations_seen: None,
+            last_join_rescan: None,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Re-reads the invitations before a join request is handled (rate-limited), even when the
+    /// directory's timestamp has not visibly moved (coarse timestamps on some filesystems).
+    pub fn refresh_for_join(&mut self, now: Instant, node: &mut Node) {
+        // A stat is cheap: a new invitation file changes the directory's timestamp.
+        self.refresh(node);
+        if self
+            .last_join_rescan
+            .is_some_and(|t| now.saturating_duration_since(t) < JOIN_RESCAN_MIN_INTERVAL)
+        {
+            return;
+        }
+        self.last_join_rescan = Some(now);
+        self.invites_seen = None;
+        self.refresh(node);
+    }
+
+    /// Applies revocations an admin's `meshd revoke` wrote since the last look.
+    pub fn refresh_revocations(&mut self, now: Instant, node: &mut Node) {
+        let stamp = modified(&revocations_dir(&self.root));
+        if stamp.is_none() || stamp == self.revocations_seen {
+            return;
+        }
+        self.revocations_seen = stamp;
+        for revocation in load_revocations(&self.root) {
+            if node.is_revoked(&revocation.static_key) {
+                continue;
+            }
+            let name = revocation.name.clone();
+            match node.apply_revocation(now, revocation) {
+                Ok(()) => info!(member = %name, "revocation applied and spreading"),
+                Err(e) => {
+                    warn!(member = %name, error = %e, "ignoring a revocation that does not verify")
+                }
+            }
+        }
+    }
+
+    /// Persists what the core learned: a revocation from gossip, our renewed certificate.
+    pub fn persist_revocation(&mut self, revocation: &Revocation) {
+        if let Err(e) = write_revocation(&self.root, revocation) {
+            warn!(error = %e, member = %revocation.name, "cannot store a revocation; it holds until restart");
+        }
+        self.revocations_seen = modified(&revocations_dir(&self.root));
+    }
+
+    pub fn persist_certificate(&mut self, certificate: &Certificate) {
+        if let Err(e) = crate::enroll::write_certificate(&self.root, certificate) {
+            warn!(error = %e, "cannot store the renewed certificate; it holds until restart");
+        }
+    }
+
+    /// Hands the node the current invitations if the invites directory changed since last time.
+    pub fn refresh(&mut self, node: &mut Node) {
+        let dir = self.root.join("invites");
+        let stamp = modified(&dir);
+        if stamp.is_some() && stamp == self.invites_seen {
+            return;
+        }
+        self.invites_seen = stamp;
+        match super::invites::load_pending(&self.root) {
+            Ok(pending) => node.set_pending_invites(pending),
+            Err(e) => warn!(dir = %dir.display(), error = %e, "cannot read invitations"),
+        }
+    }
+}
