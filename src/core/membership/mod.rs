@@ -189,7 +189,7 @@ pub struct MembershipConfig {
 }
 
 /// What the node and the io layer learn from membership.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipEvent {
     /// A member's record verified while foca considers it alive: the first time, again after
     /// it was down, or with a newer record (endpoints or certificate changed).
