@@ -460,7 +460,8 @@ fn hundred_members_each_knowing_one_converge_and_detect_a_death() {
         assert_eq!(h.m.members(net.now).len(), n);
     }
 
-    // Steady state.
+    // Steady state, once every pair that talks has its session (a first session announces).
+    net.run_for(Duration::from_secs(120));
     let before = net.bytes_sent;
     let window = Duration::from_secs(60);
     net.run_for(window);

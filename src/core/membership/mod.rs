@@ -466,6 +466,8 @@ impl Ord for Scheduled {
 struct Live {
     generation: u32,
     active: bool,
+    /// This node announced itself to the member since foca last saw it come up.
+    announced: bool,
 }
 
 struct Want {
@@ -795,7 +797,9 @@ impl Membership {
 
     /// A session with the member holding `certificate` (verified by the node) came up. This is
     /// how knowing one member bootstraps: foca announces itself to it, and a node that has not
-    /// pulled the member table yet pulls it from there.
+    /// pulled the member table yet pulls it from there. Once this node has announced itself to a
+    /// member foca considers alive, further sessions with it (rekeys) cost nothing, so it may
+    /// be called on every handshake.
     pub fn session_established(
         &mut self,
         now: Instant,
@@ -806,6 +810,13 @@ impl Membership {
         let key = certificate.static_key;
         if key == self.me.key || self.is_revoked(&key) {
             return;
+        }
+        match self.live.get_mut(&key) {
+            // A rekey, or another session with a member foca has alive and this node already
+            // announced itself to: nothing to learn.
+            Some(l) if l.active && l.announced && self.synced => return,
+            Some(l) => l.announced = true,
+            None => {}
         }
         debug!(peer = %key, %endpoint, "membership: session established");
         let generation = self
@@ -877,7 +888,7 @@ impl Membership {
     pub fn set_endpoints(&mut self, mut endpoints: Vec<SocketAddr>) {
         endpoints.truncate(MAX_ENDPOINTS);
         self.endpoints = endpoints;
-        self.version += 1;
+        self.version = self.version.saturating_add(1);
         self.publish_own_record();
     }
 
@@ -998,13 +1009,13 @@ impl Membership {
                 if id.key == self.me.key {
                     return;
                 }
-                self.live.insert(
-                    id.key,
-                    Live {
-                        generation: id.generation,
-                        active: true,
-                    },
-                );
+                let live = self.live.entry(id.key).or_insert(Live {
+                    generation: id.generation,
+                    active: true,
+                    announced: false,
+                });
+                live.generation = id.generation;
+                live.active = true;
                 let (revoked, has_record) = {
                     let registry = lock(&self.registry);
                     (
@@ -1025,6 +1036,7 @@ impl Membership {
                 if let Some(live) = self.live.get_mut(&id.key) {
                     if live.generation == id.generation {
                         live.active = false;
+                        live.announced = false;
                     }
                 }
                 self.wanted.remove(&id.key);
@@ -1041,7 +1053,7 @@ impl Membership {
                     "membership: declared down; rejoined with a new generation"
                 );
                 self.me = new;
-                self.version += 1;
+                self.version = self.version.saturating_add(1);
                 self.publish_own_record();
             }
             OwnedNotification::Idle => {
@@ -1809,7 +1821,7 @@ impl Membership {
         );
         self.certificate = certificate.clone();
         self.renew_next_attempt = None;
-        self.version += 1;
+        self.version = self.version.saturating_add(1);
         lock(&self.registry).counters.certificates_renewed += 1;
         self.events
             .push_back(MembershipEvent::CertificateRenewed { certificate });
@@ -1955,7 +1967,7 @@ impl Membership {
             if now < run.deadline {
                 return;
             }
-            run.attempts += 1;
+            run.attempts = run.attempts.saturating_add(1);
             if run.attempts >= SYNC_ATTEMPTS {
                 // That member does not answer: continue the pull from another one.
                 let cursor = run.cursor;

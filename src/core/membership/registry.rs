@@ -206,7 +206,8 @@ impl Registry {
         }
     }
 
-    /// Stores this node's own item (built and signed locally, so not verified again).
+    /// Stores this node's own item (built and signed locally, so not verified again), unless
+    /// this node itself has been revoked.
     pub fn store_own(&mut self, item: Vec<u8>, record_at: usize, certificate: &Certificate) {
         let Ok(view) = RecordView::new_checked(&item[record_at..]) else {
             return;
@@ -219,7 +220,9 @@ impl Registry {
             record_at,
             item: item.into_boxed_slice(),
         };
-        self.slots.insert(self.own_key, Slot::Member(stored));
+        if !self.is_revoked(&self.own_key) {
+            self.slots.insert(self.own_key, Slot::Member(stored));
+        }
     }
 
     /// Takes one item: checks it, stores it if it is new and valid, and says whether foca

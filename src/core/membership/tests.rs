@@ -1137,3 +1137,27 @@ fn anti_entropy_repairs_missed_records_and_revocations() {
     assert_eq!(a.counters().digests_matched, before + 1);
     assert!(a.poll_transmit().is_none());
 }
+
+#[test]
+fn sessions_with_members_foca_has_alive_cost_nothing() {
+    let now = Instant::now();
+    let mut m = node(now);
+    let (secret, cert) = peer();
+    m.handle_message(
+        now,
+        secret.public_key(),
+        &page(&[record_item(&secret, &cert, 1, 1, "192.0.2.2:1")]),
+    );
+    // A first session before the table was pulled: announce and pull.
+    m.session_established(now, &cert, "192.0.2.2:1".parse().unwrap());
+    let sent: Vec<u8> = std::iter::from_fn(|| m.poll_transmit())
+        .map(|(_, p)| p[0])
+        .collect();
+    assert!(sent.contains(&SUBTYPE_FOCA) && sent.contains(&SUBTYPE_SYNC_REQUEST));
+    // Once pulled, a rekey (the node reports every handshake) sends nothing.
+    let donor = node(now);
+    m.adopt_verified_state(now, &donor);
+    while m.poll_transmit().is_some() {}
+    m.session_established(now, &cert, "192.0.2.2:1".parse().unwrap());
+    assert!(m.poll_transmit().is_none());
+}
