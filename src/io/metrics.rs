@@ -46,6 +46,25 @@ pub fn render(status: &NodeStatus) -> String {
     registry.register("peer_rx_bytes", "Payload bytes received from a peer", rx);
     registry.register("peer_tx_bytes", "Payload bytes sent to a peer", tx);
     registry.register("peer_up", "1 when the peer has an established session", up);
+    let members: Family<Labels, Gauge> = Family::default();
+    for state in ["alive", "suspect", "down", "revoked"] {
+        let n = status.members.iter().filter(|m| m.state == state).count();
+        members
+            .get_or_create(&vec![("state".to_string(), state.to_string())])
+            .set(n as i64);
+    }
+    registry.register(
+        "members",
+        "Members of the network this node knows, by gossip state",
+        members,
+    );
+    let expiry: Gauge = Gauge::default();
+    expiry.set(status.certificate_expires as i64);
+    registry.register(
+        "certificate_expiry_timestamp_seconds",
+        "When this node's certificate expires (unix seconds); alert well before it",
+        expiry,
+    );
     let fdb: Gauge = Gauge::default();
     fdb.set(status.fdb.len() as i64);
     registry.register("fdb_entries", "Entries in the switch table", fdb);
@@ -114,6 +133,15 @@ mod tests {
         );
         assert!(text.contains("meshd_peer_up{peer=\"h2\"} 1"), "{text}");
         assert!(text.contains("meshd_fdb_entries 1"), "{text}");
+        assert!(text.contains("meshd_members{state=\"alive\"} 1"), "{text}");
+        assert!(
+            text.contains("meshd_members{state=\"revoked\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshd_certificate_expiry_timestamp_seconds 1800000000"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }
