@@ -324,6 +324,23 @@ impl Node {
         }
     }
 
+    /// Up to `max` members with a session up right now and the endpoint they are reached at:
+    /// what a restarted node can call if its configured bootstrap members are gone.
+    pub fn reachable_members(&self, max: usize) -> Vec<PeerSpec> {
+        self.peers
+            .iter()
+            .filter(|p| p.current.is_some() && !self.revoked.contains(&p.public_key))
+            .filter_map(|p| {
+                Some(PeerSpec {
+                    name: p.name.clone(),
+                    public_key: p.public_key,
+                    endpoint: Some(p.endpoint?),
+                })
+            })
+            .take(max)
+            .collect()
+    }
+
     /// Whether `key` was revoked.
     pub fn is_revoked(&self, key: &PublicKey) -> bool {
         self.revoked.contains(key)

@@ -160,6 +160,24 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let advertise = crate::enroll::advertised_endpoints(&config.advertise, listen);
+    // Configured bootstrap members first, then the members this node last had sessions with, so
+    // a restart rejoins even when the configured ones are gone.
+    let mut peers: Vec<PeerSpec> = config
+        .peers
+        .iter()
+        .map(|p| PeerSpec {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            endpoint: p.endpoint,
+        })
+        .collect();
+    for remembered in state::load_remembered_members(&config.state_dir) {
+        if remembered.public_key != secret.public_key()
+            && !peers.iter().any(|p| p.public_key == remembered.public_key)
+        {
+            peers.push(remembered);
+        }
+    }
     let node = Node::new(NodeConfig {
         secret,
         network_secret,
@@ -168,15 +186,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         revocations: state::load_revocations(&config.state_dir),
         network: config.network.id,
         certificate,
-        peers: config
-            .peers
-            .iter()
-            .map(|p| PeerSpec {
-                name: p.name.clone(),
-                public_key: p.public_key,
-                endpoint: p.endpoint,
-            })
-            .collect(),
+        peers,
         fdb: FdbConfig {
             max_entries: config.switch.fdb_max_entries,
             ageing: config.switch.fdb_ageing,

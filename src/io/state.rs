@@ -15,6 +15,7 @@ use meshd_crypto::{Certificate, PublicKey};
 use tracing::{info, warn};
 
 use crate::core::membership::Revocation;
+use crate::core::node::PeerSpec;
 use crate::core::Node;
 
 /// How often the daemon looks for new invitations (a `meshd invite` run) in the state directory.
@@ -25,8 +26,47 @@ pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// disk per datagram.
 pub const JOIN_RESCAN_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Members remembered for the next start (the file `members` in the state directory).
+pub const REMEMBERED_MEMBERS: usize = 8;
+/// How often the remembered members are refreshed while the node runs.
+pub const REMEMBER_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Members the node had sessions with when it last ran, so it can rejoin after a restart even
+/// when its configured bootstrap members are gone. One line per member: `name key endpoint`.
+/// A damaged file or line is skipped: the cache only ever adds contacts, never trust (every
+/// peer still proves its certificate in the handshake).
+pub fn load_remembered_members(state_dir: &Path) -> Vec<PeerSpec> {
+    let Ok(text) = std::fs::read_to_string(state_dir.join("members")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let name = parts.next()?;
+            let key = parts.next()?.parse().ok()?;
+            let endpoint = parts.next()?.parse().ok()?;
+            crate::config::validate_node_name(name).ok()?;
+            Some(PeerSpec {
+                name: name.to_string(),
+                public_key: key,
+                endpoint: Some(endpoint),
+            })
+        })
+        .take(REMEMBERED_MEMBERS)
+        .collect()
+}
+
+fn render_members(members: &[PeerSpec]) -> String {
+    members
+        .iter()
+        .filter_map(|m| Some(format!("{} {} {}\n", m.name, m.public_key, m.endpoint?)))
+        .collect()
+}
+
 pub struct StateDir {
     root: PathBuf,
+    remembered: String,
+    next_remember: Option<Instant>,
     invites_seen: Option<SystemTime>,
     revocations_seen: Option<SystemTime>,
     last_join_rescan: Option<Instant>,
@@ -92,6 +132,8 @@ impl StateDir {
     pub fn new(root: PathBuf) -> StateDir {
         StateDir {
             root,
+            remembered: String::new(),
+            next_remember: None,
             invites_seen: None,
             revocations_seen: None,
             last_join_rescan: None,
@@ -139,6 +181,22 @@ impl StateDir {
         }
     }
 
+    /// Rewrites the remembered members when they changed (at most every [`REMEMBER_INTERVAL`]).
+    pub fn remember_members(&mut self, now: Instant, node: &Node) {
+        if self.next_remember.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_remember = Some(now + REMEMBER_INTERVAL);
+        let text = render_members(&node.reachable_members(REMEMBERED_MEMBERS));
+        if text.is_empty() || text == self.remembered {
+            return;
+        }
+        match crate::enroll::write_atomically(&self.root.join("members"), text.as_bytes()) {
+            Ok(()) => self.remembered = text,
+            Err(e) => warn!(error = %e, "cannot remember members for the next start"),
+        }
+    }
+
     /// Persists what the core learned: a revocation from gossip, our renewed certificate.
     pub fn persist_revocation(&mut self, revocation: &Revocation) {
         if let Err(e) = write_revocation(&self.root, revocation) {
@@ -165,5 +223,34 @@ impl StateDir {
             Ok(pending) => node.set_pending_invites(pending),
             Err(e) => warn!(dir = %dir.display(), error = %e, "cannot read invitations"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_members_round_trip_and_damaged_lines_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("meshd-state-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key: PublicKey = "mYJ4OG/v4oFg8Lx/kTbrDOsFhdpANzrwAoXDgejSsWk="
+            .parse()
+            .unwrap();
+        let members = vec![PeerSpec {
+            name: "h2".into(),
+            public_key: key,
+            endpoint: Some("10.0.0.2:6655".parse().unwrap()),
+        }];
+        let mut text = render_members(&members);
+        text.push_str("junk line\nh3 notakey 10.0.0.3:6655\n-bad mYJ4OG/v4oFg8Lx/kTbrDOsFhdpANzrwAoXDgejSsWk= 1.2.3.4:5\n");
+        std::fs::write(dir.join("members"), text).unwrap();
+        let loaded = load_remembered_members(&dir);
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].name, "h2");
+        assert_eq!(loaded[0].public_key, key);
+        assert_eq!(loaded[0].endpoint, members[0].endpoint);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(load_remembered_members(&dir).is_empty());
     }
 }

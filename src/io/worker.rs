@@ -147,8 +147,10 @@ impl Worker {
                 }
                 Some(request) = control.recv() => self.answer(request),
                 _ = rescan.tick() => {
+                    let now = Instant::now();
                     self.state.refresh(&mut self.node);
-                    self.state.refresh_revocations(Instant::now(), &mut self.node);
+                    self.state.refresh_revocations(now, &mut self.node);
+                    self.state.remember_members(now, &self.node);
                 }
             }
             self.handle_events().await;

@@ -884,3 +884,36 @@ fn hosts_knowing_only_the_founder_learn_every_member_by_gossip_and_obey_a_revoca
         .filter(|&i| i != 7)
         .all(|i| members_alive(&sim, i) == N - 2));
 }
+
+#[test]
+fn a_restarted_host_rejoins_through_remembered_members_when_its_bootstrap_is_gone() {
+    const N: usize = 6;
+    let mut sim = star(N, 41);
+    sim.run_for(Duration::from_secs(15));
+    assert_eq!(members_alive(&sim, 3), N - 1, "the mesh formed");
+    // What the io layer writes to STATE_DIR/members while host 3 runs.
+    let hub = StaticSecret::from_bytes(secret(0)).public_key();
+    let remembered = sim.hosts[3].node.reachable_members(8);
+    assert_eq!(remembered.len(), N - 1);
+    // The founder, host 3's only configured member, goes silent; host 3 restarts.
+    sim.filter = Some(Box::new(|from, _| from == 0));
+    let mut peers = sim.hosts[3].peers.clone();
+    peers.extend(remembered.into_iter().filter(|p| p.public_key != hub));
+    sim.hosts[3].peers = peers;
+    sim.restart(3, 99);
+    sim.run_for(Duration::from_secs(15));
+    let status = sim.hosts[3].node.status(sim.now);
+    let up: Vec<&str> = status
+        .peers
+        .iter()
+        .filter(|p| p.state == "up")
+        .map(|p| p.name.as_str())
+        .collect();
+    for name in ["h2", "h3", "h5", "h6"] {
+        assert!(
+            up.contains(&name),
+            "{name} is back in session with h4: {up:?}"
+        );
+    }
+    exchange(&mut sim, 3, 5, 10, Duration::from_millis(20));
+}
