@@ -181,57 +181,15 @@ print(f"    round {r}  {n:<6} gbps={g(b1)}  gbps_P4={g(b4)}  rtt_ms={rtt}  cpu_s
 # token and `meshd join` inside h2 (over the underlay, to h1's daemon) writes h2's config, key and
 # certificate. h1's daemon stops again; each round starts both daemons afresh.
 
-meshd_configure() { # I: settings for the benchmark (top-level keys, above the first [table])
-	md_meshd_set "$WORK/meshd/h$1.toml" control_socket "$WORK/meshd/h$1.sock"
-	md_meshd_set "$WORK/meshd/h$1.toml" log_level warn
-}
-
+# The meshd pair: init on h1, invite/join into h2 (scripts/lib.sh md_meshd_pair_setup), once per run.
 meshd_setup() {
-	local dir=$WORK/meshd pid token
-	mkdir -p "$dir"
-	md_info "meshd init on h1 (founds the network), invite h2 on h1, meshd join inside h2"
-	"$MESHD" init --config "$dir/h1.toml" --name h1 --listen 10.202.0.1:6655 \
-		--address 10.90.0.1/24 >/dev/null 2>"$dir/h1-init.log" || {
-		cat "$dir/h1-init.log" >&2
-		md_die "meshd init failed on h1"
-	}
-	meshd_configure 1
-	# `meshd join` makes a round trip to the inviter's running daemon.
-	md_spawn "$H1" "$dir/h1-setup.log" "$MESHD" --config "$dir/h1.toml"
-	pid=$MD_LAST_PID
-	md_wait_until 15 "$MESHD" status --config "$dir/h1.toml" || {
-		tail -n 20 "$dir/h1-setup.log" >&2
-		md_die "meshd h1 does not answer \`meshd status\` after 15 s"
-	}
-	token=$("$MESHD" invite --config "$dir/h1.toml" --name h2 --expires 10m 2>"$dir/h2-invite.log") || {
-		cat "$dir/h2-invite.log" >&2
-		md_die "meshd invite failed on h1"
-	}
-	ip netns exec "$H2" "$MESHD" join --config "$dir/h2.toml" --name h2 --listen 10.202.0.2:6655 \
-		--address 10.90.0.2/24 "$token" >/dev/null 2>"$dir/h2-join.log" || {
-		cat "$dir/h2-join.log" >&2
-		tail -n 20 "$dir/h1-setup.log" >&2
-		md_die "meshd join failed on h2"
-	}
-	meshd_configure 2
-	md_stop "$pid" 5
+	md_meshd_pair_setup "$MESHD" "$WORK/meshd" "$H1" "$H2" 10.202.0
 }
 
 meshd_up() {
-	local i
-	DAEMON_PIDS=()
-	for i in 1 2; do
-		md_spawn "${PREFIX}h$i" "$WORK/meshd/h$i.log" "$MESHD" --config "$WORK/meshd/h$i.toml"
-		DAEMON_PIDS+=("$MD_LAST_PID")
-	done
-	for i in 1 2; do
-		md_meshd_wait_formed "$MESHD" "$WORK/meshd/h$i.toml" 1 30 || {
-			tail -n 20 "$WORK/meshd/h$i.log" >&2
-			md_die "meshd h$i: the other node is not an alive member with a session up after 30 s" \
-				"(alive, up: $(md_meshd_formed "$MESHD" "$WORK/meshd/h$i.toml" || echo '?'))"
-		}
-	done
-	md_wait_until 10 ip netns exec "$H1" ping -c 1 -W 1 10.90.0.2 || md_die "meshd: 10.90.0.2 does not answer"
+	MD_PAIR_PIDS=()
+	md_meshd_pair_up "$MESHD" "$WORK/meshd" "$H1" "$H2"
+	DAEMON_PIDS=("${MD_PAIR_PIDS[@]}")
 }
 
 # -------------------------------------------------------------------------------------------------

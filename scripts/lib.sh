@@ -311,3 +311,66 @@ md__formed() {
 md_meshd_wait_formed() {
 	md_wait_until "$4" md__formed "$1" "$2" "$3"
 }
+
+# md_meshd_pair_setup MESHD DIR NS1 NS2 NET: the operator's way to a two-host mesh for the
+# measurement scripts. `meshd init` founds the network on h1 (underlay NET.1, overlay address
+# 10.x from the caller's configs), h1's daemon runs while `meshd invite` makes a token and
+# `meshd join` inside NS2 writes h2's config; then h1's setup daemon stops. Configs are
+# DIR/h1.toml and DIR/h2.toml, with control sockets in DIR and logging at warn level.
+# Overlay addresses: MD_PAIR_OVERLAY (default 10.90.0) .1 and .2, /24.
+md_meshd_pair_setup() {
+	local meshd=$1 dir=$2 ns1=$3 ns2=$4 net=$5 overlay=${MD_PAIR_OVERLAY:-10.90.0} pid token i
+	mkdir -p "$dir"
+	md_info "meshd init on h1 (founds the network), invite h2 on h1, meshd join inside h2"
+	"$meshd" init --config "$dir/h1.toml" --name h1 --listen "$net.1:6655" \
+		--address "$overlay.1/24" >/dev/null 2>"$dir/h1-init.log" || {
+		cat "$dir/h1-init.log" >&2
+		md_die "meshd init failed on h1"
+	}
+	md__pair_configure "$dir" 1
+	# `meshd join` makes a round trip to the inviter's running daemon.
+	md_spawn "$ns1" "$dir/h1-setup.log" "$meshd" --config "$dir/h1.toml"
+	pid=$MD_LAST_PID
+	md_wait_until 15 "$meshd" status --config "$dir/h1.toml" || {
+		tail -n 20 "$dir/h1-setup.log" >&2
+		md_die "meshd h1 does not answer \`meshd status\` after 15 s"
+	}
+	token=$("$meshd" invite --config "$dir/h1.toml" --name h2 --expires 10m 2>"$dir/h2-invite.log") || {
+		cat "$dir/h2-invite.log" >&2
+		md_die "meshd invite failed on h1"
+	}
+	ip netns exec "$ns2" "$meshd" join --config "$dir/h2.toml" --name h2 --listen "$net.2:6655" \
+		--address "$overlay.2/24" "$token" >/dev/null 2>"$dir/h2-join.log" || {
+		cat "$dir/h2-join.log" >&2
+		tail -n 20 "$dir/h1-setup.log" >&2
+		md_die "meshd join failed on h2"
+	}
+	md__pair_configure "$dir" 2
+	md_stop "$pid" 5
+}
+
+md__pair_configure() { # DIR I: top-level keys, so above the first [table]
+	md_meshd_set "$1/h$2.toml" control_socket "$1/h$2.sock"
+	md_meshd_set "$1/h$2.toml" log_level warn
+}
+
+# md_meshd_pair_up MESHD DIR NS1 NS2: starts both daemons of a pair made by md_meshd_pair_setup,
+# appends their pids to MD_PAIR_PIDS, and waits until each lists the other as an alive member
+# with a session up and the overlay answers a ping.
+md_meshd_pair_up() {
+	local meshd=$1 dir=$2 ns i overlay=${MD_PAIR_OVERLAY:-10.90.0}
+	i=1
+	for ns in "$3" "$4"; do
+		md_spawn "$ns" "$dir/h$i.log" "$meshd" --config "$dir/h$i.toml"
+		MD_PAIR_PIDS+=("$MD_LAST_PID")
+		i=$((i + 1))
+	done
+	for i in 1 2; do
+		md_meshd_wait_formed "$meshd" "$dir/h$i.toml" 1 30 || {
+			tail -n 20 "$dir/h$i.log" >&2
+			md_die "meshd h$i: the other node is not an alive member with a session up after 30 s" \
+				"(alive, up: $(md_meshd_formed "$meshd" "$dir/h$i.toml" || echo '?'))"
+		}
+	done
+	md_wait_until 10 ip netns exec "$3" ping -c 1 -W 1 "$overlay.2" || md_die "meshd: $overlay.2 does not answer"
+}
