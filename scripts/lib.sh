@@ -374,3 +374,18 @@ md_meshd_pair_up() {
 	done
 	md_wait_until 10 ip netns exec "$3" ping -c 1 -W 1 "$overlay.2" || md_die "meshd: $overlay.2 does not answer"
 }
+
+# md_run_cleanup STATUS WORK PREFIX [PID...]: the end of a measurement script's EXIT trap. Stops
+# the given daemons, every process md_spawn started and the PREFIX namespaces; removes WORK after
+# a success and keeps it (saying where) after a failure. Exits with STATUS.
+md_run_cleanup() {
+	local status=$1 work=$2 prefix=$3 pid
+	shift 3
+	for pid in "$@"; do md_stop "$pid" 5; done
+	md_stop_all
+	md_destroy_prefix "$prefix"
+	if [[ -n $work && -d $work ]]; then
+		if ((status == 0)); then rm -rf "$work"; else md_info "logs kept in $work"; fi
+	fi
+	exit "$status"
+}

@@ -370,13 +370,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	local pid
 	for pid in "${PERF_PIDS[@]}"; do kill -INT "$pid" 2>/dev/null; done
-	for pid in "${DAEMON_PIDS[@]}"; do md_stop "$pid" 5; done
-	md_stop_all
-	md_destroy_prefix "$PREFIX"
-	if [[ -n $WORK && -d $WORK ]]; then
-		if ((status == 0)); then rm -rf "$WORK"; else md_info "logs kept in $WORK"; fi
-	fi
-	exit "$status"
+	md_run_cleanup "$status" "$WORK" "$PREFIX" "${DAEMON_PIDS[@]}"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

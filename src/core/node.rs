@@ -291,9 +291,14 @@ impl Node {
 
     /// Unix seconds at `now`, from the wall-clock reading the io layer gave at start.
     pub fn unix_secs(&self, now: Instant) -> u64 {
+        self.unix_nanos(now) / 1_000_000_000
+    }
+
+    /// Unix nanoseconds at `now`, derived from the `(Instant, unix nanos)` pair given at start.
+    fn unix_nanos(&self, now: Instant) -> u64 {
         let (base_instant, base_nanos) = self.clock_base;
         let elapsed = now.saturating_duration_since(base_instant).as_nanos() as u64;
-        base_nanos.saturating_add(elapsed) / 1_000_000_000
+        base_nanos.saturating_add(elapsed)
     }
 
     /// Refuses `key` from now on: its sessions, pending frames and FDB entries go at once and its
@@ -480,11 +485,7 @@ impl Node {
     /// A strictly increasing wall-clock timestamp, so a restarted node's initiations are newer
     /// than any it sent before (as long as the host clock does not step back past them).
     fn next_timestamp(&mut self, now: Instant) -> u64 {
-        let (base_instant, base_nanos) = self.clock_base;
-        let elapsed = now.saturating_duration_since(base_instant).as_nanos() as u64;
-        let ts = base_nanos
-            .saturating_add(elapsed)
-            .max(self.last_timestamp + 1);
+        let ts = self.unix_nanos(now).max(self.last_timestamp + 1);
         self.last_timestamp = ts;
         ts
     }
@@ -915,8 +916,12 @@ impl Node {
             Ok(c) => c,
             Err(refusal) => return self.count_refusal(now, refusal, &remote, from),
         };
-        let known = self.by_key.get(&remote).copied();
-        if known.is_some_and(|id| timestamp <= self.peers[id as usize].last_init_timestamp) {
+        // Checked before the peer is added, so a replay never creates or updates an entry.
+        let last_accepted = self
+            .by_key
+            .get(&remote)
+            .map_or(0, |&id| self.peers[id as usize].last_init_timestamp);
+        if timestamp <= last_accepted {
             self.counters.rx_handshake_replayed += 1;
             return;
         }
@@ -924,10 +929,6 @@ impl Node {
             self.counters.rx_member_table_full += 1;
             return;
         };
-        if timestamp <= self.peers[id as usize].last_init_timestamp {
-            self.counters.rx_handshake_replayed += 1;
-            return;
-        }
         let sender_index = init.sender_index();
         let local_index = self.alloc_index(id);
         let mut packet = self.pool.take();
@@ -1169,12 +1170,6 @@ impl Node {
             } => {
                 debug!(member = %name, %key, ?endpoints, "member up");
                 if let Some(id) = self.add_member(&certificate, endpoints.first().copied()) {
-                    let peer = &mut self.peers[id as usize];
-                    if peer.current.is_none() {
-                        if let Some(e) = endpoints.first() {
-                            peer.endpoint = Some(*e);
-                        }
-                    }
                     if self.full_mesh() {
                         self.start_handshake(now, id);
                     }
