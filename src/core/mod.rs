@@ -10,6 +10,7 @@ pub mod membership;
 pub mod node;
 pub mod offload;
 pub mod peer;
+pub mod pmtu;
 pub mod ratelimit;
 pub mod switch;
 
