@@ -12,6 +12,7 @@ pub mod offload;
 pub mod peer;
 pub mod ratelimit;
 pub mod switch;
+pub mod toobig;
 
 pub use buffer::{BufferPool, PacketBuf};
 pub use counters::Counters;
