@@ -13,6 +13,7 @@ pub mod peer;
 pub mod pmtu;
 pub mod ratelimit;
 pub mod switch;
+pub mod toobig;
 
 pub use buffer::{BufferPool, PacketBuf};
 pub use counters::Counters;

@@ -3,8 +3,9 @@
 //! write, so meshd pays per-packet costs once per 64 KiB instead of once per 1.4 KiB.
 //!
 //! * [`Segmenter`] (TAP → peers) cuts a super-frame into wire-ready Ethernet frames of at most
-//!   `gso_size` bytes of L4 payload each, with every length, IPv4 ID, TCP sequence number, flag and
-//!   checksum as if the sender's kernel had segmented it, so the receiving host sees plain frames.
+//!   `gso_size` bytes of L4 payload each (fewer for TCP when the path to the peer is narrower),
+//!   with every length, IPv4 ID, TCP sequence number, flag and checksum as if the sender's kernel
+//!   had segmented it, so the receiving host sees plain frames.
 //!   [`complete_checksum`] finishes the partial checksum of a plain frame in place.
 //! * [`Coalescer`] (peers → TAP) merges consecutive in-order segments of one TCP flow back into a
 //!   super-frame behind a `GSO_TCPV4`/`GSO_TCPV6` header, the way Linux GRO does; everything else
@@ -89,6 +90,9 @@ pub enum OffloadError {
     /// `hdr_len`, `csum_start` or `csum_offset` contradict the parsed headers or leave the frame.
     #[error("virtio-net header inconsistent with the frame")]
     BadVnetHeader,
+    /// The path to the peer leaves room for fewer than 8 bytes of TCP payload behind the headers.
+    #[error("path too narrow for the frame's headers")]
+    PathTooSmall,
     /// The caller's buffer cannot hold the next segment; nothing was consumed.
     #[error("output buffer too small: {needed} bytes needed")]
     OutputTooSmall { needed: usize },
@@ -107,6 +111,7 @@ impl OffloadError {
             OffloadError::Fragment => "fragment",
             OffloadError::BadIpLength => "bad_ip_length",
             OffloadError::BadVnetHeader => "bad_vnet_header",
+            OffloadError::PathTooSmall => "path_too_small",
             OffloadError::OutputTooSmall { .. } => "output_too_small",
         }
     }

@@ -1,7 +1,8 @@
 //! TAP → peers: cutting a super-frame into wire-ready frames, and completing partial checksums.
 //!
-//! Invariants of every frame [`Segmenter::next_into`] writes: at most `gso_size` bytes of L4 payload
-//! behind a copy of the super-frame's headers; IPv4 total length, header checksum and an ID that
+//! Invariants of every frame [`Segmenter::next_into`] writes: at most the segment size of L4 payload
+//! behind a copy of the super-frame's headers, where the segment size is `gso_size`, lowered for TCP
+//! so that no frame exceeds the `max_frame` given to [`Segmenter::with_max_frame`]; IPv4 total length, header checksum and an ID that
 //! grows by one per segment; IPv6 payload length; TCP sequence number advanced by the payload
 //! before it, FIN and PSH only on the last segment, CWR only on the first; UDP length; and a full
 //! L4 checksum (pseudo-header, header, payload). The input is never modified, and a segment is
@@ -14,6 +15,10 @@ use super::{
     IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MAX_SUPER_FRAME_LEN, TCP_CHECKSUM_AT, TCP_CWR,
     TCP_FIN, TCP_PSH, UDP_CHECKSUM_AT,
 };
+
+/// The least TCP payload per segment [`Segmenter::with_max_frame`] accepts, the same floor IPv4
+/// fragmentation has (one 8-byte fragment unit).
+const MIN_PATH_PAYLOAD: usize = 8;
 
 /// Completes the partial L4 checksum of a plain (`GSO_NONE`) frame in place, as a NIC would: the
 /// one's-complement sum over `[csum_start, end)`, which includes the pseudo-header sum the kernel
@@ -44,7 +49,7 @@ fn checksum_field(hdr: &VnetHdrFields, frame_len: usize) -> Result<usize, Offloa
 
 /// Produces the wire frames of one TAP read, one per [`Segmenter::next_into`] call.
 ///
-/// A GSO frame yields `max(1, ceil(payload / gso_size))` segments; a plain frame yields itself once
+/// A GSO frame yields `max(1, ceil(payload / segment size))` segments; a plain frame yields itself once
 /// (with its checksum completed if the header asks for it), so the caller can treat every TAP read
 /// the same way. Use [`complete_checksum`] instead to avoid the copy for plain frames.
 #[derive(Debug, Clone)]
@@ -66,7 +71,8 @@ enum Plan {
 #[derive(Debug, Clone, Copy)]
 struct Split {
     layout: Layout,
-    gso_size: usize,
+    /// `gso_size`, or less for TCP when the path is narrower (see [`Segmenter::with_max_frame`]).
+    segment_size: usize,
     payload_len: usize,
     first_ip_id: u16,
     first_seq: u32,
@@ -77,6 +83,21 @@ struct Split {
 impl<'a> Segmenter<'a> {
     /// Validates `frame` against `hdr` (cheapest checks first) and plans its segments.
     pub fn new(hdr: &VnetHdrFields, frame: &'a [u8]) -> Result<Segmenter<'a>, OffloadError> {
+        Segmenter::with_max_frame(hdr, frame, usize::MAX)
+    }
+
+    /// Like `new`, but a TCP super-frame is cut so every segment frame is at most `max_frame` bytes: the
+    /// segment size is lowered (never raised) when the path to the peer is narrower than the sender's MSS.
+    /// TCP allows segments smaller than the MSS, so the receiver sees nothing unusual. UDP (USO) segments are
+    /// datagrams and keep their size; plain frames are unchanged.
+    ///
+    /// A TCP super-frame whose headers leave room for fewer than 8 payload bytes in `max_frame` is
+    /// [`OffloadError::PathTooSmall`]: segments that small would cost more in headers than they carry.
+    pub fn with_max_frame(
+        hdr: &VnetHdrFields,
+        frame: &'a [u8],
+        max_frame: usize,
+    ) -> Result<Segmenter<'a>, OffloadError> {
         if frame.len() > MAX_SUPER_FRAME_LEN {
             return Err(OffloadError::TooLong);
         }
@@ -132,12 +153,19 @@ impl<'a> Segmenter<'a> {
             return Err(OffloadError::BadVnetHeader);
         }
         let payload_len = frame.len() - layout.payload;
-        let gso_size = usize::from(hdr.gso_size);
+        let mut segment_size = usize::from(hdr.gso_size);
+        if transport == IPPROTO_TCP {
+            let room = max_frame.saturating_sub(layout.payload);
+            if room < MIN_PATH_PAYLOAD {
+                return Err(OffloadError::PathTooSmall);
+            }
+            segment_size = segment_size.min(room);
+        }
         Ok(Segmenter {
             frame,
             plan: Plan::Split(Split {
                 layout,
-                gso_size,
+                segment_size,
                 payload_len,
                 first_ip_id: if layout.ipv6 {
                     0
@@ -152,7 +180,7 @@ impl<'a> Segmenter<'a> {
                 pseudo: layout.pseudo_addresses(frame),
             }),
             next: 0,
-            count: payload_len.div_ceil(gso_size).max(1),
+            count: payload_len.div_ceil(segment_size).max(1),
         })
     }
 
@@ -190,7 +218,7 @@ impl<'a> Segmenter<'a> {
     pub fn max_segment_len(&self) -> usize {
         match self.plan {
             Plan::Whole { .. } => self.frame.len(),
-            Plan::Split(split) => split.layout.payload + split.gso_size.min(split.payload_len),
+            Plan::Split(split) => split.layout.payload + split.segment_size.min(split.payload_len),
         }
     }
 
@@ -223,8 +251,8 @@ impl<'a> Segmenter<'a> {
 
 impl Split {
     fn chunk(&self, index: usize) -> core::ops::Range<usize> {
-        let start = index * self.gso_size;
-        start..(start + self.gso_size).min(self.payload_len)
+        let start = index * self.segment_size;
+        start..(start + self.segment_size).min(self.payload_len)
     }
 
     /// Fills `out` (exactly the segment's length) with segment `index` of `count`.

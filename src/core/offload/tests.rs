@@ -322,7 +322,15 @@ fn check_valid(frame: &[u8]) -> Checked {
 }
 
 fn segment_all(hdr: &VnetHdrFields, frame: &[u8]) -> Result<Vec<Vec<u8>>, OffloadError> {
-    let mut segmenter = Segmenter::new(hdr, frame)?;
+    segment_within(hdr, frame, usize::MAX)
+}
+
+fn segment_within(
+    hdr: &VnetHdrFields,
+    frame: &[u8],
+    max_frame: usize,
+) -> Result<Vec<Vec<u8>>, OffloadError> {
+    let mut segmenter = Segmenter::with_max_frame(hdr, frame, max_frame)?;
     let mut out = vec![0u8; 70_000];
     let mut segments = Vec::new();
     while let Some(len) = segmenter.next_into(&mut out)? {
@@ -623,6 +631,84 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn tcp_super_frames_are_cut_to_the_path((spec, gso) in spec_strategy(), max_frame in 0usize..3000) {
+        let (hdr, frame) = spec.build_partial(Some(gso));
+        let result = segment_within(&hdr, &frame, max_frame);
+        if spec.udp {
+            // USO segments are datagrams: cutting them smaller would change what the receiver reads.
+            prop_assert_eq!(result.unwrap(), segment_all(&hdr, &frame).unwrap());
+            return Ok(());
+        }
+        let headers = spec.headers_len();
+        if max_frame < headers + 8 {
+            prop_assert_eq!(result, Err(OffloadError::PathTooSmall));
+            return Ok(());
+        }
+        let segments = result.unwrap();
+        let size = usize::from(gso).min(max_frame - headers);
+        check_segments(&spec, size as u16, &segments);
+        for seg in &segments {
+            prop_assert!(seg.len() <= max_frame);
+        }
+        let segmenter = Segmenter::with_max_frame(&hdr, &frame, max_frame).unwrap();
+        prop_assert_eq!(segmenter.segment_count(), segments.len());
+        prop_assert_eq!(segmenter.max_segment_len(), segments.iter().map(Vec::len).max().unwrap());
+    }
+}
+
+#[test]
+fn tcp_super_frames_shrink_to_a_narrow_path_and_never_grow() {
+    // A 1500-byte MTU sender's segments over a path that carries 1400-byte IP packets.
+    let max_frame = ETHERNET_HEADER_LEN + 1400;
+    for spec in [
+        Spec::tcp4(payload(65_535 - 20 - 32, 7)),
+        Spec {
+            vlan: Some(0x0042),
+            flags: ACK | TCP_PSH | TCP_CWR,
+            ..Spec::tcp6(payload(30_000, 8))
+        },
+    ] {
+        let (hdr, frame) = spec.build_partial(Some(1448));
+        let segments = segment_within(&hdr, &frame, max_frame).unwrap();
+        let size = max_frame - spec.headers_len();
+        assert!(size < 1448);
+        check_segments(&spec, size as u16, &segments);
+        assert!(segments.iter().all(|s| s.len() <= max_frame));
+        assert_eq!(segments[0].len(), max_frame, "full segments fill the path");
+
+        // A wider path than the sender's MSS leaves gso_size alone.
+        assert_eq!(
+            segment_within(&hdr, &frame, 9000).unwrap(),
+            segment_all(&hdr, &frame).unwrap()
+        );
+        assert_eq!(
+            segment_within(&hdr, &frame, spec.headers_len() + 7),
+            Err(OffloadError::PathTooSmall)
+        );
+    }
+}
+
+#[test]
+fn udp_and_plain_frames_ignore_the_path() {
+    let udp = Spec::udp4(payload(5000, 9));
+    let (hdr, frame) = udp.build_partial(Some(1400));
+    assert_eq!(
+        segment_within(&hdr, &frame, 100).unwrap(),
+        segment_all(&hdr, &frame).unwrap()
+    );
+    let plain = Spec::tcp4(payload(1400, 10));
+    let (hdr, frame) = plain.build_partial(None);
+    assert_eq!(
+        segment_within(&hdr, &frame, 60).unwrap(),
+        vec![plain.build()]
+    );
+    assert!(!OffloadError::PathTooSmall.as_str().is_empty());
+}
+
 /// Drives every entry point with one input; the property is "returns".
 fn exercise(hdr: &VnetHdrFields, frame: &[u8]) {
     let mut copy = frame.to_vec();
@@ -638,6 +724,13 @@ fn exercise(hdr: &VnetHdrFields, frame: &[u8]) {
         let mut c = coalescer().verify_tcp_checksums(true);
         let written = coalesce_all(&mut c, &produced);
         assert!(written.len() <= produced.len());
+    }
+    let tcp = matches!(hdr.gso(), GsoType::TcpV4 | GsoType::TcpV6);
+    if let Ok(mut narrow) = Segmenter::with_max_frame(hdr, frame, 200) {
+        let mut out = vec![0u8; narrow.max_segment_len()];
+        while let Some(len) = narrow.next_into(&mut out).unwrap() {
+            assert!(!tcp || len <= 200);
+        }
     }
     let mut c = Coalescer::new(vec![0u8; 600], VnetHdrSize::Legacy);
     for _ in 0..2 {
