@@ -148,6 +148,7 @@ fn connected_pair() -> (Node, Node, Instant) {
             }],
             fdb: FdbConfig::default(),
             max_frame: 1420,
+            underlay_mtu: 1500,
             rng_seed: [seed; 32],
             now,
             unix_nanos_at_now: 1_800_000_000_000_000_000,

@@ -104,8 +104,9 @@ md_ns "$UL"
 ip -n "$UL" link add ul0 type bridge
 ip -n "$UL" link set ul0 up
 
-# Containers on a bridge must not send frames larger than the TAP's MTU: the bridge drops them.
-TAP_MTU=1402
+# Containers keep Docker's MTU: meshd's TAP takes 1500-byte frames and fits them to each path
+# (TCP segments cut smaller, ICMP "fragmentation needed" for the rest).
+TAP_MTU=1500
 
 for i in "${HOSTS[@]}"; do
 	h=${PREFIX}h$i

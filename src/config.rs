@@ -21,15 +21,15 @@ use toml::Spanned;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:6655";
 /// The TAP device name used when the config names none.
 pub const DEFAULT_INTERFACE: &str = "meshd0";
-/// Underlay MTU assumed when the config does not set the TAP MTU.
-pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
-/// Worst-case bytes between the underlay MTU and the TAP MTU: outer IPv6 (40) + UDP (8) + meshd data
-/// header and tag (32) + the inner Ethernet header with one 802.1Q tag (18). See docs/wire-format.md.
-pub const TAP_MTU_OVERHEAD: u16 = 40 + 8 + 32 + 18;
+/// TAP MTU when the config sets none: Ethernet's (and Docker's) 1500, so the TAP never drops what
+/// containers on the same bridge send. Frames the path to a peer cannot carry are not dropped
+/// silently either: TCP super-frames are cut smaller, other IP packets answered with ICMP
+/// "fragmentation needed"/"packet too big" (docs/operations.md, *MTU*).
+pub const DEFAULT_TAP_MTU: u16 = 1500;
 /// Smallest TAP MTU accepted: IPv6 requires 1280 on every link.
 pub const MIN_TAP_MTU: u16 = 1280;
-/// Largest TAP MTU accepted: a jumbo underlay of 9000 bytes minus the overhead.
-pub const MAX_TAP_MTU: u16 = 9000 - TAP_MTU_OVERHEAD;
+/// Largest TAP MTU accepted: jumbo frames.
+pub const MAX_TAP_MTU: u16 = 9000;
 
 /// A loaded, validated node configuration.
 #[derive(Debug, Clone)]
@@ -365,7 +365,7 @@ impl Config {
                 ))
             }
             Some(m) => m.into_inner(),
-            None => DEFAULT_UNDERLAY_MTU - TAP_MTU_OVERHEAD,
+            None => DEFAULT_TAP_MTU,
         };
 
         let sw = raw.switch.unwrap_or_default();
@@ -654,7 +654,7 @@ mod tests {
         assert_eq!(c.private_key_file, PathBuf::from("/etc/meshd/h1.key"));
         assert_eq!(c.control_socket, PathBuf::from("/run/meshd/h1.sock"));
         assert_eq!(c.interface.name, "meshd0");
-        assert_eq!(c.interface.mtu, 1402);
+        assert_eq!(c.interface.mtu, DEFAULT_TAP_MTU);
         assert!(c.interface.offload, "offloads are on by default");
         assert_eq!(c.switch.fdb_max_entries, 8192);
         assert_eq!(c.switch.fdb_ageing, Duration::from_secs(300));

@@ -111,8 +111,8 @@ impl NodeStatus {
         let _ = writeln!(out, "\npeers ({up} of {} up)", self.peers.len());
         let _ = writeln!(
             out,
-            "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10}  via",
-            "NAME", "STATE", "ENDPOINT", "RX", "TX", "HANDSHAKE"
+            "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10} {:>6}  via",
+            "NAME", "STATE", "ENDPOINT", "RX", "TX", "HANDSHAKE", "MTU"
         );
         for p in &self.peers {
             let hs = p
@@ -120,13 +120,14 @@ impl NodeStatus {
                 .map_or("never".to_string(), |s| format!("{s}s ago"));
             let _ = writeln!(
                 out,
-                "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10}  {}",
+                "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10} {:>6}  {}",
                 p.name,
                 p.state,
                 p.endpoint.as_deref().unwrap_or("-"),
                 human_bytes(p.rx_bytes),
                 human_bytes(p.tx_bytes),
                 hs,
+                p.path_mtu.map_or("-".to_string(), |m| m.to_string()),
                 p.via.as_deref().unwrap_or("direct"),
             );
         }
@@ -176,6 +177,7 @@ impl NodeStatus {
                 endpoint: Some("10.0.0.2:6655".into()),
                 state: "up".into(),
                 via: None,
+                path_mtu: Some(1426),
                 rx_bytes: 2048,
                 tx_bytes: 10,
                 last_handshake_secs_ago: Some(3),

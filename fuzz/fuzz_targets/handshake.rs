@@ -104,6 +104,7 @@ fuzz_target!(|steps: Vec<Step>| {
         }],
         fdb: FdbConfig::default(),
         max_frame: 1518,
+        underlay_mtu: 1500,
         rng_seed: [7; 32],
         now,
         unix_nanos_at_now: UNIX_SECS * 1_000_000_000,

@@ -86,6 +86,41 @@ counters! {
     fdb_moves,
     /// FDB entries evicted because the table was full.
     fdb_evictions,
+    /// Datagrams this node relayed between two members that cannot reach each other.
+    relay_forwarded,
+    /// Relay requests dropped: the destination is unknown, revoked, or has no direct session here.
+    relay_no_route,
+    /// Relay requests dropped because the inner datagram no longer fits a packet buffer.
+    relay_too_big,
+    /// Relayed messages that carried another relay message (one hop only; dropped).
+    rx_relay_nested,
+    /// Relayed messages whose inner datagram was not from the member the relay named (dropped).
+    rx_relay_mismatch,
+    /// Datagrams this node sent to a peer through a relay.
+    tx_relayed,
+    /// Datagrams dropped because the peer had neither a direct endpoint nor a usable relay.
+    tx_no_route,
+    /// A peer's direct path stopped answering and traffic moved to a relay.
+    path_to_relay,
+    /// A relayed peer answered on a direct path again and traffic moved back to it.
+    path_to_direct,
+    /// Path probes sent (liveness, direct candidates, path MTU).
+    probes_sent,
+    /// Path probe acknowledgements that matched an outstanding probe.
+    probe_acks,
+    /// Probe acknowledgements that arrived on another path than their probe went (ignored).
+    rx_probe_ack_wrong_path,
+    /// Probe acknowledgements for no outstanding probe (late, or a guess).
+    rx_probe_ack_unknown,
+    /// Frames too big for the path to their peer, answered with ICMP "fragmentation needed" or
+    /// ICMPv6 "packet too big" to the sender on the bridge.
+    tx_too_big_icmp,
+    /// IPv4 frames without DF too big for the path, fragmented and sent.
+    tx_too_big_fragmented,
+    /// Frames too big for the path and dropped: not IP, malformed, or an ICMP error themselves.
+    tx_too_big_dropped,
+    /// Frames too big for the path and dropped without an answer because answers were rate-limited.
+    tx_too_big_ratelimited,
 }
 
 #[cfg(test)]

@@ -33,17 +33,25 @@ use super::membership::{
     Membership, MembershipConfig, MembershipError, MembershipEvent, Revocation,
 };
 use super::peer::{
-    retry_delay, HandshakeProgress, Initiation, Peer, Session, Slot, DEAD_AFTER,
-    KEEPALIVE_INTERVAL, PENDING_FRAMES_MAX, REJECT_AFTER_TIME,
+    retry_delay, HandshakeProgress, Initiation, Peer, ProbePurpose, Route, SentProbe, Session,
+    Slot, CANDIDATES_MAX, DEAD_AFTER, DIRECT_RETRY_INTERVAL, KEEPALIVE_INTERVAL, PATH_LOST_AFTER,
+    PENDING_FRAMES_MAX, PROBE_INTERVAL, PROBE_TIMEOUT, REJECT_AFTER_TIME, RELAY_AFTER_ATTEMPTS,
 };
+use super::pmtu::PmtuSearch;
 use super::ratelimit::{HandshakeLimiter, LIMITER_SWEEP_INTERVAL};
 use super::switch::{Fdb, FdbConfig, Forward, Learned, PeerId, Port};
+use super::toobig::{too_big_reply, Ipv4Fragmenter, NoReply};
 use crate::wire::{
     classify, emit_data_header, handshake_init_len, handshake_response_len, Data, EthernetFrame,
     HandshakeInit, HandshakeResponse, MessageType, PayloadKind, WireError, DATA_HEADER_LEN,
     HANDSHAKE_INIT_MAX_LEN,
 };
-use crate::wire::{BootstrapMember, InviteId, JoinRequest};
+use crate::wire::{BootstrapMember, InviteId, JoinRequest, MacAddr};
+use crate::wire::{
+    Probe, ProbeAck, RelayEnvelope, DATA_OVERHEAD, ETHERNET_HEADER_LEN, ETHERTYPE_QINQ,
+    ETHERTYPE_VLAN, PROBE_ACK_MAX_LEN, PROBE_MIN_LEN, RELAY_ENVELOPE_LEN, RELAY_OVERHEAD,
+    VLAN_TAG_LEN,
+};
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
 pub const NOISE_PROLOGUE: &[u8] = b"meshd v1";
@@ -66,6 +74,38 @@ const BOOTSTRAP_PEERS_MAX: usize = 4;
 const TIMESTAMP_LEN: usize = 8;
 /// Idle buffers the pool keeps for reuse.
 const POOL_IDLE_MAX: usize = 1024;
+/// Datagram size every path is assumed to carry: IPv6's minimum link MTU (1280) less an IPv6 and
+/// a UDP header. The path MTU search never reports less.
+pub const BASE_DATAGRAM: usize = 1280 - 48;
+/// Underlay link MTU assumed when the io layer cannot tell.
+pub const DEFAULT_UNDERLAY_MTU: usize = 1500;
+/// ICMP too-big answers the node writes to the bridge per second, at most (a sender that ignores
+/// them must not turn the node into a packet generator).
+const TOO_BIG_ANSWERS_PER_SECOND: u32 = 100;
+/// Frames the node itself generated for the TAP that may wait for the io layer.
+const TAP_OUT_MAX: usize = 256;
+/// Addresses other members saw this node's probes come from that are remembered (and published).
+const OBSERVED_MAX: usize = 2;
+/// The Ethernet header's length in front of an IP packet: 14, or 18 behind one VLAN tag.
+fn l2_header_len(frame: &[u8]) -> usize {
+    match frame.get(12..14) {
+        Some(&[a, b]) if matches!(u16::from_be_bytes([a, b]), ETHERTYPE_VLAN | ETHERTYPE_QINQ) => {
+            ETHERNET_HEADER_LEN + VLAN_TAG_LEN
+        }
+        _ => ETHERNET_HEADER_LEN,
+    }
+}
+
+/// The address a datagram came from when it came directly.
+fn direct_address(origin: Origin) -> Option<SocketAddr> {
+    match origin {
+        Origin::Direct(from) => Some(from),
+        Origin::Relayed { .. } => None,
+    }
+}
+
+/// Size of a liveness probe datagram: the smallest probe.
+const LIVENESS_PROBE_LEN: usize = DATA_OVERHEAD + PROBE_MIN_LEN;
 
 /// A bootstrap peer from the config: a member to contact at start. Its name is replaced by the
 /// name in its certificate once a handshake proves it.
@@ -96,6 +136,9 @@ pub struct NodeConfig {
     pub fdb: FdbConfig,
     /// Largest Ethernet frame carried (TAP MTU + Ethernet header + one VLAN tag).
     pub max_frame: usize,
+    /// MTU of the underlay link datagrams leave on (the largest of the host's links when it is
+    /// not known which); the ceiling of every path MTU search.
+    pub underlay_mtu: usize,
     pub rng_seed: [u8; 32],
     pub now: Instant,
     /// Nanoseconds since the Unix epoch at `now`; used for replay-proof initiation timestamps.
@@ -106,6 +149,23 @@ pub struct NodeConfig {
 pub struct Transmit {
     pub destination: SocketAddr,
     pub packet: PacketBuf,
+}
+
+/// Where a datagram came from: straight from an address, or out of a relay envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Direct(SocketAddr),
+    Relayed { relay: PeerId, source: PublicKey },
+}
+
+impl Origin {
+    /// The route an answer to this datagram takes: the way it came.
+    fn route_back(self) -> Route {
+        match self {
+            Origin::Direct(from) => Route::Direct(from),
+            Origin::Relayed { relay, .. } => Route::Relay(relay),
+        }
+    }
 }
 
 /// What `handle_datagram` found in a datagram.
@@ -181,6 +241,13 @@ pub struct Node {
     pool: BufferPool,
     /// Largest Ethernet frame delivered to the TAP.
     max_frame: usize,
+    underlay_mtu: usize,
+    /// Frames the node generated for the TAP (ICMP too-big answers), for the io layer to write.
+    tap_out: VecDeque<PacketBuf>,
+    /// Too-big answers left in the current one-second window, and when the window ends.
+    too_big_budget: (u32, Instant),
+    /// Addresses members saw our probes come from (newest last), published with `advertise`.
+    observed: Vec<SocketAddr>,
     counters: Counters,
     clock_base: (Instant, u64),
     last_timestamp: u64,
@@ -256,9 +323,16 @@ impl Node {
             fdb: Fdb::new(config.fdb),
             limiter: HandshakeLimiter::new(config.now),
             transmits: VecDeque::new(),
-            // Buffers also carry handshake messages, so they are never smaller than one.
-            pool: BufferPool::new(config.max_frame.max(HANDSHAKE_INIT_MAX_LEN), POOL_IDLE_MAX),
+            // Buffers also carry handshake messages, and either inside a relay envelope.
+            pool: BufferPool::new(
+                config.max_frame.max(HANDSHAKE_INIT_MAX_LEN) + RELAY_OVERHEAD,
+                POOL_IDLE_MAX,
+            ),
             max_frame: config.max_frame,
+            underlay_mtu: config.underlay_mtu,
+            tap_out: VecDeque::new(),
+            too_big_budget: (TOO_BIG_ANSWERS_PER_SECOND, config.now),
+            observed: Vec::new(),
             counters: Counters::default(),
             clock_base: (config.now, config.unix_nanos_at_now),
             last_timestamp: 0,
@@ -319,6 +393,8 @@ impl Node {
                 .collect();
             peer.handshake = HandshakeProgress::default();
             peer.endpoint = None;
+            peer.path.reset_route();
+            peer.path.relay = None;
             for (_, frame) in std::mem::take(&mut peer.pending) {
                 self.pool.give(frame);
             }
@@ -415,7 +491,7 @@ impl Node {
         Ok(certificate)
     }
 
-    fn count_refusal(&mut self, now: Instant, refusal: Refusal, key: &PublicKey, from: SocketAddr) {
+    fn count_refusal(&mut self, now: Instant, refusal: Refusal, key: &PublicKey, origin: Origin) {
         let reason = match refusal {
             Refusal::Malformed => {
                 self.counters.rx_handshake_no_certificate += 1;
@@ -437,7 +513,7 @@ impl Node {
         // The sender controls how often this happens, so say it rarely.
         if self.next_admission_warning.is_none_or(|t| now >= t) {
             self.next_admission_warning = Some(now + ADMISSION_WARNING_INTERVAL);
-            warn!(key = %key, %from, %reason, "refused a handshake: not an admitted member of this network");
+            warn!(key = %key, ?origin, %reason, "refused a handshake: not an admitted member of this network");
         }
     }
 
@@ -527,28 +603,151 @@ impl Node {
     }
 
     fn flood(&mut self, now: Instant, frame: PacketBuf) {
-        // Peers worth sending to: those with a session, or an endpoint to handshake with.
+        // Peers worth sending to: those with a session, or a way to handshake with them.
         let eligible = |p: &Peer| p.current.is_some() || p.endpoint.is_some();
-        let Some(last) = self.peers.iter().rposition(eligible) else {
+        let len = frame.len();
+        let mut last = None;
+        let mut narrowest_refused = None;
+        for id in 0..self.peers.len() {
+            if !eligible(&self.peers[id]) {
+                continue;
+            }
+            let limit = self.frame_limit(id as PeerId);
+            if len <= limit {
+                last = Some(id);
+            } else {
+                narrowest_refused = Some(narrowest_refused.map_or(limit, |l: usize| l.min(limit)));
+            }
+        }
+        if let Some(limit) = narrowest_refused {
+            // One answer for the whole flood, with the narrowest path it did not fit.
+            let mut copy = self.pool.take();
+            copy.copy_frame_from(frame.bytes());
+            self.frame_too_big(now, copy, limit, None);
+        }
+        let Some(last) = last else {
             self.pool.give(frame);
             return;
         };
         self.counters.frames_flooded += 1;
         self.counters.frames_from_tap += 1;
         for id in 0..last {
-            if eligible(&self.peers[id]) {
+            if eligible(&self.peers[id]) && len <= self.frame_limit(id as PeerId) {
                 let mut copy = self.pool.take();
                 copy.copy_frame_from(frame.bytes());
-                self.send_frame(now, id as PeerId, copy);
+                self.send_payload(now, id as PeerId, PayloadKind::Ethernet, copy);
             }
         }
         // The last recipient gets the original buffer: one copy fewer per flood.
-        self.send_frame(now, last as PeerId, frame);
+        self.send_payload(now, last as PeerId, PayloadKind::Ethernet, frame);
     }
 
-    /// Sends a frame to one peer now if it has a session, else queues it and starts a handshake.
+    /// Sends a frame to one peer, or answers its sender if it is too big for the path.
     fn send_frame(&mut self, now: Instant, id: PeerId, frame: PacketBuf) {
+        let limit = self.frame_limit(id);
+        if frame.len() > limit {
+            return self.frame_too_big(now, frame, limit, Some(id));
+        }
         self.send_payload(now, id, PayloadKind::Ethernet, frame);
+    }
+
+    /// The largest Ethernet frame that reaches peer `id` whole on the route in use: what its path
+    /// MTU search found (or assumes), less the data message's overhead. Without a session the
+    /// route is not known yet, so frames are queued at any size the TAP delivers.
+    fn frame_limit(&self, id: PeerId) -> usize {
+        let peer = &self.peers[id as usize];
+        match (&peer.current, &peer.path.pmtu) {
+            (Some(_), Some((_, search))) => search.current() - DATA_OVERHEAD,
+            (Some(_), None) => match self.route(id) {
+                Some(route) => self.pmtu_bounds(route).1 - DATA_OVERHEAD,
+                None => self.max_frame,
+            },
+            (None, _) => self.max_frame,
+        }
+    }
+
+    /// The largest frame that reaches whatever `dst` is behind, for the io layer, which cuts TCP
+    /// super-frames read from the TAP into segments that fit (so TCP needs no ICMP round trip).
+    pub fn frame_limit_for(&self, now: Instant, dst: MacAddr) -> usize {
+        match self.fdb.lookup(now, dst) {
+            Some(Port::Peer(id)) if !dst.is_multicast() => self.frame_limit(id),
+            Some(Port::Local) => self.max_frame,
+            _ => (0..self.peers.len() as PeerId)
+                .filter(|&id| self.peers[id as usize].current.is_some())
+                .map(|id| self.frame_limit(id))
+                .min()
+                .unwrap_or(self.max_frame),
+        }
+    }
+
+    /// A frame does not fit the path (`limit` bytes of frame): answer an IP sender with ICMP
+    /// "fragmentation needed" / "packet too big" so it sends smaller, fragment an IPv4 packet that
+    /// allows it (towards `peer`), and count everything else as dropped.
+    fn frame_too_big(
+        &mut self,
+        now: Instant,
+        frame: PacketBuf,
+        limit: usize,
+        peer: Option<PeerId>,
+    ) {
+        let l2 = l2_header_len(frame.bytes());
+        let mtu = u16::try_from(limit.saturating_sub(l2)).unwrap_or(u16::MAX);
+        let mut answer = self.pool.take();
+        match too_big_reply(frame.bytes(), mtu, answer.frame_area()) {
+            Ok(len) => {
+                if now >= self.too_big_budget.1 {
+                    self.too_big_budget =
+                        (TOO_BIG_ANSWERS_PER_SECOND, now + Duration::from_secs(1));
+                }
+                if self.too_big_budget.0 == 0 || self.tap_out.len() >= TAP_OUT_MAX {
+                    self.counters.tx_too_big_ratelimited += 1;
+                    self.pool.give(answer);
+                } else {
+                    self.too_big_budget.0 -= 1;
+                    self.counters.tx_too_big_icmp += 1;
+                    answer.set_frame_len(len);
+                    self.tap_out.push_back(answer);
+                }
+            }
+            Err(NoReply::FragmentsAllowed) if peer.is_some() => {
+                self.pool.give(answer);
+                let id = peer.expect("checked");
+                self.fragment(now, id, &frame, limit);
+            }
+            Err(_) => {
+                self.counters.tx_too_big_dropped += 1;
+                self.pool.give(answer);
+            }
+        }
+        self.pool.give(frame);
+    }
+
+    /// Sends an IPv4 packet that allows fragmentation as fragments that fit `limit`.
+    fn fragment(&mut self, now: Instant, id: PeerId, frame: &PacketBuf, limit: usize) {
+        let Ok(mut fragments) = Ipv4Fragmenter::new(frame.bytes(), limit) else {
+            self.counters.tx_too_big_dropped += 1;
+            return;
+        };
+        self.counters.tx_too_big_fragmented += 1;
+        loop {
+            let mut piece = self.pool.take();
+            match fragments.next_into(piece.frame_area()) {
+                Some(len) => {
+                    piece.set_frame_len(len);
+                    self.send_payload(now, id, PayloadKind::Ethernet, piece);
+                }
+                None => {
+                    self.pool.give(piece);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A frame the node generated for the TAP (an ICMP answer); the io layer writes it and gives
+    /// the buffer back with `recycle`.
+    pub fn poll_tap_frame(&mut self) -> Option<PacketBuf> {
+        self.tap_out.pop_front()
     }
 
     /// Sends a payload of `kind` to one peer now if it has a session, else queues it and starts a
@@ -580,16 +779,60 @@ impl Node {
         }
     }
 
-    /// Encrypts `packet` in place on the peer's current session and queues the datagram.
-    fn seal_and_queue(
+    /// The route datagrams to peer `id` take now: through its relay while it has one that still
+    /// reaches it directly, else straight to its endpoint.
+    fn route(&self, id: PeerId) -> Option<Route> {
+        let peer = &self.peers[id as usize];
+        if let Some(relay) = peer.path.relay {
+            if self.can_relay(relay) {
+                return Some(Route::Relay(relay));
+            }
+        }
+        peer.endpoint.map(Route::Direct)
+    }
+
+    /// Whether member `relay` can carry datagrams for others: a usable session on a direct path
+    /// that answers (relayed paths are never relayed again: one hop, so no loops).
+    fn can_relay(&self, relay: PeerId) -> bool {
+        let r = &self.peers[relay as usize];
+        r.current.is_some()
+            && r.path.relay.is_none()
+            && r.endpoint.is_some()
+            && r.path.misses == 0
+            && !self.revoked.contains(&r.public_key)
+    }
+
+    /// A member to relay through to `target`, other than `avoid`; `turn` rotates through the
+    /// candidates so a relay that does not deliver is followed by the next one.
+    fn pick_relay(&self, target: PeerId, avoid: Option<PeerId>, turn: u32) -> Option<PeerId> {
+        let candidates = (0..self.peers.len() as PeerId)
+            .filter(|&r| r != target && Some(r) != avoid && self.can_relay(r));
+        let count = candidates.clone().count();
+        if count == 0 {
+            return None;
+        }
+        candidates.clone().nth(turn as usize % count)
+    }
+
+    /// Encrypts `packet` in place on the peer's current session and queues the datagram on the
+    /// peer's route.
+    fn seal_and_queue(&mut self, now: Instant, id: PeerId, kind: PayloadKind, packet: PacketBuf) {
+        let route = self.route(id);
+        self.seal_and_route(now, id, kind, packet, route);
+    }
+
+    /// Encrypts `packet` in place on the peer's current session and queues it on `route`.
+    fn seal_and_route(
         &mut self,
         now: Instant,
         id: PeerId,
         kind: PayloadKind,
         mut packet: PacketBuf,
+        route: Option<Route>,
     ) {
         let peer = &mut self.peers[id as usize];
-        let (Some(session), Some(destination)) = (peer.current.as_mut(), peer.endpoint) else {
+        let (Some(session), Some(route)) = (peer.current.as_mut(), route) else {
+            self.counters.tx_no_route += 1;
             self.pool.give(packet);
             return;
         };
@@ -608,10 +851,7 @@ impl Node {
             Ok(()) => {
                 peer.tx_bytes += plain_len;
                 peer.last_sent = Some(now);
-                self.transmits.push_back(Transmit {
-                    destination,
-                    packet,
-                });
+                self.transmit(now, id, route, packet);
             }
             Err(_) => {
                 self.counters.tx_counter_exhausted += 1;
@@ -619,6 +859,35 @@ impl Node {
                 self.start_handshake(now, id);
             }
         }
+    }
+
+    /// Queues a finished datagram for peer `id` on `route`: as it is to a direct endpoint, or
+    /// inside a relay envelope sealed for the relay.
+    fn transmit(&mut self, now: Instant, id: PeerId, route: Route, packet: PacketBuf) {
+        let relay = match route {
+            Route::Direct(destination) => {
+                self.transmits.push_back(Transmit {
+                    destination,
+                    packet,
+                });
+                return;
+            }
+            Route::Relay(relay) => relay,
+        };
+        if !self.can_relay(relay) || packet.len() + RELAY_ENVELOPE_LEN > self.pool.max_frame() {
+            self.counters.tx_no_route += 1;
+            self.pool.give(packet);
+            return;
+        }
+        let mut envelope = self.pool.take();
+        let area = envelope.frame_area();
+        area[..RELAY_ENVELOPE_LEN].copy_from_slice(self.peers[id as usize].public_key.as_bytes());
+        area[RELAY_ENVELOPE_LEN..RELAY_ENVELOPE_LEN + packet.len()].copy_from_slice(packet.bytes());
+        envelope.set_frame_len(RELAY_ENVELOPE_LEN + packet.len());
+        self.pool.give(packet);
+        self.counters.tx_relayed += 1;
+        let direct = self.peers[relay as usize].endpoint.map(Route::Direct);
+        self.seal_and_route(now, relay, PayloadKind::Relay, envelope, direct);
     }
 
     fn send_keepalive(&mut self, now: Instant, id: PeerId) {
@@ -657,18 +926,27 @@ impl Node {
     ) -> Received {
         self.observe(now);
         self.counters.rx_datagrams += 1;
+        self.dispatch(now, Origin::Direct(from), datagram)
+    }
+
+    /// Processes one datagram, received directly or taken out of a relay envelope.
+    fn dispatch(&mut self, now: Instant, origin: Origin, datagram: &mut [u8]) -> Received {
         match classify(datagram) {
-            Ok(MessageType::Data) => self.on_data(now, from, datagram),
+            Ok(MessageType::Data) => self.on_data(now, origin, datagram),
             Ok(MessageType::HandshakeInit) => {
-                self.on_handshake_init(now, from, datagram);
+                self.on_handshake_init(now, origin, datagram);
                 Received::Nothing
             }
             Ok(MessageType::HandshakeResponse) => {
-                self.on_handshake_response(now, from, datagram);
+                self.on_handshake_response(now, origin, datagram);
                 Received::Nothing
             }
             Ok(MessageType::JoinRequest) => {
-                self.on_join_request(now, from, datagram);
+                if let Origin::Direct(from) = origin {
+                    self.on_join_request(now, from, datagram);
+                } else {
+                    self.counters.rx_unknown_type += 1;
+                }
                 Received::Nothing
             }
             // Join answers go to `meshd join`'s own socket, never to a running node.
@@ -778,7 +1056,7 @@ impl Node {
         }
     }
 
-    fn on_data(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) -> Received {
+    fn on_data(&mut self, now: Instant, origin: Origin, datagram: &mut [u8]) -> Received {
         let (index, counter, kind) = match Data::new_checked(&*datagram) {
             Ok(d) => (d.receiver_index(), d.counter(), d.payload_kind()),
             Err(e) => {
@@ -804,6 +1082,7 @@ impl Node {
             self.counters.rx_replayed += 1;
             return Received::Nothing;
         }
+        let datagram_len = datagram.len();
         let (header, body) = datagram.split_at_mut(DATA_HEADER_LEN);
         let plain_len = match session.recv.open_in_place(counter, header, body) {
             Ok(plain) => plain.len(),
@@ -818,16 +1097,22 @@ impl Node {
         }
 
         // Authenticated from here on.
+        if let Origin::Relayed { source, .. } = origin {
+            if source != peer.public_key {
+                self.counters.rx_relay_mismatch += 1;
+                return Received::Nothing;
+            }
+        }
         peer.last_received = Some(now);
         peer.rx_bytes += plain_len as u64;
-        if peer.endpoint != Some(from) {
-            info!(peer = %peer.name, old = ?peer.endpoint, new = %from, "peer endpoint changed");
-            peer.endpoint = Some(from);
+        if let Origin::Direct(from) = origin {
+            self.direct_packet(now, id, from, kind);
         }
         if slot == Slot::Next {
             self.promote_next(now, id);
         }
         let frame = DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len;
+        let relayed = matches!(origin, Origin::Relayed { .. });
         match kind {
             PayloadKind::Keepalive => Received::Nothing,
             PayloadKind::Membership => {
@@ -836,34 +1121,274 @@ impl Node {
                 self.pump_membership(now);
                 Received::Nothing
             }
-            PayloadKind::Ethernet => {
-                if plain_len > self.max_frame {
-                    self.counters.rx_oversize += 1;
+            PayloadKind::Ethernet => self.on_ethernet(now, id, datagram, frame),
+            PayloadKind::Relay | PayloadKind::Relayed if relayed => {
+                self.counters.rx_relay_nested += 1;
+                Received::Nothing
+            }
+            PayloadKind::Relay => {
+                self.forward_relayed(now, id, &datagram[frame]);
+                Received::Nothing
+            }
+            PayloadKind::Relayed => {
+                let Ok(envelope) = RelayEnvelope::new_checked(&datagram[frame.clone()]) else {
+                    self.counters.rx_malformed += 1;
                     return Received::Nothing;
-                }
-                let (src, dst) = match EthernetFrame::new_checked(&datagram[frame.clone()]) {
-                    Ok(eth) => (eth.src(), eth.dst()),
-                    Err(_) => {
-                        self.counters.rx_bad_frame += 1;
-                        return Received::Nothing;
-                    }
                 };
-                if let Learned::Moved { from } = self.fdb.learn(now, src, Port::Peer(id)) {
-                    debug!(mac = %src, from = ?from, peer = %self.peers[id as usize].name, "MAC moved");
+                let source = PublicKey::from_bytes(envelope.key());
+                let inner = frame.start + RELAY_ENVELOPE_LEN..frame.end;
+                let offset = inner.start;
+                let origin = Origin::Relayed { relay: id, source };
+                match self.dispatch(now, origin, &mut datagram[inner]) {
+                    Received::Frame(r) => Received::Frame(r.start + offset..r.end + offset),
+                    Received::Nothing => Received::Nothing,
                 }
-                match self.fdb.forward_from_peer(now, id, dst) {
-                    Forward::Local => {
-                        self.counters.frames_to_tap += 1;
-                        Received::Frame(frame)
-                    }
-                    _ => Received::Nothing,
+            }
+            PayloadKind::Probe => {
+                self.answer_probe(now, id, origin, &datagram[frame], datagram_len);
+                Received::Nothing
+            }
+            PayloadKind::ProbeAck => {
+                match ProbeAck::parse(&datagram[frame]) {
+                    Ok(ack) => self.on_probe_ack(now, id, origin, ack),
+                    Err(_) => self.counters.rx_malformed += 1,
                 }
+                Received::Nothing
             }
             PayloadKind::Unknown(_) => {
                 self.counters.rx_unknown_kind += 1;
                 Received::Nothing
             }
         }
+    }
+
+    fn on_ethernet(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        datagram: &[u8],
+        frame: Range<usize>,
+    ) -> Received {
+        if frame.len() > self.max_frame {
+            self.counters.rx_oversize += 1;
+            return Received::Nothing;
+        }
+        let (src, dst) = match EthernetFrame::new_checked(&datagram[frame.clone()]) {
+            Ok(eth) => (eth.src(), eth.dst()),
+            Err(_) => {
+                self.counters.rx_bad_frame += 1;
+                return Received::Nothing;
+            }
+        };
+        if let Learned::Moved { from } = self.fdb.learn(now, src, Port::Peer(id)) {
+            debug!(mac = %src, from = ?from, peer = %self.peers[id as usize].name, "MAC moved");
+        }
+        match self.fdb.forward_from_peer(now, id, dst) {
+            Forward::Local => {
+                self.counters.frames_to_tap += 1;
+                Received::Frame(frame)
+            }
+            _ => Received::Nothing,
+        }
+    }
+
+    /// An authenticated packet of `kind` arrived from peer `id` straight from `from`. While the
+    /// peer is reached directly, its endpoint follows its packets (roaming, as WireGuard does).
+    /// While it is relayed, anything but a probe means the peer confirmed a direct round trip and
+    /// switched to it, so this side switches too; probes alone prove only one direction.
+    fn direct_packet(&mut self, now: Instant, id: PeerId, from: SocketAddr, kind: PayloadKind) {
+        let peer = &mut self.peers[id as usize];
+        if peer.path.relay.is_some() {
+            if !matches!(kind, PayloadKind::Probe | PayloadKind::ProbeAck) {
+                self.go_direct(now, id, from);
+            }
+        } else if peer.endpoint != Some(from) {
+            info!(peer = %peer.name, old = ?peer.endpoint, new = %from, "peer endpoint changed");
+            peer.endpoint = Some(from);
+            peer.path.reset_route();
+        }
+    }
+
+    /// Forwards a relay envelope from member `from_id` to the member it names, over a direct
+    /// session only, with the sender's key in place of the destination's.
+    fn forward_relayed(&mut self, now: Instant, from_id: PeerId, payload: &[u8]) {
+        let Ok(envelope) = RelayEnvelope::new_checked(payload) else {
+            self.counters.rx_malformed += 1;
+            return;
+        };
+        let key = PublicKey::from_bytes(envelope.key());
+        let Some(&to) = self.by_key.get(&key) else {
+            self.counters.relay_no_route += 1;
+            return;
+        };
+        let usable = self.peers[to as usize]
+            .current
+            .as_ref()
+            .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES);
+        if to == from_id || !usable || !self.can_relay(to) {
+            self.counters.relay_no_route += 1;
+            return;
+        }
+        if payload.len() > self.pool.max_frame() {
+            self.counters.relay_too_big += 1;
+            return;
+        }
+        let mut packet = self.pool.take();
+        let area = packet.frame_area();
+        area[..RELAY_ENVELOPE_LEN]
+            .copy_from_slice(self.peers[from_id as usize].public_key.as_bytes());
+        area[RELAY_ENVELOPE_LEN..payload.len()].copy_from_slice(envelope.inner());
+        packet.set_frame_len(payload.len());
+        self.counters.relay_forwarded += 1;
+        let direct = self.peers[to as usize].endpoint.map(Route::Direct);
+        self.seal_and_route(now, to, PayloadKind::Relayed, packet, direct);
+    }
+
+    /// Acknowledges a probe the way it came, saying which address it came from.
+    fn answer_probe(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        origin: Origin,
+        payload: &[u8],
+        datagram_len: usize,
+    ) {
+        let Ok(probe_id) = Probe::id(payload) else {
+            self.counters.rx_malformed += 1;
+            return;
+        };
+        let ack = ProbeAck {
+            id: probe_id,
+            size: u16::try_from(datagram_len).unwrap_or(u16::MAX),
+            observed: match origin {
+                Origin::Direct(from) => Some(from),
+                Origin::Relayed { .. } => None,
+            },
+        };
+        let mut packet = self.pool.take();
+        let len = ack.emit(&mut packet.frame_area()[..PROBE_ACK_MAX_LEN]);
+        packet.set_frame_len(len);
+        self.seal_and_route(
+            now,
+            id,
+            PayloadKind::ProbeAck,
+            packet,
+            Some(origin.route_back()),
+        );
+    }
+
+    fn on_probe_ack(&mut self, now: Instant, id: PeerId, origin: Origin, ack: ProbeAck) {
+        let peer = &mut self.peers[id as usize];
+        let Some(at) = peer.path.probes.iter().position(|p| p.id == ack.id) else {
+            self.counters.rx_probe_ack_unknown += 1;
+            return;
+        };
+        let probe = peer.path.probes[at];
+        if probe.route != origin.route_back() {
+            self.counters.rx_probe_ack_wrong_path += 1;
+            return;
+        }
+        peer.path.probes.remove(at);
+        self.counters.probe_acks += 1;
+        let in_use = self.route(id) == Some(probe.route);
+        let peer = &mut self.peers[id as usize];
+        if in_use {
+            peer.path.misses = 0;
+            peer.path.confirmed = Some(now);
+        }
+        match probe.purpose {
+            ProbePurpose::Liveness => {}
+            ProbePurpose::Candidate => {
+                if let Route::Direct(addr) = probe.route {
+                    if peer.path.relay.is_some() {
+                        self.go_direct(now, id, addr);
+                    }
+                }
+            }
+            ProbePurpose::Pmtu => {
+                if let Some((route, search)) = peer.path.pmtu.as_mut() {
+                    if *route == probe.route {
+                        search.on_ack(now, ack.id);
+                    }
+                }
+            }
+        }
+        if let (Route::Direct(_), Some(observed)) = (probe.route, ack.observed) {
+            self.note_observed(observed);
+        }
+    }
+
+    /// Moves peer `id` from its relay to the direct endpoint `addr`, which just proved it works.
+    fn go_direct(&mut self, now: Instant, id: PeerId, addr: SocketAddr) {
+        let peer = &mut self.peers[id as usize];
+        let changed = peer.endpoint != Some(addr) || peer.path.relay.is_some();
+        peer.endpoint = Some(addr);
+        if peer.path.relay.take().is_some() {
+            self.counters.path_to_direct += 1;
+            info!(peer = %peer.name, endpoint = %addr, "peer reached directly again");
+        }
+        if changed {
+            peer.path.reset_route();
+            peer.path.next_liveness = Some(now + PROBE_INTERVAL);
+        }
+        peer.path.misses = 0;
+        peer.path.confirmed = Some(now);
+    }
+
+    /// Sends peer `id`'s traffic through `relay` from now on.
+    fn go_relayed(&mut self, now: Instant, id: PeerId, relay: PeerId) {
+        let relay_name = self.peers[relay as usize].name.clone();
+        let peer = &mut self.peers[id as usize];
+        if peer.path.relay == Some(relay) {
+            return;
+        }
+        if peer.path.relay.replace(relay).is_none() {
+            self.counters.path_to_relay += 1;
+        }
+        info!(peer = %peer.name, via = %relay_name, "peer not reachable directly: relaying");
+        peer.path.reset_route();
+        peer.path.next_liveness = Some(now + PROBE_INTERVAL);
+        peer.path.next_candidate = Some(now + DIRECT_RETRY_INTERVAL);
+    }
+
+    /// Another member saw our probe come from `addr`: if that is not an address we advertise, it
+    /// is how a NAT in front of us maps us, and worth publishing so members can call us there.
+    fn note_observed(&mut self, addr: SocketAddr) {
+        if self.advertise.contains(&addr) || self.observed.contains(&addr) {
+            return;
+        }
+        if self.observed.len() >= OBSERVED_MAX {
+            self.observed.remove(0);
+        }
+        self.observed.push(addr);
+        debug!(%addr, "learned an address members see this node at");
+        self.publish_endpoints();
+    }
+
+    /// Replaces the endpoints this node advertises (the io layer re-reads the host's addresses
+    /// when `advertise` is not configured) and publishes them with what members observed.
+    pub fn set_advertise(&mut self, endpoints: Vec<SocketAddr>) {
+        if endpoints == self.advertise {
+            return;
+        }
+        info!(?endpoints, "advertised endpoints changed");
+        self.advertise = endpoints;
+        self.observed.retain(|a| !self.advertise.contains(a));
+        self.publish_endpoints();
+        // This host may have moved: probe every peer now, so each sees our packets come from
+        // the new address and follows (roaming) instead of waiting for the next probe round.
+        for peer in &mut self.peers {
+            if peer.current.is_some() {
+                peer.path.next_liveness = Some(self.last_now);
+            }
+        }
+    }
+
+    fn publish_endpoints(&mut self) {
+        let mut endpoints: Vec<SocketAddr> = self.observed.iter().rev().copied().collect();
+        endpoints.extend(self.advertise.iter().copied());
+        endpoints.truncate(CANDIDATES_MAX);
+        self.membership.set_endpoints(endpoints);
     }
 
     /// The initiator has proven it holds the keys of the session we answered: start using it.
@@ -885,7 +1410,7 @@ impl Node {
         self.flush_pending(now, id);
     }
 
-    fn on_handshake_init(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    fn on_handshake_init(&mut self, now: Instant, origin: Origin, datagram: &[u8]) {
         let init = match HandshakeInit::new_checked(datagram) {
             Ok(m) => m,
             Err(e) => return self.count_wire_error(e),
@@ -894,7 +1419,7 @@ impl Node {
             self.counters.rx_bad_mac1 += 1;
             return;
         }
-        if !self.limiter.allow(now, from.ip()) {
+        if !self.limiter_allows(now, origin) {
             self.counters.rx_handshake_ratelimited += 1;
             return;
         }
@@ -906,6 +1431,12 @@ impl Node {
             }
         };
         let remote = responder.remote_static();
+        if let Origin::Relayed { source, .. } = origin {
+            if source != remote {
+                self.counters.rx_relay_mismatch += 1;
+                return;
+            }
+        }
         let payload = responder.payload();
         let Some((timestamp, certificate)) = payload.split_first_chunk::<TIMESTAMP_LEN>() else {
             self.counters.rx_handshake_no_certificate += 1;
@@ -914,7 +1445,7 @@ impl Node {
         let timestamp = u64::from_be_bytes(*timestamp);
         let certificate = match self.admit(now, certificate, &remote) {
             Ok(c) => c,
-            Err(refusal) => return self.count_refusal(now, refusal, &remote, from),
+            Err(refusal) => return self.count_refusal(now, refusal, &remote, origin),
         };
         // Checked before the peer is added, so a replay never creates or updates an entry.
         let last_accepted = self
@@ -925,7 +1456,7 @@ impl Node {
             self.counters.rx_handshake_replayed += 1;
             return;
         }
-        let Some(id) = self.add_member(&certificate, Some(from)) else {
+        let Some(id) = self.add_member(&certificate, direct_address(origin)) else {
             self.counters.rx_member_table_full += 1;
             return;
         };
@@ -954,23 +1485,24 @@ impl Node {
         packet.set_frame_len(len);
 
         peer.last_init_timestamp = timestamp;
-        peer.endpoint = Some(from);
         peer.last_handshake = Some(now);
         let session = Session::new(local_index, sender_index, keys, now, false);
         if let Some(old) = peer.next.replace(session) {
             self.by_index.remove(&old.local_index);
         }
         self.counters.handshakes_completed += 1;
-        self.membership.session_established(now, &certificate, from);
+        // The initiator chose the way it came (direct, or a relay after direct failed): answer
+        // and carry on the same way.
+        self.adopt_route(now, id, origin);
+        self.transmit(now, id, origin.route_back(), packet);
+        let seen_at = self.origin_address(origin);
+        self.membership
+            .session_established(now, &certificate, seen_at);
         self.pump_membership(now);
-        debug!(peer = %self.peers[id as usize].name, %from, "answered handshake");
-        self.transmits.push_back(Transmit {
-            destination: from,
-            packet,
-        });
+        debug!(peer = %self.peers[id as usize].name, ?origin, "answered handshake");
     }
 
-    fn on_handshake_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    fn on_handshake_response(&mut self, now: Instant, origin: Origin, datagram: &[u8]) {
         let resp = match HandshakeResponse::new_checked(datagram) {
             Ok(m) => m,
             Err(e) => return self.count_wire_error(e),
@@ -984,7 +1516,7 @@ impl Node {
             self.counters.rx_unknown_index += 1;
             return;
         };
-        if !self.limiter.allow(now, from.ip()) {
+        if !self.limiter_allows(now, origin) {
             self.counters.rx_handshake_ratelimited += 1;
             return;
         }
@@ -1010,10 +1542,16 @@ impl Node {
                 if let Some(init) = self.peers[id as usize].initiation.take() {
                     self.by_index.remove(&init.local_index);
                 }
-                return self.count_refusal(now, refusal, &remote, from);
+                return self.count_refusal(now, refusal, &remote, origin);
             }
         };
-        self.add_member(&certificate, Some(from));
+        if let Origin::Relayed { source, .. } = origin {
+            if source != remote {
+                self.counters.rx_relay_mismatch += 1;
+                return;
+            }
+        }
+        self.add_member(&certificate, direct_address(origin));
         let peer = &mut self.peers[id as usize];
         peer.initiation = None;
         let session = Session::new(index, resp.sender_index(), keys, now, true);
@@ -1024,14 +1562,44 @@ impl Node {
         peer.previous = peer.current.replace(session);
         peer.handshake = HandshakeProgress::default();
         peer.last_handshake = Some(now);
-        peer.endpoint = Some(from);
         self.counters.handshakes_completed += 1;
         if !was_up {
-            info!(peer = %peer.name, endpoint = %from, "peer up");
+            info!(peer = %peer.name, ?origin, "peer up");
         }
+        self.adopt_route(now, id, origin);
         self.flush_pending(now, id);
-        self.membership.session_established(now, &certificate, from);
+        let seen_at = self.origin_address(origin);
+        self.membership
+            .session_established(now, &certificate, seen_at);
         self.pump_membership(now);
+    }
+
+    /// The rate limiter's verdict for a handshake message: keyed by the sender's address, or by
+    /// the relay's for a relayed one (only members relay, and each relay is one source).
+    fn limiter_allows(&mut self, now: Instant, origin: Origin) -> bool {
+        let ip = match origin {
+            Origin::Direct(from) => Some(from.ip()),
+            Origin::Relayed { relay, .. } => self.peers[relay as usize].endpoint.map(|e| e.ip()),
+        };
+        ip.is_none_or(|ip| self.limiter.allow(now, ip))
+    }
+
+    /// The address a datagram came from, or its relay's (for logs and the membership layer).
+    fn origin_address(&self, origin: Origin) -> SocketAddr {
+        match origin {
+            Origin::Direct(from) => from,
+            Origin::Relayed { relay, .. } => self.peers[relay as usize]
+                .endpoint
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// A handshake with peer `id` just completed over `origin`: use that route from now on.
+    fn adopt_route(&mut self, now: Instant, id: PeerId, origin: Origin) {
+        match origin {
+            Origin::Direct(from) => self.go_direct(now, id, from),
+            Origin::Relayed { relay, .. } => self.go_relayed(now, id, relay),
+        }
     }
 
     // ---------------------------------------------------------------- handshakes we drive
@@ -1039,12 +1607,13 @@ impl Node {
     /// Starts a handshake round with the peer unless one is already running.
     fn start_handshake(&mut self, now: Instant, id: PeerId) {
         let peer = &mut self.peers[id as usize];
-        if peer.handshake.in_progress()
-            || peer.endpoint.is_none()
-            || self.revoked.contains(&peer.public_key)
-        {
+        if peer.handshake.in_progress() || self.revoked.contains(&peer.public_key) {
             return;
         }
+        if peer.endpoint.is_none() && self.pick_relay(id, None, 0).is_none() {
+            return;
+        }
+        let peer = &mut self.peers[id as usize];
         peer.handshake = HandshakeProgress {
             attempts: 0,
             started: Some(now),
@@ -1055,7 +1624,7 @@ impl Node {
 
     /// Sends a fresh initiation (new ephemeral key and index) and schedules the retransmission.
     fn send_initiation(&mut self, now: Instant, id: PeerId) {
-        let Some(destination) = self.peers[id as usize].endpoint else {
+        let Some(route) = self.initiation_route(id) else {
             self.peers[id as usize].handshake = HandshakeProgress::default();
             return;
         };
@@ -1107,11 +1676,33 @@ impl Node {
         peer.handshake.attempts += 1;
         peer.handshake.next_attempt = Some(now + delay + Duration::from_millis(jitter_ms));
         self.counters.handshakes_initiated += 1;
-        debug!(peer = %peer.name, attempt = peer.handshake.attempts, %destination, "sent handshake initiation");
-        self.transmits.push_back(Transmit {
-            destination,
-            packet,
-        });
+        debug!(peer = %peer.name, attempt = peer.handshake.attempts, ?route, "sent handshake initiation");
+        self.transmit(now, id, route, packet);
+    }
+
+    /// Where an initiation goes. A rekey takes the route in use. A new session is tried directly
+    /// first; after [`RELAY_AFTER_ATTEMPTS`] unanswered attempts, attempts alternate between a
+    /// relay (a different one each time round) and direct, so whichever works first wins.
+    fn initiation_route(&self, id: PeerId) -> Option<Route> {
+        let peer = &self.peers[id as usize];
+        if peer.current.is_some() {
+            if let Some(route) = self.route(id) {
+                return Some(route);
+            }
+        }
+        let attempts = peer.handshake.attempts;
+        let direct = peer.endpoint.map(Route::Direct);
+        let relayed = || {
+            let turn = attempts.saturating_sub(RELAY_AFTER_ATTEMPTS) / 2;
+            self.pick_relay(id, None, turn).map(Route::Relay)
+        };
+        let relay_turn =
+            attempts >= RELAY_AFTER_ATTEMPTS && (attempts - RELAY_AFTER_ATTEMPTS) % 2 == 0;
+        if relay_turn || direct.is_none() {
+            relayed().or(direct)
+        } else {
+            direct
+        }
     }
 
     // ---------------------------------------------------------------- timers
@@ -1170,6 +1761,9 @@ impl Node {
             } => {
                 debug!(member = %name, %key, ?endpoints, "member up");
                 if let Some(id) = self.add_member(&certificate, endpoints.first().copied()) {
+                    let candidates = &mut self.peers[id as usize].path.candidates;
+                    *candidates = endpoints;
+                    candidates.truncate(CANDIDATES_MAX);
                     if self.full_mesh() {
                         self.start_handshake(now, id);
                     }
@@ -1250,7 +1844,12 @@ impl Node {
             {
                 self.by_index.remove(&s.local_index);
             }
+            peer.path.reset_route();
+            peer.path.relay = None;
             self.fdb.remove_port(Port::Peer(id));
+        }
+        if wanted && self.peers[id as usize].current.is_some() {
+            self.path_timers(now, id);
         }
         let peer = &self.peers[id as usize];
         if let Some(s) = peer.current.as_ref().filter(|_| wanted) {
@@ -1262,7 +1861,7 @@ impl Node {
         let peer = &self.peers[id as usize];
         let needs_session = wanted
             && match &peer.current {
-                None => peer.endpoint.is_some(),
+                None => peer.endpoint.is_some() || !peer.pending.is_empty(),
                 Some(s) => now >= s.rekey_at(),
             };
         if peer.handshake.in_progress() {
@@ -1278,6 +1877,180 @@ impl Node {
             self.counters.tx_no_session += n;
             for (_, frame) in std::mem::take(&mut peer.pending) {
                 self.pool.give(frame);
+            }
+        }
+    }
+
+    /// Probes the route in use for liveness and size, moves to a relay (or the next one) when it
+    /// stops answering, and while relayed looks for the way back to a direct endpoint.
+    fn path_timers(&mut self, now: Instant, id: PeerId) {
+        let Some(route) = self.route(id) else { return };
+        // Probes not answered in time are lost; lost liveness probes on the route in use count.
+        let peer = &mut self.peers[id as usize];
+        let mut lost = 0;
+        peer.path.probes.retain(|p| {
+            let pending = now < p.sent + PROBE_TIMEOUT;
+            if !pending && p.purpose == ProbePurpose::Liveness && p.route == route {
+                lost += 1;
+            }
+            pending
+        });
+        if lost > 0 {
+            peer.path.misses += lost;
+            peer.path.next_liveness = Some(now);
+        }
+        if peer.path.misses >= PATH_LOST_AFTER {
+            self.route_lost(now, id, route);
+            return;
+        }
+        let peer = &mut self.peers[id as usize];
+        let due = peer.path.next_liveness.get_or_insert(now + PROBE_INTERVAL);
+        if now >= *due {
+            *due = now
+                + if peer.path.misses > 0 {
+                    PROBE_TIMEOUT
+                } else {
+                    PROBE_INTERVAL
+                };
+            self.send_probe(
+                now,
+                id,
+                route,
+                ProbePurpose::Liveness,
+                LIVENESS_PROBE_LEN,
+                None,
+            );
+        }
+        let peer = &mut self.peers[id as usize];
+        if peer.path.relay.is_some() {
+            let due = peer
+                .path
+                .next_candidate
+                .get_or_insert(now + DIRECT_RETRY_INTERVAL);
+            if now >= *due {
+                *due = now + DIRECT_RETRY_INTERVAL;
+                let endpoint = peer.endpoint;
+                if let Some(addr) = peer.path.next_candidate_after(endpoint) {
+                    let route = Route::Direct(addr);
+                    self.send_probe(
+                        now,
+                        id,
+                        route,
+                        ProbePurpose::Candidate,
+                        LIVENESS_PROBE_LEN,
+                        None,
+                    );
+                }
+            }
+        }
+        self.pmtu_timers(now, id, route);
+    }
+
+    /// Runs the path MTU search of the route in use, starting one for a new route.
+    fn pmtu_timers(&mut self, now: Instant, id: PeerId, route: Route) {
+        let (floor, ceiling) = self.pmtu_bounds(route);
+        let peer = &mut self.peers[id as usize];
+        match &mut peer.path.pmtu {
+            Some((r, _)) if *r == route => {}
+            slot => *slot = Some((route, PmtuSearch::new(now, floor, ceiling))),
+        }
+        let rng = &mut self.rng;
+        let probes = match peer.path.pmtu.as_mut() {
+            Some((_, search)) => search.poll_probes(now, &mut || rng.next_u32()),
+            None => return,
+        };
+        for probe in probes {
+            self.send_probe(
+                now,
+                id,
+                route,
+                ProbePurpose::Pmtu,
+                probe.size,
+                Some(probe.id),
+            );
+        }
+    }
+
+    /// The datagram sizes a path MTU search on `route` works between: what every path carries,
+    /// and what the local link (or, through a relay, the path to the relay) can send, never more
+    /// than the largest frame this node carries needs.
+    fn pmtu_bounds(&self, route: Route) -> (usize, usize) {
+        let largest_needed = self.max_frame + DATA_OVERHEAD;
+        let ceiling = match route {
+            Route::Direct(addr) => {
+                let ip_udp = if addr.is_ipv4() { 20 + 8 } else { 40 + 8 };
+                self.underlay_mtu.saturating_sub(ip_udp).min(largest_needed)
+            }
+            Route::Relay(relay) => {
+                let r = &self.peers[relay as usize];
+                let to_relay = match (&r.path.pmtu, r.endpoint) {
+                    (Some((_, search)), _) => search.current(),
+                    (None, Some(addr)) => self.pmtu_bounds(Route::Direct(addr)).1,
+                    (None, None) => BASE_DATAGRAM,
+                };
+                to_relay.saturating_sub(RELAY_OVERHEAD).min(largest_needed)
+            }
+        };
+        let ceiling = ceiling.max(LIVENESS_PROBE_LEN);
+        (BASE_DATAGRAM.min(ceiling), ceiling)
+    }
+
+    /// Sends a probe of `size` datagram bytes to peer `id` on `route` and remembers it.
+    fn send_probe(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        route: Route,
+        purpose: ProbePurpose,
+        size: usize,
+        probe_id: Option<u32>,
+    ) {
+        let extra = if matches!(route, Route::Relay(_)) {
+            RELAY_OVERHEAD
+        } else {
+            0
+        };
+        let payload_len = size.saturating_sub(DATA_OVERHEAD).max(PROBE_MIN_LEN);
+        if payload_len + extra > self.pool.max_frame() {
+            return;
+        }
+        let probe_id = probe_id.unwrap_or_else(|| self.rng.next_u32());
+        let mut packet = self.pool.take();
+        Probe::emit(&mut packet.frame_area()[..payload_len], probe_id);
+        packet.set_frame_len(payload_len);
+        self.peers[id as usize].path.remember_probe(SentProbe {
+            id: probe_id,
+            route,
+            purpose,
+            sent: now,
+        });
+        self.counters.probes_sent += 1;
+        self.seal_and_route(now, id, PayloadKind::Probe, packet, Some(route));
+    }
+
+    /// The route in use stopped answering probes: try a relay (another one, if this was one);
+    /// with no relay left, go back to trying direct and let the session's own timers decide.
+    fn route_lost(&mut self, now: Instant, id: PeerId, route: Route) {
+        let peer = &mut self.peers[id as usize];
+        peer.path.misses = 0;
+        peer.path.rotation = peer.path.rotation.wrapping_add(1);
+        let turn = peer.path.rotation;
+        let avoid = match route {
+            Route::Relay(r) => Some(r),
+            Route::Direct(_) => None,
+        };
+        match (self.pick_relay(id, avoid, turn), route) {
+            (Some(relay), _) => self.go_relayed(now, id, relay),
+            (None, Route::Relay(_)) => {
+                let peer = &mut self.peers[id as usize];
+                peer.path.relay = None;
+                peer.path.reset_route();
+                info!(peer = %peer.name, "relay lost and no other: trying direct");
+            }
+            (None, Route::Direct(_)) => {
+                let peer = &mut self.peers[id as usize];
+                peer.path.next_liveness = Some(now + PROBE_INTERVAL);
+                debug!(peer = %peer.name, "direct path not answering and no relay available");
             }
         }
     }
@@ -1311,6 +2084,22 @@ impl Node {
                 consider(s.created + REJECT_AFTER_TIME);
             }
             if let Some(s) = &p.current {
+                for t in [p.path.next_liveness, p.path.next_candidate]
+                    .into_iter()
+                    .flatten()
+                {
+                    consider(t);
+                }
+                if let Some(oldest) = p.path.probes.iter().map(|probe| probe.sent).min() {
+                    consider(oldest + PROBE_TIMEOUT);
+                }
+                if let Some(t) = p.path.pmtu.as_ref().and_then(|(_, m)| m.poll_timeout()) {
+                    consider(t);
+                }
+                if p.path.next_liveness.is_none() {
+                    // A new session: its path timers start at the next `handle_timeout`.
+                    consider(self.last_now);
+                }
                 consider(p.last_sent.unwrap_or(s.created).max(s.created) + KEEPALIVE_INTERVAL);
                 if let Some(t) = p.last_heard() {
                     consider(t + DEAD_AFTER);
@@ -1329,6 +2118,16 @@ impl Node {
     }
 
     // ---------------------------------------------------------------- status
+
+    /// The name of the relay peer `id` is reached through, if it has a session and is relayed.
+    fn via(&self, id: PeerId) -> Option<String> {
+        let peer = &self.peers[id as usize];
+        peer.current.as_ref()?;
+        match self.route(id)? {
+            Route::Relay(relay) => Some(self.peers[relay as usize].name.clone()),
+            Route::Direct(_) => None,
+        }
+    }
 
     /// Verifies the index invariant of the module docs: every registered local index belongs to a
     /// session or pending initiation of the peer it maps to, and every such index is registered.
@@ -1363,12 +2162,17 @@ impl Node {
         let peers = self
             .peers
             .iter()
-            .map(|p| PeerStatus {
+            .enumerate()
+            .map(|(id, p)| PeerStatus {
                 name: p.name.clone(),
                 public_key: p.public_key.to_string(),
                 endpoint: p.endpoint.map(|e| e.to_string()),
                 state: p.state(now).to_string(),
-                via: None,
+                via: self.via(id as PeerId),
+                path_mtu: p
+                    .current
+                    .as_ref()
+                    .map(|_| (self.frame_limit(id as PeerId) - ETHERNET_HEADER_LEN) as u32),
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
                 last_handshake_secs_ago: p
@@ -1395,9 +2199,11 @@ impl Node {
             .into_iter()
             .filter(|m| m.key != self.public_key)
             .map(|m| {
-                let peer = self.by_key.get(&m.key).map(|&id| &self.peers[id as usize]);
+                let id = self.by_key.get(&m.key).copied();
+                let peer = id.map(|id| &self.peers[id as usize]);
+                let via = id.and_then(|id| self.via(id));
                 MemberStatus {
-                    direct: peer.is_some_and(|p| p.current.is_some()),
+                    direct: peer.is_some_and(|p| p.current.is_some()) && via.is_none(),
                     admin: peer
                         .and_then(|p| p.certificate.as_ref())
                         .is_some_and(|c| c.admin),
@@ -1406,7 +2212,7 @@ impl Node {
                     certificate_expires: m.cert_expires_at,
                     state: m.state.as_str().to_string(),
                     endpoints: m.endpoints.iter().map(|e| e.to_string()).collect(),
-                    via: None,
+                    via,
                 }
             })
             .collect();
@@ -1434,8 +2240,12 @@ pub struct PeerStatus {
     pub public_key: String,
     pub endpoint: Option<String>,
     pub state: String,
-    /// The relay this peer is reached through; always direct until relaying exists.
+    /// The member this peer is reached through, when the direct path does not work.
     pub via: Option<String>,
+    /// The largest IP packet that reaches this peer whole (what ICMP too-big answers advertise);
+    /// `None` without a session.
+    #[serde(default)]
+    pub path_mtu: Option<u32>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub last_handshake_secs_ago: Option<u64>,
@@ -1453,7 +2263,7 @@ pub struct MemberStatus {
     pub endpoints: Vec<String>,
     /// Whether this node has a session with the member right now.
     pub direct: bool,
-    /// The relay the member is reached through; always direct until relaying exists.
+    /// The member this one is reached through, when the direct path does not work.
     pub via: Option<String>,
     #[serde(default)]
     pub admin: bool,

@@ -16,6 +16,8 @@ use meshd_crypto::{
 };
 
 use super::buffer::PacketBuf;
+use super::pmtu::PmtuSearch;
+use super::switch::PeerId;
 use crate::wire::PayloadKind;
 
 /// The initiator of a session starts a new handshake once the session is this old.
@@ -37,6 +39,20 @@ pub const HANDSHAKE_RETRY_MAX: Duration = Duration::from_secs(16);
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(20);
 /// Frames kept for a peer while its handshake is in progress.
 pub const PENDING_FRAMES_MAX: usize = 32;
+/// How often the path in use is probed for liveness while it answers.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// A probe not acknowledged within this is lost; the next liveness probe goes out at once.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive lost liveness probes after which the path in use is given up for another.
+pub const PATH_LOST_AFTER: u32 = 3;
+/// While relayed, how often a direct endpoint of the peer is probed to find the way back.
+pub const DIRECT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// Direct initiations tried before a handshake alternates between a relay and direct.
+pub const RELAY_AFTER_ATTEMPTS: u32 = 2;
+/// Probes a peer may have outstanding; older ones are forgotten first.
+pub const PROBES_OUTSTANDING_MAX: usize = 16;
+/// Endpoints a peer advertises that are kept as direct candidates.
+pub const CANDIDATES_MAX: usize = 4;
 
 pub(crate) struct Session {
     pub local_index: u32,
@@ -117,6 +133,87 @@ impl HandshakeProgress {
     }
 }
 
+/// How a datagram reaches a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Direct(SocketAddr),
+    /// Inside a relay envelope, through this member (which has a direct path to the peer).
+    Relay(PeerId),
+}
+
+/// Why a probe was sent, which says what its acknowledgement (or its loss) means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbePurpose {
+    /// Is the path in use still there?
+    Liveness,
+    /// Is this direct endpoint reachable both ways (sent while relayed)?
+    Candidate,
+    /// Does a datagram of this size get through (path MTU search)?
+    Pmtu,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SentProbe {
+    pub id: u32,
+    pub route: Route,
+    pub purpose: ProbePurpose,
+    pub sent: Instant,
+}
+
+/// The path state of a peer: which route its datagrams take, what is known about it, and the
+/// probes in flight. Only meaningful while a session is up; reset when the session goes.
+#[derive(Default)]
+pub(crate) struct PathState {
+    /// The member frames go through while the direct path does not work; `None` means direct.
+    pub relay: Option<PeerId>,
+    /// Endpoints the peer advertises (gossip), probed while relayed.
+    pub candidates: Vec<SocketAddr>,
+    /// Which candidate the next direct probe goes to.
+    pub cursor: usize,
+    /// Lost liveness probes in a row on the route in use.
+    pub misses: u32,
+    /// Turns of relay selection so far, so a failing relay is followed by another one.
+    pub rotation: u32,
+    pub next_liveness: Option<Instant>,
+    pub next_candidate: Option<Instant>,
+    /// The last acknowledgement that proved the route in use works both ways.
+    pub confirmed: Option<Instant>,
+    pub probes: VecDeque<SentProbe>,
+    /// The path MTU search of the route in use, and that route.
+    pub pmtu: Option<(Route, PmtuSearch)>,
+}
+
+impl PathState {
+    /// Forgets everything learned about the route (the session went, or the route changed).
+    pub fn reset_route(&mut self) {
+        self.misses = 0;
+        self.confirmed = None;
+        self.probes.clear();
+        self.pmtu = None;
+        self.next_liveness = None;
+        self.next_candidate = None;
+    }
+
+    /// The direct endpoints worth probing: the one in use first, then the advertised ones.
+    pub fn next_candidate_after(&mut self, endpoint: Option<SocketAddr>) -> Option<SocketAddr> {
+        let mut all: Vec<SocketAddr> = endpoint.into_iter().collect();
+        all.extend(self.candidates.iter().filter(|c| Some(**c) != endpoint));
+        if all.is_empty() {
+            return None;
+        }
+        let pick = all[self.cursor % all.len()];
+        self.cursor = self.cursor.wrapping_add(1);
+        Some(pick)
+    }
+
+    pub fn remember_probe(&mut self, probe: SentProbe) {
+        if self.probes.len() >= PROBES_OUTSTANDING_MAX {
+            self.probes.pop_front();
+        }
+        self.probes.push_back(probe);
+    }
+}
+
 pub(crate) struct Peer {
     pub name: String,
     pub public_key: PublicKey,
@@ -141,6 +238,7 @@ pub(crate) struct Peer {
     pub last_handshake: Option<Instant>,
     pub last_sent: Option<Instant>,
     pub last_received: Option<Instant>,
+    pub path: PathState,
 }
 
 impl Peer {
@@ -164,6 +262,7 @@ impl Peer {
             last_handshake: None,
             last_sent: None,
             last_received: None,
+            path: PathState::default(),
         }
     }
 

@@ -192,6 +192,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             ageing: config.switch.fdb_ageing,
         },
         max_frame: usize::from(iface.mtu) + ETHERNET_FRAME_OVERHEAD,
+        underlay_mtu: underlay_mtu(&iface.name),
         rng_seed: os_seed()?,
         now,
         unix_nanos_at_now,
@@ -232,7 +233,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         started: now,
     };
     let state = state::StateDir::new(config.state_dir.clone());
-    let result = Worker::new(node, tap, udp, info, offload, state)
+    let auto_advertise =
+        (config.advertise.is_empty() && listen.ip().is_unspecified()).then_some(listen);
+    let result = Worker::new(node, tap, udp, info, offload, state, auto_advertise)
         .run(control_rx)
         .await;
     control_task.abort();
@@ -243,4 +246,23 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     tokio::task::yield_now().await;
     info!("meshd stopped");
     result
+}
+
+/// The largest MTU among the host's links other than loopback and meshd's own TAP: the ceiling of
+/// every path MTU search (probes find the real value per peer; a jumbo underlay is used when the
+/// path carries it). Falls back to Ethernet's 1500 when sysfs cannot be read.
+fn underlay_mtu(tap: &str) -> usize {
+    let Ok(links) = std::fs::read_dir("/sys/class/net") else {
+        return crate::core::node::DEFAULT_UNDERLAY_MTU;
+    };
+    links
+        .flatten()
+        .filter(|link| {
+            let name = link.file_name();
+            name != "lo" && name.to_str() != Some(tap)
+        })
+        .filter_map(|link| std::fs::read_to_string(link.path().join("mtu")).ok())
+        .filter_map(|mtu| mtu.trim().parse::<usize>().ok())
+        .max()
+        .unwrap_or(crate::core::node::DEFAULT_UNDERLAY_MTU)
 }

@@ -30,7 +30,10 @@ use crate::core::offload::{
 };
 use crate::core::{Node, Received};
 use crate::status::{InterfaceStatus, NodeStatus};
-use crate::wire::{GsoType, MessageType, VnetHdr, VnetHdrSize, VNET_HDR_LEN};
+use crate::wire::{
+    EthernetFrame, GsoType, MessageType, VnetHdr, VnetHdrSize, DATA_OVERHEAD, RELAY_OVERHEAD,
+    VNET_HDR_LEN,
+};
 
 /// Frames read from the TAP per wake-up before the worker looks at the socket again.
 pub const TAP_BATCH: usize = 64;
@@ -80,7 +83,14 @@ pub struct Worker {
     gso_buf: Vec<u8>,
     offload: Option<TapOffload>,
     state: StateDir,
+    /// The wildcard listen address whose port is advertised on every host address, when the
+    /// config does not name the addresses to advertise; they are re-read as the host changes.
+    auto_advertise: Option<std::net::SocketAddr>,
+    next_address_scan: Instant,
 }
+
+/// How often the host's addresses are re-read for automatic advertising.
+const ADDRESS_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Worker {
     pub fn new(
@@ -90,11 +100,13 @@ impl Worker {
         info: StaticInfo,
         offload: bool,
         state: StateDir,
+        auto_advertise: Option<std::net::SocketAddr>,
     ) -> Worker {
         let per_buf = if udp.gro_segments() > 1 {
             MAX_DATAGRAM
         } else {
-            node.max_frame() + 64
+            // A relayed datagram carries a whole inner datagram plus the relay envelope.
+            node.max_frame() + 2 * DATA_OVERHEAD + RELAY_OVERHEAD
         };
         Worker {
             rx_bufs: (0..BATCH).map(|_| vec![0u8; per_buf]).collect(),
@@ -105,6 +117,8 @@ impl Worker {
             info,
             io_counters: IoCounters::default(),
             state,
+            auto_advertise,
+            next_address_scan: Instant::now() + ADDRESS_SCAN_INTERVAL,
             gso_buf: Vec::with_capacity(GSO_MAX_BYTES + 2048),
             offload: offload.then(|| TapOffload {
                 read_staging: vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME_LEN],
@@ -151,6 +165,7 @@ impl Worker {
                     self.state.refresh(&mut self.node);
                     self.state.refresh_revocations(now, &mut self.node);
                     self.state.remember_members(now, &self.node);
+                    self.rescan_addresses(now);
                 }
             }
             self.handle_events().await;
@@ -208,7 +223,11 @@ impl Worker {
             if fields.gso() != GsoType::None {
                 self.io_counters.tap_gso_reads += 1;
             }
-            let mut segments = match Segmenter::new(&fields, header.frame()) {
+            // TCP super-frames are cut to fit the path to where they go, so TCP never needs an
+            // ICMP round trip; anything else too big is answered by the node.
+            let max_frame = EthernetFrame::new_checked(header.frame())
+                .map_or(usize::MAX, |eth| self.node.frame_limit_for(now, eth.dst()));
+            let mut segments = match Segmenter::with_max_frame(&fields, header.frame(), max_frame) {
                 Ok(s) => s,
                 Err(e) => {
                     self.io_counters.tap_offload_errors += 1;
@@ -295,10 +314,45 @@ impl Worker {
         }
     }
 
+    /// Re-reads the host's addresses (automatic advertising only), so a host that was given a
+    /// new address tells the members where to find it.
+    fn rescan_addresses(&mut self, now: Instant) {
+        let Some(listen) = self.auto_advertise else {
+            return;
+        };
+        if now < self.next_address_scan {
+            return;
+        }
+        self.next_address_scan = now + ADDRESS_SCAN_INTERVAL;
+        let endpoints = crate::enroll::advertised_endpoints(&[], listen);
+        if !endpoints.is_empty() {
+            self.node.set_advertise(endpoints);
+        }
+    }
+
+    /// Writes the frames the node generated for the TAP (ICMP too-big answers to containers).
+    async fn write_generated_frames(&mut self) {
+        while let Some(frame) = self.node.poll_tap_frame() {
+            if self.offload.is_some() {
+                // A plain frame behind an all-zero virtio-net header: no offload requested.
+                let header = [0u8; VNET_HDR_LEN];
+                let slices = [IoSlice::new(&header), IoSlice::new(frame.bytes())];
+                if let Err(e) = self.tap.try_send_vectored(&slices) {
+                    self.io_counters.tap_write_errors += 1;
+                    debug!(error = %e, "TAP write failed");
+                }
+            } else {
+                write_tap(&self.tap, frame.bytes(), &mut self.io_counters).await;
+            }
+            self.node.recycle(frame);
+        }
+    }
+
     /// Sends everything the core queued. Runs of equal-sized datagrams to one destination (the
     /// common case under load: full-MTU frames to one peer) are coalesced into one GSO send; a lone
     /// datagram goes straight from its pooled buffer, without the staging copy.
     async fn flush(&mut self) {
+        self.write_generated_frames().await;
         let max_segments = self.udp.max_gso_segments().max(1);
         while let Some(first) = self.node.poll_transmit() {
             let destination = first.destination;

@@ -19,6 +19,7 @@
 mod datagram;
 mod ethernet;
 mod join;
+mod path;
 mod token;
 pub mod vnet;
 
@@ -41,6 +42,10 @@ pub use join::{
     RequestPayload, ResponsePayload, JOIN_MAX_LEN, JOIN_REFUSED_LEN, JOIN_REQUEST_MIN_LEN,
     JOIN_RESPONSE_MIN_LEN, MAX_BOOTSTRAP_MEMBERS, MAX_JOIN_ENDPOINTS, MAX_REQUEST_PAYLOAD,
     MAX_RESPONSE_PAYLOAD, NETWORK_ID_LEN,
+};
+pub use path::{
+    Probe, ProbeAck, RelayEnvelope, PROBE_ACK_MAX_LEN, PROBE_MIN_LEN, RELAY_ENVELOPE_LEN,
+    RELAY_OVERHEAD,
 };
 pub(crate) use token::constant_time_eq;
 pub use token::{
@@ -158,6 +163,14 @@ pub enum PayloadKind {
     Ethernet,
     /// A membership message (gossip, certificate renewal) for the node's membership layer.
     Membership,
+    /// To a relay: forward the inner datagram to the member named in the envelope ([`RelayEnvelope`]).
+    Relay,
+    /// From a relay: the inner datagram came from the member named in the envelope.
+    Relayed,
+    /// A path probe, padded to the size being tested ([`Probe`]); answered with a `ProbeAck`.
+    Probe,
+    /// The answer to a probe ([`ProbeAck`]): its id, and the address the probe came from.
+    ProbeAck,
     /// Any other value; receivers count and drop it.
     Unknown(u8),
 }
@@ -169,6 +182,10 @@ impl PayloadKind {
             PayloadKind::Keepalive => "keepalive",
             PayloadKind::Ethernet => "ethernet",
             PayloadKind::Membership => "membership",
+            PayloadKind::Relay => "relay",
+            PayloadKind::Relayed => "relayed",
+            PayloadKind::Probe => "probe",
+            PayloadKind::ProbeAck => "probe_ack",
             PayloadKind::Unknown(_) => "unknown",
         }
     }
@@ -180,6 +197,10 @@ impl From<u8> for PayloadKind {
             0 => PayloadKind::Keepalive,
             1 => PayloadKind::Ethernet,
             2 => PayloadKind::Membership,
+            3 => PayloadKind::Relay,
+            4 => PayloadKind::Relayed,
+            5 => PayloadKind::Probe,
+            6 => PayloadKind::ProbeAck,
             other => PayloadKind::Unknown(other),
         }
     }
@@ -191,6 +212,10 @@ impl From<PayloadKind> for u8 {
             PayloadKind::Keepalive => 0,
             PayloadKind::Ethernet => 1,
             PayloadKind::Membership => 2,
+            PayloadKind::Relay => 3,
+            PayloadKind::Relayed => 4,
+            PayloadKind::Probe => 5,
+            PayloadKind::ProbeAck => 6,
             PayloadKind::Unknown(other) => other,
         }
     }

@@ -18,6 +18,11 @@ use rand_core::RngCore;
 
 const MAX_FRAME: usize = 1500 + 18;
 
+thread_local! {
+    /// The underlay link MTU nodes made on this thread are told (tests run one per thread).
+    static UNDERLAY_MTU: std::cell::Cell<usize> = const { std::cell::Cell::new(1500) };
+}
+
 /// A small deterministic PRNG for the network's own decisions.
 struct NetRng(u64);
 
@@ -79,6 +84,10 @@ struct Sim {
     filter: Option<DropFilter>,
     /// Copies of every datagram sent, when a test wants to replay one.
     capture: Option<Vec<(usize, SocketAddr, Vec<u8>)>>,
+    /// Host pairs (lower index first) whose underlay is cut both ways, like a blackhole route.
+    cut: std::collections::BTreeSet<(usize, usize)>,
+    /// Hosts behind a narrow link: datagrams to or from them longer than this are lost silently.
+    narrow: Vec<(usize, usize)>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -147,7 +156,25 @@ impl Sim {
             impairment: Impairment::default(),
             filter: None,
             capture: None,
+            cut: Default::default(),
+            narrow: Vec::new(),
         }
+    }
+
+    fn cut(&mut self, a: usize, b: usize) {
+        self.cut.insert((a.min(b), a.max(b)));
+    }
+
+    fn heal(&mut self, a: usize, b: usize) {
+        self.cut.remove(&(a.min(b), a.max(b)));
+    }
+
+    fn blocked(&self, from: usize, to: usize, len: usize) -> bool {
+        self.cut.contains(&(from.min(to), from.max(to)))
+            || self
+                .narrow
+                .iter()
+                .any(|&(h, max)| (h == from || h == to) && len > max)
     }
 
     fn host_of(&self, a: SocketAddr) -> Option<usize> {
@@ -163,6 +190,9 @@ impl Sim {
             let Some(to) = self.host_of(dst) else {
                 continue;
             };
+            if self.blocked(from, to, bytes.len()) {
+                continue;
+            }
             if let Some(cap) = &mut self.capture {
                 cap.push((to, self.hosts[from].addr, bytes.clone()));
             }
@@ -257,6 +287,10 @@ impl Sim {
                 }
             }
         }
+    }
+
+    fn delivered_count(&self, host: usize) -> usize {
+        self.hosts[host].delivered.len()
     }
 
     fn run_for(&mut self, d: Duration) {
@@ -371,6 +405,7 @@ fn make_node_issued_by(
         peers,
         fdb: FdbConfig::default(),
         max_frame,
+        underlay_mtu: UNDERLAY_MTU.with(|m| m.get()),
         rng_seed,
         now,
         // Wall clock advances with the virtual clock; a restart happens "later" in wall time too.
@@ -749,6 +784,8 @@ fn status_reports_peers_fdb_and_counters() {
         .iter()
         .any(|e| e.mac == "02:77:00:00:01:01" && e.port == "local"));
 }
+
+mod paths;
 
 mod random_input {
     use super::*;
