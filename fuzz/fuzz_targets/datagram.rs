@@ -1,6 +1,8 @@
 //! Outer datagram parser: `classify` and every view's `new_checked` and accessors must never panic,
 //! must accept exactly what docs/wire-format.md says, and whatever they accept must survive being
-//! re-emitted through the setters (reserved bytes are normalised to zero).
+//! re-emitted through the setters (reserved bytes are normalised to zero). The same bytes are also
+//! read as the decrypted payloads of the path messages (relay envelope, probe, probe answer), whose
+//! parsers see what a member sends after authentication.
 
 #![no_main]
 
@@ -9,7 +11,7 @@ use meshd::wire::{
     classify, emit_data_header, Data, HandshakeInit, HandshakeResponse, Header, MessageType,
     PayloadKind, WireError, DATA_HEADER_LEN, DATA_MIN_LEN, HANDSHAKE_INIT_MAX_LEN,
     HANDSHAKE_INIT_MIN_LEN, HANDSHAKE_RESPONSE_MAX_LEN, HANDSHAKE_RESPONSE_MIN_LEN, MAC_LEN,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, Probe, ProbeAck, RelayEnvelope, PROBE_ACK_MAX_LEN, RELAY_ENVELOPE_LEN,
 };
 
 fuzz_target!(|datagram: &[u8]| {
@@ -18,7 +20,21 @@ fuzz_target!(|datagram: &[u8]| {
     check_handshake_init(datagram, classified);
     check_handshake_response(datagram, classified);
     check_data(datagram, classified);
+    check_path_payloads(datagram);
 });
+
+fn check_path_payloads(payload: &[u8]) {
+    if let Ok(envelope) = RelayEnvelope::new_checked(payload) {
+        assert_eq!(envelope.inner().len() + RELAY_ENVELOPE_LEN, payload.len());
+    }
+    assert_eq!(Probe::id(payload).is_ok(), payload.len() >= 4);
+    if let Ok(ack) = ProbeAck::parse(payload) {
+        // Whatever parses re-emits to the same bytes.
+        let mut out = [0u8; PROBE_ACK_MAX_LEN];
+        let len = ack.emit(&mut out);
+        assert_eq!(&out[..len], payload);
+    }
+}
 
 fn check_header(datagram: &[u8], classified: Result<MessageType, WireError>) {
     let expected = match datagram {
