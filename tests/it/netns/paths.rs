@@ -378,9 +378,26 @@ fn roam(topo: &mut Topology, mesh: &mut Mesh, n: u8, to: Ipv4Addr) {
         "  {name}$ ip addr add {to}/24 dev ul0; ip addr del {from_address}/24 dev ul0   # while \
          {src_name} pings {dst_name} ({dst_ip}) every {PROBE_EVERY:?}"
     );
+    // The observer's view is polled during the ping, so the time it shows the new endpoint is measured
+    // from the change, not from the end of the ping.
+    let oi = mesh.index_of(&observer);
+    let endpoint = format!("\"{to}:{MESHD_PORT}\"");
+    let (mut endpoint_at, mut endpoint_seen) = (None, String::from("(not polled)"));
     while changed.elapsed() < ROAM_DEADLINE {
-        let probes = pinger.probes();
-        if changed.elapsed() >= Duration::from_secs(5) && steady_since(&probes, changed) {
+        mesh.assert_alive();
+        if endpoint_at.is_none() {
+            let at = changed.elapsed();
+            endpoint_seen = match mesh.status(oi) {
+                Ok(status) => peer_field(&status, &name, "endpoint"),
+                Err(e) => e,
+            };
+            if endpoint_seen == endpoint {
+                endpoint_at = Some(at);
+            }
+        }
+        let settled =
+            changed.elapsed() >= Duration::from_secs(5) && steady_since(&pinger.probes(), changed);
+        if settled && endpoint_at.is_some() {
             break;
         }
         thread::sleep(Duration::from_millis(100));
@@ -410,24 +427,13 @@ fn roam(topo: &mut Topology, mesh: &mut Mesh, n: u8, to: Ipv4Addr) {
             evidence(mesh, &involved)
         ),
     }
-
-    let oi = mesh.index_of(&observer);
-    let endpoint = format!("\"{to}:{MESHD_PORT}\"");
-    let (took, ()) = wait_statuses(
-        mesh,
-        changed,
-        ROAM_DEADLINE,
-        &format!("{observer} should show peer {name} at endpoint {endpoint}"),
-        &involved,
-        |st| {
-            let seen = peer_field(&st[oi], &name, "endpoint");
-            if seen == endpoint {
-                Ok(())
-            } else {
-                Err(format!("{observer}'s peer {name}: endpoint {seen}"))
-            }
-        },
-    );
+    let Some(endpoint_at) = endpoint_at else {
+        panic!(
+            "{observer} should show peer {name} at endpoint {endpoint} within {ROAM_DEADLINE:?} of the \
+             address change; it shows {endpoint_seen}\n{}",
+            evidence(mesh, &involved)
+        )
+    };
     let views: Vec<String> = all_statuses(mesh)
         .iter()
         .zip(&mesh.nodes)
@@ -441,7 +447,7 @@ fn roam(topo: &mut Topology, mesh: &mut Mesh, n: u8, to: Ipv4Addr) {
         })
         .collect();
     println!(
-        "  MEASURED {observer} shows {name} at {endpoint} {took:.1?} after the change ({})",
+        "  MEASURED {observer} shows {name} at {endpoint} {endpoint_at:.1?} after the change (now {})",
         views.join(", ")
     );
 }
@@ -816,8 +822,9 @@ struct Probe {
     answered: bool,
 }
 
-/// A continuous ping: one single-probe `ping` every `PROBE_EVERY` (a lost probe takes its 0.5 s wait),
-/// each timed by the harness, so loss is located in time without parsing ping's output.
+/// A continuous ping: a single-probe `ping` starts every `PROBE_EVERY` whether or not the previous one
+/// was answered (each waits up to 0.5 s), and the harness times each, so loss is located in time to
+/// one interval without parsing ping's output.
 struct Pinger {
     stop: Arc<AtomicBool>,
     probes: Arc<Mutex<Vec<Probe>>>,
@@ -832,24 +839,32 @@ impl Pinger {
         let thread = {
             let (stop, probes) = (Arc::clone(&stop), Arc::clone(&probes));
             thread::spawn(move || {
+                let mut running = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
-                    let answered = cmd::run(
-                        exec_in(
-                            &ns,
-                            "ping",
-                            &["-4", "-n", "-q", "-c", "1", "-W", "0.5", &target],
-                        ),
-                        Duration::from_secs(5),
-                    )
-                    .success();
-                    probes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(Probe { sent, answered });
+                    let (ns, target, probes) = (ns.clone(), target.clone(), Arc::clone(&probes));
+                    running.push(thread::spawn(move || {
+                        let answered = cmd::run(
+                            exec_in(
+                                &ns,
+                                "ping",
+                                &["-4", "-n", "-q", "-c", "1", "-W", "0.5", &target],
+                            ),
+                            Duration::from_secs(5),
+                        )
+                        .success();
+                        probes
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Probe { sent, answered });
+                    }));
+                    running.retain(|probe: &JoinHandle<()>| !probe.is_finished());
                     if let Some(rest) = PROBE_EVERY.checked_sub(sent.elapsed()) {
                         thread::sleep(rest);
                     }
+                }
+                for probe in running {
+                    let _ = probe.join();
                 }
             })
         };
@@ -860,11 +875,9 @@ impl Pinger {
         }
     }
 
+    /// The probes answered or given up on so far, in the order they were sent.
     fn probes(&self) -> Vec<Probe> {
-        self.probes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        sorted(&self.probes)
     }
 
     /// Waits until the last `STEADY` probes were all answered.
@@ -889,9 +902,14 @@ impl Pinger {
     fn stop(self) -> Vec<Probe> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
-        let probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
-        probes.clone()
+        sorted(&self.probes)
     }
+}
+
+fn sorted(probes: &Mutex<Vec<Probe>>) -> Vec<Probe> {
+    let mut probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    probes.sort_by_key(|p| p.sent);
+    probes
 }
 
 /// Whether the last `STEADY` probes sent after `since` were all answered.
