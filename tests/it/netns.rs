@@ -5,32 +5,39 @@
 //!
 //! One `#[test]` builds the topology once and runs every scenario on it in order, because setting up
 //! the namespaces and daemons dominates the runtime: first the data plane (issue 2, point 8), then
+//! paths (issue 4: the underlay cut, split, readdressed and narrowed, each undone afterwards), then
 //! admission (issue 3), whose last scenarios restart and revoke members. Needs root (skips with a message
 //! otherwise; fails instead when `CI=true`). `MESHD_IT_CONTROL=1` joins the bridges with plain veth links
 //! instead of meshd, which validates the harness's own data-plane assertions independently of meshd (the
-//! admission scenarios need meshd and are skipped then).
+//! paths and admission scenarios need meshd and are skipped then).
 //!
 //! Run: `sudo -E cargo test --test it netns -- --nocapture --test-threads=1`
 //! (`MESHD_IT_KEEP=1` keeps the daemons' configs, state and logs; they are always kept after a failure.)
+//! The underlay changes of the paths scenarios are checked on their own, without meshd, by the ignored
+//! `underlay_changes_take_effect_and_are_undone`: add `--ignored`.
 
 mod admission;
 mod cmd;
 mod mesh;
 mod nsthread;
 mod packet;
+mod paths;
 mod prng;
 mod scenarios;
 mod topology;
 
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use mesh::{Mesh, FORM_TIMEOUT};
-use topology::{Topology, HOSTS};
+use topology::{Topology, HOSTS, ROAMING_HOST};
 
 /// Scenarios in meshd mode; control mode runs the first `DATA_PLANE` of them and the harness's own
 /// half of the rogue check.
-const SCENARIOS: usize = 10;
+const SCENARIOS: usize = 15;
 const DATA_PLANE: usize = 6;
+/// Where the roaming host's underlay address moves in the paths scenarios (and back).
+const ROAMED_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 10 + ROAMING_HOST);
 
 const SKIP_MESSAGE: &str =
     "skipping netns tests: need root for network namespaces (run as root / sudo)";
@@ -136,6 +143,15 @@ fn four_hosts_joined_by_invitation_form_one_switch() {
     scenarios::garbage_flood(&topo, mesh.as_mut());
     done(t, &mut mesh);
 
+    // Paths come before admission: the last admission scenario revokes a member they need.
+    match mesh.as_mut() {
+        Some(mesh) => paths_scenarios(&mut topo, mesh),
+        None => println!(
+            "== [7-11/{SCENARIOS}] relaying, partitions, readdressing and narrow paths: skipped, CONTROL \
+             mode has no meshd"
+        ),
+    }
+
     match mesh.as_mut() {
         Some(mesh) => admission_scenarios(&mut topo, mesh),
         None => control_admission(&mut topo),
@@ -152,7 +168,48 @@ fn four_hosts_joined_by_invitation_form_one_switch() {
     );
 }
 
-/// Scenarios 7-10 (issue 3). An outsider host h5 with one container, on the same underlay and subnet but
+/// Scenarios 7-11 (issue 4): relaying around a cut, direct again after it heals, a partition and its
+/// heal, a host's underlay address changed under traffic, MTU 1500 containers behind a narrower path.
+fn paths_scenarios(topo: &mut Topology, mesh: &mut Mesh) {
+    let finish = |t: Instant, mesh: &mut Mesh| {
+        mesh.assert_alive();
+        println!("   ok ({:.1?})", t.elapsed());
+    };
+
+    let t = scenario(
+        7,
+        "the underlay between h1 and h2 is cut: both show the other via a relay, all pairs ping",
+    );
+    let cut = paths::cut_relayed(topo, mesh, 1, 2);
+    finish(t, mesh);
+
+    let t = scenario(8, "the cut is removed: h1 and h2 go direct again");
+    paths::heal_direct(topo, mesh, cut, 1, 2);
+    finish(t, mesh);
+
+    let t = scenario(
+        9,
+        "the underlay splits into {h1,h2} and {h3,h4}: each half works; healed, all pairs ping",
+    );
+    paths::split_and_heal(topo, mesh, &[1, 2], &[3, 4]);
+    finish(t, mesh);
+
+    let t = scenario(
+        10,
+        "h4's underlay address changes while traffic flows: the traffic resumes",
+    );
+    paths::readdress_under_traffic(topo, mesh, ROAMING_HOST, ROAMED_ADDRESS);
+    finish(t, mesh);
+
+    let t = scenario(
+        11,
+        "MTU 1500 containers behind a 1400-byte underlay path: TCP completes, ICMP says the MTU",
+    );
+    paths::narrow_path(topo, mesh, 2, 1);
+    finish(t, mesh);
+}
+
+/// Scenarios 12-15 (issue 3). An outsider host h5 with one container, on the same underlay and subnet but
 /// never invited, first tries refused tokens and then runs a rogue node.
 fn admission_scenarios(topo: &mut Topology, mesh: &mut Mesh) {
     let (outsider, outsider_container) = topo.add_outsider(HOSTS + 1);
@@ -162,25 +219,25 @@ fn admission_scenarios(topo: &mut Topology, mesh: &mut Mesh) {
     };
 
     let t = scenario(
-        7,
+        12,
         "spent, damaged, forged, wrong-network and expired tokens are refused; nothing written, founder unchanged",
     );
     admission::refused_tokens(mesh, &outsider);
     finish(t, mesh);
 
     let t = scenario(
-        8,
+        13,
         "a rogue node with a self-made key and the real network in its config gets no frame through",
     );
     admission::rogue(topo, mesh, &outsider, &outsider_container);
     finish(t, mesh);
 
-    let t = scenario(9, "h3 restarted with SIGTERM and the same config is back");
+    let t = scenario(14, "h3 restarted with SIGTERM and the same config is back");
     admission::restart(topo, mesh, "h3");
     finish(t, mesh);
 
     let t = scenario(
-        10,
+        15,
         "h4 revoked on the founder is cut off everywhere, also after h2 restarts",
     );
     admission::revoke(topo, mesh, "h4", "h2");
@@ -188,17 +245,17 @@ fn admission_scenarios(topo: &mut Topology, mesh: &mut Mesh) {
 }
 
 /// CONTROL mode's part of the admission scenarios: only the harness's own rogue check, shown to catch a
-/// rogue that is wired into the segment (7, 9 and 10 need meshd).
+/// rogue that is wired into the segment (12, 14 and 15 need meshd).
 fn control_admission(topo: &mut Topology) {
     let (outsider, outsider_container) = topo.add_outsider(HOSTS + 1);
-    println!("== [7/{SCENARIOS}] refused tokens: skipped, CONTROL mode has no meshd");
+    println!("== [12/{SCENARIOS}] refused tokens: skipped, CONTROL mode has no meshd");
     let t = scenario(
-        8,
+        13,
         "CONTROL: the sniffers catch a rogue wired straight into the segment",
     );
     admission::rogue_wired_in(topo, &outsider, &outsider_container);
     println!("   ok ({:.1?})", t.elapsed());
-    println!("== [9-10/{SCENARIOS}] restart and revocation: skipped, CONTROL mode has no meshd");
+    println!("== [14-15/{SCENARIOS}] restart and revocation: skipped, CONTROL mode has no meshd");
 }
 
 /// Forms the mesh by invitation, waits until every node sees every other as an alive member with a
@@ -261,4 +318,106 @@ fn check_members(mesh: &Mesh, statuses: &[serde_json::Value]) {
         founder["network"],
         mesh::member_states(founder)
     );
+}
+
+/// The paths scenarios' underlay changes on a topology without meshd: a cut blocks exactly the pairs it
+/// names and its guard undoes it also on a panic; a split leaves each half whole; a narrowed port drops
+/// what does not fit in both directions and only on that port; a readdressed host is reachable at its
+/// new address only. Ignored by default: the scenarios check the same effects as they go, and this only
+/// runs them without depending on meshd.
+///
+/// Run: `sudo -E cargo test --test it underlay_changes -- --ignored --nocapture`
+#[test]
+#[ignore = "harness self-check of the paths scenarios' underlay changes; needs root"]
+fn underlay_changes_take_effect_and_are_undone() {
+    if !running_as_root() {
+        println!("{SKIP_MESSAGE}");
+        return;
+    }
+    let started = Instant::now();
+    let mut topo = Topology::build(false);
+    let reaches = |topo: &Topology, from: u8, to: u8| {
+        topo.underlay_reaches(from, topo.host(to).underlay_ip, None)
+    };
+    let all_reach = |topo: &Topology| {
+        for a in 1..=HOSTS {
+            for b in (1..=HOSTS).filter(|b| *b != a) {
+                assert!(reaches(topo, a, b), "h{a} should reach h{b}");
+            }
+        }
+    };
+    all_reach(&topo);
+
+    let t = Instant::now();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _cut = topo.cut_underlay(&[(1, 2)]);
+        assert!(reaches(&topo, 1, 3) && reaches(&topo, 2, 4));
+        panic!("deliberate panic while h1-h2 is cut");
+    }));
+    assert!(unwound.is_err());
+    assert!(
+        reaches(&topo, 1, 2) && reaches(&topo, 2, 1),
+        "the cut's guard should remove its routes while unwinding"
+    );
+    println!(
+        "cut h1-h2: h1 and h2 apart, both reach h3/h4; undone on a panic ({:.1?})",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let split = topo.cut_underlay(&[(1, 3), (1, 4), (2, 3), (2, 4)]);
+    for (a, b) in [(1, 2), (2, 1), (3, 4), (4, 3)] {
+        assert!(
+            reaches(&topo, a, b),
+            "h{a} should reach h{b} within its half"
+        );
+    }
+    split.heal();
+    all_reach(&topo);
+    println!(
+        "split {{h1,h2}} | {{h3,h4}}: halves whole, healed ({:.1?})",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let (h1, h2, h3) = (
+        topo.host(1).underlay_ip,
+        topo.host(2).underlay_ip,
+        topo.host(3).underlay_ip,
+    );
+    let narrowed = topo.narrow_underlay(2, 1400);
+    assert!(!topo.underlay_reaches(2, h1, Some(1400)));
+    assert!(topo.underlay_reaches(2, h1, Some(1300)));
+    assert!(!topo.underlay_reaches(1, h2, Some(1400)));
+    assert!(
+        topo.underlay_reaches(1, h3, Some(1472)),
+        "only h2's port should be narrowed"
+    );
+    narrowed.restore();
+    assert!(topo.underlay_reaches(2, h1, Some(1472)));
+    drop(topo.narrow_underlay(2, 1400));
+    assert!(
+        topo.underlay_reaches(2, h1, Some(1472)) && topo.underlay_reaches(1, h2, Some(1472)),
+        "dropping the narrowed link's guard should restore the MTU"
+    );
+    println!(
+        "narrowed h2's path to 1400 bytes: 1372-byte DF pings pass, 1373 do not, both ways; restored \
+         ({:.1?})",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let old = topo.host(ROAMING_HOST).underlay_ip;
+    topo.readdress(ROAMING_HOST, ROAMED_ADDRESS);
+    assert_eq!(topo.host(ROAMING_HOST).underlay_ip, ROAMED_ADDRESS);
+    assert!(topo.underlay_reaches(1, ROAMED_ADDRESS, None));
+    assert!(!topo.underlay_reaches(1, old, None));
+    assert!(reaches(&topo, ROAMING_HOST, 1));
+    topo.readdress(ROAMING_HOST, old);
+    all_reach(&topo);
+    println!(
+        "h{ROAMING_HOST} readdressed {old} -> {ROAMED_ADDRESS} -> {old}, reachable at each ({:.1?})",
+        t.elapsed()
+    );
+    println!("underlay changes checked in {:.1?}", started.elapsed());
 }

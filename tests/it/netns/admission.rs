@@ -26,7 +26,7 @@ use super::mesh::{
 use super::nsthread::{self, NsJob};
 use super::packet::{self, PacketSocket, ETHERTYPE_EXPERIMENTAL};
 use super::prng::SplitMix64;
-use super::scenarios::{pairs, peer_states, ping_round, Family};
+use super::scenarios::{pairs, peer_states, ping_round, until_all_reach, Family};
 use super::topology::{Container, Host, Topology, MESHD_PORT};
 
 /// Generous upper bound from `meshd revoke` until the revoked host is cut off and marked everywhere.
@@ -41,7 +41,7 @@ const CONTROL_SENDER: &str = "c2b";
 /// How long a revoked node, restarted and pointed at a restarted member, keeps trying to get through.
 const REVOKED_RETRY: Duration = Duration::from_secs(6);
 
-/// 7: a spent, a damaged, a forged, a wrong-network and an expired token are each refused by `meshd
+/// 12: a spent, a damaged, a forged, a wrong-network and an expired token are each refused by `meshd
 /// join` with exit 1 and a reason, nothing is written on the joiner, and the founder's state does not
 /// change.
 pub fn refused_tokens(mesh: &Mesh, joiner: &Host) {
@@ -239,7 +239,7 @@ fn reissue(token: &str, change: impl FnOnce(&InviteToken) -> (NetworkId, InviteS
     .encode()
 }
 
-/// 8: a rogue host that founded its own network, with a config edited to name the real network and
+/// 13: a rogue host that founded its own network, with a config edited to name the real network and
 /// every member (keys and endpoints), cannot get one frame to any container, and members count the
 /// refused handshakes.
 pub fn rogue(topo: &Topology, mesh: &mut Mesh, host: &Host, container: &Container) {
@@ -436,7 +436,7 @@ pub fn rogue(topo: &Topology, mesh: &mut Mesh, host: &Host, container: &Containe
     );
 }
 
-/// 8 in CONTROL mode (no meshd): the same flood from an outsider whose br0 is wired straight into h4's
+/// 13 in CONTROL mode (no meshd): the same flood from an outsider whose br0 is wired straight into h4's
 /// must be seen by every sniffer, which proves the rogue check above can fail.
 pub fn rogue_wired_in(topo: &Topology, host: &Host, container: &Container) {
     topo.wire_in(host, 4);
@@ -728,35 +728,7 @@ fn flood_window(topo: &Topology, container: &Container) -> String {
     )
 }
 
-/// Pings in rounds over `pairs` until one round has every reply, or `bound` passes; the time from
-/// `since` to the end of that round.
-fn until_all_reach(
-    pairs: &[(&Container, &Container)],
-    since: Instant,
-    bound: Duration,
-) -> Result<Duration, String> {
-    loop {
-        let replies = ping_round(pairs, Family::V4);
-        if replies.iter().all(|r| *r) {
-            return Ok(since.elapsed());
-        }
-        if since.elapsed() > bound {
-            let failing: Vec<String> = pairs
-                .iter()
-                .zip(&replies)
-                .filter(|(_, ok)| !**ok)
-                .map(|((a, b), _)| format!("{} -> {}", a.name, b.name))
-                .collect();
-            return Err(format!(
-                "after {bound:?} still no reply on {}",
-                failing.join(", ")
-            ));
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// 9: a member's daemon stopped with SIGTERM and started again with the same config is back: its
+/// 14: a member's daemon stopped with SIGTERM and started again with the same config is back: its
 /// containers ping every other container again within `RESTART_BOUND`.
 pub fn restart(topo: &Topology, mesh: &mut Mesh, name: &str) {
     let index = mesh.index_of(name);
@@ -785,7 +757,7 @@ pub fn restart(topo: &Topology, mesh: &mut Mesh, name: &str) {
     );
     node.spawn();
     let started = Instant::now();
-    let back = until_all_reach(&pairs, started, RESTART_BOUND).unwrap_or_else(|e| {
+    let back = until_all_reach(&pairs, Family::V4, started, RESTART_BOUND).unwrap_or_else(|e| {
         panic!(
             "{name} is not back: {e}; its log tail:\n{}",
             mesh.nodes[index].log_tail()
@@ -801,7 +773,7 @@ pub fn restart(topo: &Topology, mesh: &mut Mesh, name: &str) {
     );
 }
 
-/// 10: `meshd revoke` on the founder cuts a member off within `REVOKE_BOUND` (its containers reach no
+/// 15: `meshd revoke` on the founder cuts a member off within `REVOKE_BOUND` (its containers reach no
 /// other container, every member's status says "revoked"); a restarted member still refuses it, also
 /// when the revoked node restarts and tries that member directly.
 pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &str) {
@@ -809,9 +781,13 @@ pub fn revoke(topo: &Topology, mesh: &mut Mesh, name: &str, restarted_member: &s
     let n = topo.hosts[index].n;
     let (on, off) = (topo.containers_on(n), topo.containers_off(n));
     let out_pairs = pairs(&on, &off);
-    until_all_reach(&out_pairs, Instant::now(), Duration::from_secs(10)).unwrap_or_else(|e| {
-        panic!("before the revocation, {name}'s containers should reach all: {e}")
-    });
+    until_all_reach(
+        &out_pairs,
+        Family::V4,
+        Instant::now(),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("before the revocation, {name}'s containers should reach all: {e}"));
     let members: Vec<usize> = (0..mesh.nodes.len())
         .filter(|i| *i != index && !mesh.nodes[*i].revoked)
         .collect();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use super::cmd::{self, exec_in, ip_in};
-use super::topology::{Host, Topology, MESHD_PORT};
+use super::topology::{Host, Topology, MESHD_PORT, ROAMING_HOST};
 
 /// Path of the meshd binary cargo built for this test run.
 pub const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
@@ -329,7 +329,11 @@ impl Mesh {
     /// Runs `meshd join` for `node` inside `host`'s namespace and checks what the contract says it
     /// leaves behind: config, key, state directory, the network id, and only the inviter as a peer.
     fn join_checked(&self, node: &mut Node, host: &Host, token: &str) -> Duration {
-        let listen = format!("{}:{MESHD_PORT}", host.underlay_ip);
+        let listen = if host.n == ROAMING_HOST {
+            format!("0.0.0.0:{MESHD_PORT}")
+        } else {
+            format!("{}:{MESHD_PORT}", host.underlay_ip)
+        };
         println!(
             "  {}$ meshd join --config {} --name {} --listen {listen} --bridge br0 TOKEN",
             node.name,

@@ -38,7 +38,7 @@ pub enum Family {
 }
 
 impl Family {
-    fn flag(self) -> &'static str {
+    pub fn flag(self) -> &'static str {
         match self {
             Family::V4 => "-4",
             Family::V6 => "-6",
@@ -113,6 +113,35 @@ pub fn ping_round(pairs: &[(&Container, &Container)], family: Family) -> Vec<boo
         .into_iter()
         .map(|r| r.wait_until(deadline).success())
         .collect()
+}
+
+/// Pings (over `family`) in rounds over `pairs` until one round has every reply, or `bound` passes; the time from
+/// `since` to the end of that round.
+pub fn until_all_reach(
+    pairs: &[(&Container, &Container)],
+    family: Family,
+    since: Instant,
+    bound: Duration,
+) -> Result<Duration, String> {
+    loop {
+        let replies = ping_round(pairs, family);
+        if replies.iter().all(|r| *r) {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > bound {
+            let failing: Vec<String> = pairs
+                .iter()
+                .zip(&replies)
+                .filter(|(_, ok)| !**ok)
+                .map(|((a, b), _)| format!("{} -> {}", a.name, b.name))
+                .collect();
+            return Err(format!(
+                "after {bound:?} still no {family:?} reply on {}",
+                failing.join(", ")
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every ordered pair (a, b) with a in `from` and b in `to`.
@@ -196,6 +225,11 @@ pub fn ping_matrix(topo: &Topology, when: &str) {
 /// Sends `TRANSFER_BYTES` of seeded pseudo-random data over TCP from one container to another and
 /// compares the SHA-256 both ends computed.
 pub fn tcp_transfer(topo: &Topology, from: &str, to: &str) {
+    tcp_transfer_of(topo, from, to, TRANSFER_BYTES);
+}
+
+/// `tcp_transfer` of `bytes` bytes.
+pub fn tcp_transfer_of(topo: &Topology, from: &str, to: &str, bytes: usize) {
     let (src, dst) = (topo.container(from), topo.container(to));
     let addr = SocketAddr::new(IpAddr::V4(dst.ipv4), TCP_PORT);
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -249,8 +283,8 @@ pub fn tcp_transfer(topo: &Topology, from: &str, to: &str) {
         let mut hasher = Sha256::new();
         let mut chunk = vec![0u8; 64 * 1024];
         let mut sent = 0usize;
-        while sent < TRANSFER_BYTES {
-            let len = chunk.len().min(TRANSFER_BYTES - sent);
+        while sent < bytes {
+            let len = chunk.len().min(bytes - sent);
             rng.fill(&mut chunk[..len]);
             hasher.update(&chunk[..len]);
             stream

@@ -27,12 +27,16 @@ use super::cmd::{self, ip, ip_ok, sysctl_in};
 pub const MESHD_PORT: u16 = 6655;
 /// Address of the underlay namespace itself; the garbage flood comes from here.
 pub const UNDERLAY_SELF: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 254);
-/// Container MTU: the contract's default TAP MTU (underlay 1500 minus 98 bytes of encapsulation), so
-/// full-size container frames fit through the tunnel. Lowered at runtime if meshd reports less.
-pub const CONTAINER_MTU: u32 = 1402;
-const UNDERLAY_MTU: u32 = 1500;
+/// Container MTU: a plain Ethernet MTU, as containers have by default. meshd's TAP MTU is 1500 too
+/// (issue 4): frames that do not fit the path are answered with ICMP or re-segmented, not left to a
+/// smaller container MTU. Lowered at runtime if meshd reports a smaller TAP MTU.
+pub const CONTAINER_MTU: u32 = 1500;
+pub const UNDERLAY_MTU: u32 = 1500;
 /// Hosts of the mesh: a founder and three members joined by invitation (issue 3).
 pub const HOSTS: u8 = 4;
+/// The host whose underlay address the paths scenarios change (issue 4). Its meshd listens on the
+/// wildcard address: a socket bound to the old address would stop receiving once it is removed.
+pub const ROAMING_HOST: u8 = 4;
 const NAME_PREFIX: &str = "meshit";
 
 pub struct Host {
@@ -138,6 +142,17 @@ impl Topology {
         ip_ok(
             &ul,
             &["addr", "add", &format!("{UNDERLAY_SELF}/24"), "dev", "ulbr"],
+        );
+        // A plain switch: with bridge netfilter on (the default where the kernel has it), bridged IPv4
+        // packets too big for the port they leave by are fragmented or dropped by IP rules, but not on
+        // the way in, which would make a narrowed port differ by direction. Absent without it: ignored.
+        let _ = cmd::run(
+            cmd::exec_in(
+                &ul,
+                "sysctl",
+                &["-q", "-w", "net.bridge.bridge-nf-call-iptables=0"],
+            ),
+            cmd::SHORT,
         );
         ip_ok(&ul, &["link", "set", "ulbr", "up"]);
     }
@@ -322,6 +337,195 @@ impl Topology {
             );
         }
         self.container_mtu = mtu;
+    }
+
+    /// Whether host `from` reaches `to` over the underlay: two pings, any reply counts. With `size`,
+    /// the pings carry that many payload bytes with DF set, so a narrower link drops them instead of
+    /// fragmenting.
+    pub fn underlay_reaches(&self, from: u8, to: Ipv4Addr, size: Option<u32>) -> bool {
+        let size = size.map(|s| s.to_string());
+        let target = to.to_string();
+        let mut args = vec!["-4", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1"];
+        if let Some(size) = &size {
+            args.extend(["-M", "do", "-s", size]);
+        }
+        args.push(&target);
+        cmd::run(cmd::exec_in(&self.host(from).ns, "ping", &args), cmd::SHORT).success()
+    }
+
+    /// Cuts the underlay between every pair of hosts in `pairs`, both ways, with blackhole routes (no
+    /// firewall needed, and each host only loses the addresses named). Returns once every cut pair is
+    /// checked to be unreachable both ways; the routes go when the guard is healed or dropped.
+    pub fn cut_underlay(&self, pairs: &[(u8, u8)]) -> UnderlayCut {
+        let mut cut = UnderlayCut { routes: Vec::new() };
+        for &(a, b) in pairs {
+            for (from, to) in [(a, b), (b, a)] {
+                let (ns, dest) = (self.host(from).ns.clone(), self.host(to).underlay_ip);
+                ip_ok(&ns, &["route", "add", "blackhole", &format!("{dest}/32")]);
+                cut.routes.push((from, ns, dest));
+            }
+        }
+        for (from, _, dest) in &cut.routes {
+            assert!(
+                !self.underlay_reaches(*from, *dest, None),
+                "h{from} still reaches {dest} after `ip route add blackhole {dest}/32` in its namespace"
+            );
+        }
+        cut
+    }
+
+    /// Narrows the underlay path of host `n` so that the largest IP packet to or from it is
+    /// `path_mtu` bytes, by lowering the MTU of the underlay switch's port to it (the
+    /// underlay-namespace end of its veth). Larger packets are dropped silently in both directions, so
+    /// host `n` sees a path MTU black hole while its own interface still says 1500. Checked with DF
+    /// pings to and from another host at exactly `path_mtu` and one byte more before returning; undone
+    /// when the guard is restored or dropped.
+    pub fn narrow_underlay(&self, n: u8, path_mtu: u32) -> NarrowedLink {
+        let port = self.host(n).name.clone();
+        // A veth and a bridge port both pass frames up to 4 bytes over the MTU (room for a VLAN tag).
+        let port_mtu = path_mtu - 4;
+        ip_ok(
+            &self.underlay,
+            &["link", "set", &port, "mtu", &port_mtu.to_string()],
+        );
+        let link = NarrowedLink {
+            underlay: self.underlay.clone(),
+            port,
+            restored: false,
+        };
+        let other = self.hosts.iter().find(|h| h.n != n).expect("a second host");
+        // The largest ICMP payload that fits (20 bytes IPv4 header, 8 ICMP), and one byte more.
+        let (fits, too_big) = (path_mtu - 28, path_mtu - 28 + 1);
+        for (from, to) in [(n, other.underlay_ip), (other.n, self.host(n).underlay_ip)] {
+            assert!(
+                !self.underlay_reaches(from, to, Some(too_big)),
+                "h{from} still gets {too_big}-byte DF pings through to {to} after the underlay port of \
+                 h{n} was set to MTU {port_mtu} for a {path_mtu}-byte path"
+            );
+            assert!(
+                self.underlay_reaches(from, to, Some(fits)),
+                "h{from} cannot ping {to} with {fits} bytes after the underlay port of h{n} was set to \
+                 MTU {port_mtu} for a {path_mtu}-byte path"
+            );
+        }
+        link
+    }
+
+    /// Moves host `n`'s underlay address to `new`: the new address is added before the old one goes,
+    /// as when a DHCP lease or a NAT mapping changes under a running host. Keeps `underlay_ip` true.
+    pub fn readdress(&mut self, n: u8, new: Ipv4Addr) -> Instant {
+        let (ns, old) = (self.host(n).ns.clone(), self.host(n).underlay_ip);
+        // Without promotion the kernel deletes a subnet's secondary addresses with its primary.
+        sysctl_in(&ns, "net.ipv4.conf.ul0.promote_secondaries=1");
+        ip_ok(&ns, &["addr", "add", &format!("{new}/24"), "dev", "ul0"]);
+        ip_ok(&ns, &["addr", "del", &format!("{old}/24"), "dev", "ul0"]);
+        let changed = Instant::now();
+        let index = self
+            .hosts
+            .iter()
+            .position(|h| h.n == n)
+            .expect("host exists");
+        self.hosts[index].underlay_ip = new;
+        let shown = cmd::check(
+            cmd::ip_in(&ns, &["-4", "-o", "addr", "show", "dev", "ul0"]),
+            cmd::SHORT,
+        )
+        .stdout;
+        let has = |ip: Ipv4Addr| shown.contains(&format!("inet {ip}/"));
+        assert!(
+            has(new) && !has(old),
+            "h{n}'s ul0 should hold {new} and no longer {old} after the change, shows:\n{shown}"
+        );
+        changed
+    }
+}
+
+/// Blackhole routes that cut the underlay between hosts; removed by `heal` or when dropped, also on a
+/// panic, so nothing that runs after the guard's scope finds the underlay still cut.
+pub struct UnderlayCut {
+    /// (host number, host namespace, blackholed address)
+    routes: Vec<(u8, String, Ipv4Addr)>,
+}
+
+impl UnderlayCut {
+    /// `from -> to` for every blackholed direction, for messages.
+    pub fn describe(&self) -> String {
+        self.routes
+            .iter()
+            .map(|(from, _, to)| format!("h{from}-/->{to}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Removes every route, panicking if one cannot be removed; returns when they are gone.
+    pub fn heal(mut self) -> Instant {
+        for (_, ns, dest) in std::mem::take(&mut self.routes) {
+            ip_ok(&ns, &["route", "del", "blackhole", &format!("{dest}/32")]);
+        }
+        Instant::now()
+    }
+}
+
+impl Drop for UnderlayCut {
+    fn drop(&mut self) {
+        for (_, ns, dest) in self.routes.drain(..) {
+            let out = cmd::run(
+                cmd::ip_in(&ns, &["route", "del", "blackhole", &format!("{dest}/32")]),
+                cmd::SHORT,
+            );
+            if !out.success() {
+                eprintln!(
+                    "cleanup: removing blackhole {dest}/32 in {ns}: {}",
+                    out.describe()
+                );
+            }
+        }
+    }
+}
+
+/// An underlay port with a lowered MTU; back to `UNDERLAY_MTU` by `restore` or when dropped.
+pub struct NarrowedLink {
+    underlay: String,
+    port: String,
+    restored: bool,
+}
+
+impl NarrowedLink {
+    fn set_full_mtu(&self) -> cmd::Output {
+        cmd::run(
+            cmd::ip_in(
+                &self.underlay,
+                &["link", "set", &self.port, "mtu", &UNDERLAY_MTU.to_string()],
+            ),
+            cmd::SHORT,
+        )
+    }
+
+    /// Puts the port back to `UNDERLAY_MTU`, panicking if that fails.
+    pub fn restore(mut self) {
+        let out = self.set_full_mtu();
+        assert!(
+            out.success(),
+            "restoring MTU {UNDERLAY_MTU} on underlay port {}: {}",
+            self.port,
+            out.describe()
+        );
+        self.restored = true;
+    }
+}
+
+impl Drop for NarrowedLink {
+    fn drop(&mut self) {
+        if !self.restored {
+            let out = self.set_full_mtu();
+            if !out.success() {
+                eprintln!(
+                    "cleanup: restoring MTU {UNDERLAY_MTU} on underlay port {}: {}",
+                    self.port,
+                    out.describe()
+                );
+            }
+        }
     }
 }
 
