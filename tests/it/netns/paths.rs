@@ -603,8 +603,9 @@ pub fn narrow_path(topo: &Topology, mesh: &mut Mesh, n: u8, to: u8) {
     assert!(
         too_big[0].0 + too_big[1].0 > 0,
         "{name} or {peer_name} should count the ICMP too-big answers it sent its containers in \
-         `tx_too_big_icmp`, both report {}\n{}",
+         `tx_too_big_icmp`; {name} reports {}, {peer_name} {}\n{}",
         counter_field(&after[ni], "tx_too_big_icmp"),
+        counter_field(&after[pi], "tx_too_big_icmp"),
         evidence(mesh, &involved)
     );
 

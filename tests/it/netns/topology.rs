@@ -14,11 +14,12 @@
 //! container on its br0, that is not part of `hosts`/`containers`: the admission scenarios use it for
 //! refused joins and for a rogue node, and the data-plane scenarios never address it.
 //!
-//! Invariants: every namespace name carries this run's prefix (`meshit<pid>-`), so parallel or crashed
-//! runs never collide; every interface is created inside a namespace, never in the caller's; the guard
+//! Invariants: every namespace name carries this topology's prefix (`meshit<pid>-<k>-`, k counting the
+//! topologies of this process), so parallel tests, parallel runs or crashed runs never collide; every interface is created inside a namespace, never in the caller's; the guard
 //! deletes every namespace it created when dropped, also while a test is panicking.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::cmd::{self, ip, ip_ok, sysctl_in};
@@ -80,7 +81,12 @@ impl Topology {
     /// Creates the whole topology; on a panic halfway, the partial guard tears down what exists.
     pub fn build(control: bool) -> Topology {
         remove_stale_namespaces();
-        let prefix = format!("{NAME_PREFIX}{}", std::process::id());
+        static BUILT: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!(
+            "{NAME_PREFIX}{}-{}",
+            std::process::id(),
+            BUILT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut topo = Topology {
             underlay: format!("{prefix}-ul"),
             prefix,
