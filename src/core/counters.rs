@@ -106,6 +106,9 @@ counters! {
     path_to_direct,
     /// Path probes sent (liveness, direct candidates, path MTU).
     probes_sent,
+    /// Paths whose full-size probes were lost while small ones got through: the path narrowed,
+    /// and its MTU was searched again.
+    pmtu_black_holes,
     /// Path probe acknowledgements that matched an outstanding probe.
     probe_acks,
     /// Probe acknowledgements that arrived on another path than their probe went (ignored).

@@ -34,8 +34,9 @@ use super::membership::{
 };
 use super::peer::{
     retry_delay, HandshakeProgress, Initiation, Peer, ProbePurpose, Route, SentProbe, Session,
-    Slot, CANDIDATES_MAX, DEAD_AFTER, DIRECT_RETRY_INTERVAL, KEEPALIVE_INTERVAL, PATH_LOST_AFTER,
-    PENDING_FRAMES_MAX, PROBE_INTERVAL, PROBE_TIMEOUT, REJECT_AFTER_TIME, RELAY_AFTER_ATTEMPTS,
+    Slot, BLACK_HOLE_AFTER, CANDIDATES_MAX, DEAD_AFTER, DIRECT_RETRY_INTERVAL, KEEPALIVE_INTERVAL,
+    PATH_LOST_AFTER, PENDING_FRAMES_MAX, PROBE_INTERVAL, PROBE_TIMEOUT, REJECT_AFTER_TIME,
+    RELAY_AFTER_ATTEMPTS,
 };
 use super::pmtu::PmtuSearch;
 use super::ratelimit::{HandshakeLimiter, LIMITER_SWEEP_INTERVAL};
@@ -1298,6 +1299,7 @@ impl Node {
         }
         match probe.purpose {
             ProbePurpose::Liveness => {}
+            ProbePurpose::Confirm => peer.path.confirm_misses = 0,
             ProbePurpose::Candidate => {
                 if let Route::Direct(addr) = probe.route {
                     if peer.path.relay.is_some() {
@@ -1887,17 +1889,34 @@ impl Node {
         let Some(route) = self.route(id) else { return };
         // Probes not answered in time are lost; lost liveness probes on the route in use count.
         let peer = &mut self.peers[id as usize];
-        let mut lost = 0;
+        let (mut lost, mut lost_full_size) = (0, 0);
         peer.path.probes.retain(|p| {
             let pending = now < p.sent + PROBE_TIMEOUT;
-            if !pending && p.purpose == ProbePurpose::Liveness && p.route == route {
-                lost += 1;
+            if !pending && p.route == route {
+                match p.purpose {
+                    ProbePurpose::Liveness => lost += 1,
+                    ProbePurpose::Confirm => lost_full_size += 1,
+                    _ => {}
+                }
             }
             pending
         });
         if lost > 0 {
             peer.path.misses += lost;
             peer.path.next_liveness = Some(now);
+        } else if lost_full_size > 0 {
+            peer.path.confirm_misses += lost_full_size;
+            peer.path.next_liveness = Some(now);
+            if peer.path.confirm_misses >= BLACK_HOLE_AFTER {
+                // Small probes get through and full-size ones do not: the path narrowed under
+                // us (a new link on the way, a tunnel, a changed MTU). Search it again.
+                peer.path.confirm_misses = 0;
+                if let Some((_, search)) = peer.path.pmtu.as_mut() {
+                    info!(peer = %peer.name, was = search.current(), "full-size packets lost on the path: measuring its MTU again");
+                    search.suspect_black_hole(now);
+                    self.counters.pmtu_black_holes += 1;
+                }
+            }
         }
         if peer.path.misses >= PATH_LOST_AFTER {
             self.route_lost(now, id, route);
@@ -1920,6 +1939,16 @@ impl Node {
                 LIVENESS_PROBE_LEN,
                 None,
             );
+            // With it, one probe of the size in use, so a path that narrows is noticed.
+            let settled_size = self.peers[id as usize]
+                .path
+                .pmtu
+                .as_ref()
+                .filter(|(r, search)| *r == route && search.settled())
+                .map(|(_, search)| search.current());
+            if let Some(size) = settled_size.filter(|&s| s > LIVENESS_PROBE_LEN) {
+                self.send_probe(now, id, route, ProbePurpose::Confirm, size, None);
+            }
         }
         let peer = &mut self.peers[id as usize];
         if peer.path.relay.is_some() {

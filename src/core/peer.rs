@@ -47,6 +47,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const PATH_LOST_AFTER: u32 = 3;
 /// While relayed, how often a direct endpoint of the peer is probed to find the way back.
 pub const DIRECT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// Full-size probes lost in a row (while small ones are answered) after which the path is taken
+/// to have narrowed and its MTU is searched again from the floor.
+pub const BLACK_HOLE_AFTER: u32 = 2;
 /// Direct initiations tried before a handshake alternates between a relay and direct.
 pub const RELAY_AFTER_ATTEMPTS: u32 = 2;
 /// Probes a peer may have outstanding; older ones are forgotten first.
@@ -150,6 +153,8 @@ pub(crate) enum ProbePurpose {
     Candidate,
     /// Does a datagram of this size get through (path MTU search)?
     Pmtu,
+    /// Does a datagram of the size the search settled on still get through (black-hole check)?
+    Confirm,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +177,8 @@ pub(crate) struct PathState {
     pub cursor: usize,
     /// Lost liveness probes in a row on the route in use.
     pub misses: u32,
+    /// Lost full-size confirmation probes in a row while small probes were answered.
+    pub confirm_misses: u32,
     /// Turns of relay selection so far, so a failing relay is followed by another one.
     pub rotation: u32,
     pub next_liveness: Option<Instant>,
@@ -187,6 +194,7 @@ impl PathState {
     /// Forgets everything learned about the route (the session went, or the route changed).
     pub fn reset_route(&mut self) {
         self.misses = 0;
+        self.confirm_misses = 0;
         self.confirmed = None;
         self.probes.clear();
         self.pmtu = None;

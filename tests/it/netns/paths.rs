@@ -479,6 +479,31 @@ pub fn narrow_path(topo: &Topology, mesh: &mut Mesh, n: u8, to: u8) {
         NARROW_MTU - 28
     );
 
+    // Nothing tells meshd that the path narrowed but the loss of its full-size probes: it must
+    // notice and measure again (on a path narrow from the start, the first search finds it).
+    let largest = NARROW_MTU - ENCAPSULATION;
+    let (noticed, _) = wait_statuses(
+        mesh,
+        Instant::now(),
+        PATH_MTU_DEADLINE,
+        &format!(
+            "{name} should notice the narrower path to {peer_name} (`path_mtu` at most {largest})"
+        ),
+        &involved,
+        |st| {
+            let seen =
+                &mesh::peer(&st[ni], &peer_name).map_or(Value::Null, |p| p["path_mtu"].clone());
+            match seen.as_u64() {
+                Some(m) if m <= u64::from(largest) => Ok(m),
+                _ => Err(format!(
+                    "{name}'s peer {peer_name}: path_mtu {}",
+                    peer_field(&st[ni], &peer_name, "path_mtu")
+                )),
+            }
+        },
+    );
+    println!("  MEASURED {name} measured the narrower path to {peer_name} {noticed:.1?} after it narrowed");
+
     // (a) TCP has to adapt to the path, or its full-size segments vanish.
     for (from, dst) in [
         (near[0].name.as_str(), far.name.as_str()),
@@ -542,7 +567,6 @@ pub fn narrow_path(topo: &Topology, mesh: &mut Mesh, n: u8, to: u8) {
     }
 
     // (c) status shows the narrowed path's MTU and the ICMP answers.
-    let largest = NARROW_MTU - ENCAPSULATION;
     let (took, path_mtu) = wait_statuses(
         mesh,
         Instant::now(),

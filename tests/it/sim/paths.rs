@@ -339,3 +339,32 @@ fn a_jumbo_underlay_is_used_when_the_path_carries_it() {
         "a jumbo frame crossed whole"
     );
 }
+
+#[test]
+fn a_path_that_narrows_under_traffic_is_measured_again() {
+    let mut sim = Sim::new(2, 58);
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(
+        peer(&sim, 0, "h2").path_mtu,
+        Some(1426),
+        "a plain 1500-byte path"
+    );
+    // A narrower link appears on the way: nothing tells meshd but the loss of full-size probes.
+    sim.narrow.push((1, 1400 - 28));
+    let found = wait_for(
+        &mut sim,
+        Duration::from_secs(20),
+        "the narrower path measured",
+        |s| {
+            peer(s, 0, "h2").path_mtu.is_some_and(|m| m <= 1326)
+                && peer(s, 1, "h1").path_mtu.is_some_and(|m| m <= 1326)
+        },
+    );
+    println!("path narrowed to 1400: measured again after {found:?}");
+    assert!(sim.counter(0, "pmtu_black_holes") >= 1);
+    assert_eq!(
+        peer(&sim, 0, "h2").via,
+        None,
+        "a narrower path is not a broken one"
+    );
+}
