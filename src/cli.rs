@@ -193,8 +193,12 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.log_level.as_deref().unwrap_or("info")));
+    // quinn-udp reports every refused send at info (and meshd counts them); at the daemon's
+    // default level that would be a line a second per unreachable peer.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = config.log_level.as_deref().unwrap_or("info");
+        EnvFilter::new(format!("{level},quinn_udp=warn"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

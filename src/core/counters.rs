@@ -120,7 +120,16 @@ counters! {
     tx_too_big_icmp,
     /// IPv4 frames without DF too big for the path, fragmented and sent.
     tx_too_big_fragmented,
-    /// Frames too big for the path and dropped: not IP, malformed, or an ICMP error themselves.
+    /// Frames too big for the path and dropped because they are not IP (no ICMP can answer them).
+    tx_too_big_not_ip,
+    /// Frames too big for the path and dropped because they are ICMP errors themselves (never
+    /// answered with another).
+    tx_too_big_icmp_error,
+    /// Frames too big for the path and dropped because they go to or come from a broadcast or
+    /// multicast address (never answered).
+    tx_too_big_group,
+    /// Frames too big for the path and dropped for any other reason: a malformed IP header, a
+    /// later fragment, an MTU below what the protocol allows.
     tx_too_big_dropped,
     /// Frames too big for the path and dropped without an answer because answers were rate-limited.
     tx_too_big_ratelimited,

@@ -715,8 +715,14 @@ impl Node {
                 let id = peer.expect("checked");
                 self.fragment(now, id, &frame, limit);
             }
-            Err(_) => {
-                self.counters.tx_too_big_dropped += 1;
+            Err(reason) => {
+                let counter = match reason {
+                    NoReply::NotIp => &mut self.counters.tx_too_big_not_ip,
+                    NoReply::IcmpError => &mut self.counters.tx_too_big_icmp_error,
+                    NoReply::GroupDestination => &mut self.counters.tx_too_big_group,
+                    _ => &mut self.counters.tx_too_big_dropped,
+                };
+                *counter += 1;
                 self.pool.give(answer);
             }
         }

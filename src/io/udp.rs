@@ -49,6 +49,10 @@ fn size_buffers(socket: &std::net::UdpSocket, state: &UdpSocketState) {
 pub struct Udp {
     socket: UdpSocket,
     state: UdpSocketState,
+    /// Datagrams per GSO send the kernel offered when the socket was made.
+    gso_segments_at_start: usize,
+    /// GSO sends turned off by quinn-udp and turned back on here (see `send`).
+    pub gso_restored: u64,
 }
 
 impl Udp {
@@ -65,8 +69,10 @@ impl Udp {
         let state = UdpSocketState::new((&std_socket).into())?;
         size_buffers(&std_socket, &state);
         Ok(Udp {
+            gso_segments_at_start: state.max_gso_segments(),
             socket: UdpSocket::from_std(std_socket)?,
             state,
+            gso_restored: 0,
         })
     }
 
@@ -106,6 +112,36 @@ impl Udp {
     /// Sends `contents` as one datagram, or with `segment_size` as several datagrams of that size
     /// (the last may be shorter) in one system call, waiting for socket room if the buffer is full.
     pub async fn send(
+        &mut self,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let result = self.send_once(destination, contents, segment_size).await;
+        if let Err(e) = &result {
+            self.restore_gso_after(e, segment_size);
+        }
+        result
+    }
+
+    /// quinn-udp turns GSO off for the socket's lifetime on any EINVAL, taking it for a device
+    /// that cannot segment. But a route that refuses one destination (a blackhole route, say)
+    /// fails plain sends with EINVAL too, and one unreachable peer must not cost every other
+    /// peer its batched sends. A plain send involves no GSO, so after one fails this way the
+    /// socket state is made again, which asks the kernel afresh. A failed GSO send leaves GSO off.
+    fn restore_gso_after(&mut self, error: &io::Error, segment_size: Option<usize>) {
+        let gso_lost = self.gso_segments_at_start > 1
+            && self.state.max_gso_segments() < self.gso_segments_at_start;
+        if segment_size.is_none() && gso_lost && error.raw_os_error() == Some(libc::EINVAL) {
+            if let Ok(fresh) = UdpSocketState::new((&self.socket).into()) {
+                self.state = fresh;
+                self.gso_restored += 1;
+                tracing::debug!(error = %error, "a destination refused a send; batched UDP sends stay on for the others");
+            }
+        }
+    }
+
+    async fn send_once(
         &self,
         destination: SocketAddr,
         contents: &[u8],

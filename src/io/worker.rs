@@ -362,7 +362,7 @@ impl Worker {
             };
             if max_segments == 1 || !self.node.peek_transmit().is_some_and(continues_run) {
                 send_counted(
-                    &self.udp,
+                    &mut self.udp,
                     &mut self.io_counters,
                     destination,
                     first.packet.bytes(),
@@ -391,7 +391,7 @@ impl Worker {
             }
             let segment_size = (segments > 1).then_some(segment);
             send_counted(
-                &self.udp,
+                &mut self.udp,
                 &mut self.io_counters,
                 destination,
                 &self.gso_buf,
@@ -419,7 +419,14 @@ impl Worker {
                         warn!(%name, error = %e, "cannot record the invitation as used; not answering the join");
                         continue;
                     }
-                    send_counted(&self.udp, &mut self.io_counters, destination, &reply, None).await;
+                    send_counted(
+                        &mut self.udp,
+                        &mut self.io_counters,
+                        destination,
+                        &reply,
+                        None,
+                    )
+                    .await;
                 }
                 NodeEvent::Revoked(revocation) => self.state.persist_revocation(&revocation),
                 NodeEvent::CertificateRenewed(certificate) => {
@@ -438,6 +445,7 @@ impl Worker {
                 let io = &self.io_counters;
                 for (k, v) in [
                     ("io_udp_send_errors", io.udp_send_errors),
+                    ("io_udp_gso_restored", self.udp.gso_restored),
                     ("io_udp_recv_errors", io.udp_recv_errors),
                     ("io_tap_read_errors", io.tap_read_errors),
                     ("io_tap_write_errors", io.tap_write_errors),
@@ -468,7 +476,7 @@ impl Worker {
 /// Sends one datagram (or a GSO run) and counts a failure; the underlay refusing a send (no
 /// route, a full queue) must not stop the worker.
 async fn send_counted(
-    udp: &Udp,
+    udp: &mut Udp,
     counters: &mut IoCounters,
     destination: std::net::SocketAddr,
     contents: &[u8],

@@ -307,7 +307,7 @@ fn a_narrow_path_is_measured_and_too_big_frames_are_answered() {
     assert_eq!(sim.counter(0, "tx_too_big_fragmented"), 1);
     // Anything else that does not fit is dropped and counted.
     sim.send_frame(0, &frame(mac(1, 1), mac(0, 1), 9, 1514));
-    assert_eq!(sim.counter(0, "tx_too_big_dropped"), 1);
+    assert_eq!(sim.counter(0, "tx_too_big_not_ip"), 1);
 }
 
 #[test]
