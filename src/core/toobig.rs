@@ -372,6 +372,10 @@ impl<'a> Ipv4Fragmenter<'a> {
         if base_offset + data.len() > IPV4_MAX_LEN {
             return Err(NoReply::Malformed);
         }
+        // Not even the headers fit: no fragment could (and an empty one would break the limit).
+        if packet.l3 + header.len() > max_frame {
+            return Err(NoReply::MtuTooSmall);
+        }
         let room = |header_len: usize| max_frame.saturating_sub(packet.l3 + header_len);
         let (first_data, later_data, count) = if data.len() <= room(header.len()) {
             (data.len(), FRAGMENT_UNIT, 1)
@@ -1189,6 +1193,9 @@ mod tests {
         assert_eq!(err(&frame, 14 + 32 + 7), NoReply::MtuTooSmall);
         assert_eq!(err(&frame, 0), NoReply::MtuTooSmall);
         assert!(Ipv4Fragmenter::new(&frame, 14 + 32 + 8).is_ok());
+        // No data at all and a limit below the headers (found by fuzzing): no fragment fits.
+        let empty = ipv4_frame(None, 0, UDP, &[], &[]);
+        assert_eq!(err(&empty, 14 + 19), NoReply::MtuTooSmall);
         // Offsets that would reassemble past 65535 bytes.
         let far = ipv4_frame(None, 8190, UDP, &[], &[0; 100]);
         assert_eq!(err(&far, 60), NoReply::Malformed);
