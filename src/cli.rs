@@ -195,10 +195,17 @@ fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     // quinn-udp reports every refused send at info (and meshd counts them); at the daemon's
     // default level that would be a line a second per unreachable peer.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let level = config.log_level.as_deref().unwrap_or("info");
-        EnvFilter::new(format!("{level},quinn_udp=warn"))
-    });
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| config.log_level.clone().unwrap_or_else(|| "info".into()));
+    let spec = if spec.contains("quinn_udp") {
+        spec
+    } else {
+        format!("{spec},quinn_udp=warn")
+    };
+    let filter =
+        EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,quinn_udp=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -555,6 +555,19 @@ pub fn foca_config(members: usize) -> Config {
     }
 }
 
+/// The token a foca timer carries, if it carries one.
+fn token_of(timer: &Timer<MemberId>) -> Option<foca::TimerToken> {
+    match timer {
+        Timer::ProbeRandomMember(token)
+        | Timer::PeriodicAnnounce(token)
+        | Timer::PeriodicAnnounceDown(token)
+        | Timer::PeriodicGossip(token)
+        | Timer::SendIndirectProbe { token, .. }
+        | Timer::ChangeSuspectToDown { token, .. } => Some(*token),
+        Timer::RemoveDown(_) => None,
+    }
+}
+
 /// `max(1, floor(log10(members)))`: 1 below 100 members, 2 below 1,000, 3 below 10,000, ...
 fn log10_scale(members: usize) -> u32 {
     members.max(1).ilog10().max(1)
@@ -576,6 +589,10 @@ pub struct Membership {
     rng: CoreRng,
     timers: BinaryHeap<Scheduled>,
     timer_seq: u64,
+    /// The timer token foca stamps on its timers now (it changes with every identity change and
+    /// makes foca ignore timers stamped before), and the token suspicions were last re-armed for.
+    foca_token: Option<foca::TimerToken>,
+    suspicions_armed_for: Option<foca::TimerToken>,
     outbox: VecDeque<(PublicKey, Vec<u8>)>,
     events: VecDeque<MembershipEvent>,
     live: BTreeMap<PublicKey, Live>,
@@ -634,6 +651,8 @@ impl Membership {
             rng,
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            foca_token: None,
+            suspicions_armed_for: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             live: BTreeMap::new(),
@@ -956,6 +975,38 @@ impl Membership {
 
     // -------------------------------------------------------------------- foca plumbing
 
+    /// foca ignores timers stamped with an older token, and changing identity (a rejoin after
+    /// this node was declared down, as after a partition) changes the token. A member suspected
+    /// before that would stay suspect for good, its suspect-to-down timer ignored, unless it
+    /// happens to refute. So after every token change, every suspect gets a fresh timer: it is
+    /// declared down in time unless it refutes, as SWIM intends.
+    fn rearm_suspicions(&mut self, now: Instant) {
+        let Some(token) = self.foca_token else { return };
+        if self.suspicions_armed_for == Some(token) {
+            return;
+        }
+        self.suspicions_armed_for = Some(token);
+        let after = foca_config(self.foca.num_members() + 1).suspect_to_down_after;
+        let suspects: Vec<(MemberId, foca::Incarnation)> = self
+            .foca
+            .iter_members()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| (*m.id(), m.incarnation()))
+            .collect();
+        for (member_id, incarnation) in suspects {
+            self.timer_seq += 1;
+            self.timers.push(Scheduled {
+                at: now + after,
+                seq: self.timer_seq,
+                timer: Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    token,
+                },
+            });
+        }
+    }
+
     /// Moves what foca asked for into the queues and applies everything foca and the registry
     /// reported, until both are quiet.
     fn pump(&mut self, now: Instant, hint: Option<PublicKey>) {
@@ -965,6 +1016,9 @@ impl Membership {
                 self.queue(to.key, payload);
             }
             for (after, timer) in self.io.timers.drain(..) {
+                if let Some(token) = token_of(&timer) {
+                    self.foca_token = Some(token);
+                }
                 self.timer_seq += 1;
                 self.timers.push(Scheduled {
                     at: now + after,
@@ -1897,6 +1951,7 @@ impl Membership {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.rearm_suspicions(now);
         let now_unix = lock(&self.registry).now_unix;
         let members = self.foca.num_members() + 1;
         let scale = log10_scale(members);

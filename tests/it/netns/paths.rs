@@ -520,42 +520,54 @@ pub fn narrow_path(topo: &Topology, mesh: &mut Mesh, n: u8, to: u8) {
             Family::V4 => (28, &["frag needed", "message too long"]),
             Family::V6 => (48, &["packet too big", "message too long"]),
         };
+        // Each too-big answer lowers the sender's MTU for the destination; a sender may hold an
+        // older, larger one from earlier traffic (kept 10 minutes), so follow answers as a kernel
+        // does, until a ping gets through.
         let size = topo.container_mtu - header;
-        let out = df_ping(near[0], family, far, size);
-        let text = format!("{}\n{}", out.stdout, out.stderr);
-        let reported = signs
-            .iter()
-            .any(|s| text.to_lowercase().contains(s))
-            .then(|| reported_mtu(&text))
-            .flatten();
-        // The container's own MTU in the report would mean the kernel refused locally, not meshd.
-        let Some(mtu) = reported.filter(|m| *m < topo.container_mtu) else {
-            panic!(
-                "a {family:?} ping of {size} bytes with DF from {} to {} ({}) should be answered with ICMP \
-                 {:?} naming an MTU below {}; ping said:\n{}\n{}",
-                near[0].name,
-                far.name,
-                family.addr(far),
-                signs[0],
-                topo.container_mtu,
-                text.trim(),
-                evidence(mesh, &involved)
-            )
+        let mut attempt = size;
+        let mut answers: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mtu = loop {
+            let out = df_ping(near[0], family, far, attempt);
+            if out.success() {
+                break attempt + header;
+            }
+            text = format!("{}\n{}", out.stdout, out.stderr);
+            let reported = signs
+                .iter()
+                .any(|s| text.to_lowercase().contains(s))
+                .then(|| reported_mtu(&text))
+                .flatten()
+                .filter(|m| *m < attempt + header);
+            match reported {
+                Some(m) if answers.len() < 3 => {
+                    answers.push(m);
+                    attempt = m - header;
+                }
+                _ => panic!(
+                    "a {family:?} ping of {attempt} bytes with DF from {} to {} ({}) should get through or be \
+                     answered with ICMP {:?} naming a smaller MTU (answers so far {answers:?}); ping said:\n{}\n{}",
+                    near[0].name,
+                    far.name,
+                    family.addr(far),
+                    signs[0],
+                    text.trim(),
+                    evidence(mesh, &involved)
+                ),
+            }
         };
-        let fitting = df_ping(near[0], family, far, mtu - header);
         assert!(
-            fitting.success(),
-            "a {family:?} ping of {} bytes with DF (the reported MTU {mtu} minus {header}) from {} to {} \
-             should get through, it did not: {}\n{}",
-            mtu - header,
+            !answers.is_empty() && mtu <= NARROW_MTU - ENCAPSULATION,
+            "a {family:?} DF ping of {size} bytes from {} to {} should be answered with the narrow path's MTU \
+             (at most {}), then fit; answers {answers:?}, fitting size {mtu}\n{}",
             near[0].name,
             far.name,
-            fitting.describe(),
+            NARROW_MTU - ENCAPSULATION,
             evidence(mesh, &involved)
         );
         println!(
-            "  {family:?}: {size}-byte DF ping {} -> {} answered with \"{}\" (mtu {mtu}); {}-byte pings \
-             then get through",
+            "  {family:?}: {size}-byte DF ping {} -> {} answered with MTUs {answers:?} (last: \"{}\"); \
+             {}-byte pings then get through",
             near[0].name,
             far.name,
             text.lines()
