@@ -1303,6 +1303,18 @@ impl Node {
             peer.path.misses = 0;
             peer.path.confirmed = Some(now);
         }
+        let key = peer.public_key;
+        if in_use && probe.purpose == ProbePurpose::Liveness && self.membership.is_down(&key) {
+            // The path answers, so the member is not down: both sides of a healed partition
+            // hold each other down and would otherwise wait for the periodic announcement.
+            if let Some(certificate) = self.peers[id as usize].certificate.clone() {
+                let seen_at = self.origin_address(origin);
+                self.membership
+                    .session_established(now, &certificate, seen_at);
+                self.pump_membership(now);
+            }
+        }
+        let peer = &mut self.peers[id as usize];
         match probe.purpose {
             ProbePurpose::Liveness => {}
             ProbePurpose::Confirm => peer.path.confirm_misses = 0,

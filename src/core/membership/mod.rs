@@ -857,6 +857,15 @@ impl Membership {
         self.pump(now, Some(key));
     }
 
+    /// Whether foca holds `key` as a member that is down. A node that still has a working session
+    /// with such a member (a partition healed before the session timed out) calls
+    /// [`Membership::session_established`] for it again: the announcement makes the member learn it
+    /// was declared down, rejoin under a new generation and be taken back at once, instead of
+    /// both sides waiting for the periodic announcement to down members.
+    pub fn is_down(&self, key: &PublicKey) -> bool {
+        self.live.get(key).is_some_and(|l| !l.active)
+    }
+
     /// Runs foca's due timers and this module's housekeeping.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);

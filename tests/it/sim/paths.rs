@@ -368,3 +368,32 @@ fn a_path_that_narrows_under_traffic_is_measured_again() {
         "a narrower path is not a broken one"
     );
 }
+
+#[test]
+fn a_partition_heals_into_one_membership_whatever_its_length() {
+    // Splits of different lengths hit different moments of SWIM: before suspicion, while
+    // suspect, and after each half declared the other down but before sessions time out.
+    for (seed, split_secs) in [(61, 2), (62, 4), (63, 6), (64, 9), (65, 15), (66, 25)] {
+        let mut sim = Sim::new(4, seed);
+        sim.run_for(Duration::from_secs(10));
+        assert!((0..4).all(|h| members_alive(&sim, h) == 3), "formed");
+        for a in [0, 1] {
+            for b in [2, 3] {
+                sim.cut(a, b);
+            }
+        }
+        sim.run_for(Duration::from_secs(split_secs));
+        for a in [0, 1] {
+            for b in [2, 3] {
+                sim.heal(a, b);
+            }
+        }
+        let healed = wait_for(
+            &mut sim,
+            Duration::from_secs(30),
+            &format!("one membership again after a {split_secs} s split"),
+            |s| (0..4).all(|h| members_alive(s, h) == 3),
+        );
+        println!("split {split_secs} s: every member alive everywhere {healed:?} after the heal");
+    }
+}
