@@ -482,25 +482,12 @@ pub fn narrow_path(topo: &Topology, mesh: &mut Mesh, n: u8, to: u8) {
     // Nothing tells meshd that the path narrowed but the loss of its full-size probes: it must
     // notice and measure again (on a path narrow from the start, the first search finds it).
     let largest = NARROW_MTU - ENCAPSULATION;
-    let (noticed, _) = wait_statuses(
+    let (noticed, _) = wait_path_mtu(
         mesh,
-        Instant::now(),
-        PATH_MTU_DEADLINE,
-        &format!(
-            "{name} should notice the narrower path to {peer_name} (`path_mtu` at most {largest})"
-        ),
+        (ni, &name, &peer_name),
+        largest,
         &involved,
-        |st| {
-            let seen =
-                &mesh::peer(&st[ni], &peer_name).map_or(Value::Null, |p| p["path_mtu"].clone());
-            match seen.as_u64() {
-                Some(m) if m <= u64::from(largest) => Ok(m),
-                _ => Err(format!(
-                    "{name}'s peer {peer_name}: path_mtu {}",
-                    peer_field(&st[ni], &peer_name, "path_mtu")
-                )),
-            }
-        },
+        "notice the narrower path to",
     );
     println!("  MEASURED {name} measured the narrower path to {peer_name} {noticed:.1?} after it narrowed");
 
@@ -579,23 +566,12 @@ pub fn narrow_path(topo: &Topology, mesh: &mut Mesh, n: u8, to: u8) {
     }
 
     // (c) status shows the narrowed path's MTU and the ICMP answers.
-    let (took, path_mtu) = wait_statuses(
+    let (took, path_mtu) = wait_path_mtu(
         mesh,
-        Instant::now(),
-        PATH_MTU_DEADLINE,
-        &format!("{name} should show peer {peer_name} with `path_mtu` at most {largest}"),
+        (ni, &name, &peer_name),
+        largest,
         &involved,
-        |st| {
-            let seen =
-                &mesh::peer(&st[ni], &peer_name).map_or(Value::Null, |p| p["path_mtu"].clone());
-            match seen.as_u64() {
-                Some(m) if m <= u64::from(largest) => Ok(m),
-                _ => Err(format!(
-                    "{name}'s peer {peer_name}: path_mtu {}",
-                    peer_field(&st[ni], &peer_name, "path_mtu")
-                )),
-            }
-        },
+        "show `path_mtu` for",
     );
     let after = all_statuses(mesh);
     let mtus = |status: &Value| -> String {
@@ -985,6 +961,35 @@ impl Gap {
                 .map_or(0, |i| after[i..].iter().filter(|p| !p.answered).count()),
         }
     }
+}
+
+/// Waits until host `ni` (`name`) shows peer `peer_name` with a `path_mtu` of at most `largest`;
+/// returns how long that took and the value. `what` completes "NAME should ... PEER".
+fn wait_path_mtu(
+    mesh: &mut Mesh,
+    (ni, name, peer_name): (usize, &str, &str),
+    largest: u32,
+    involved: &[&str],
+    what: &str,
+) -> (Duration, u64) {
+    wait_statuses(
+        mesh,
+        Instant::now(),
+        PATH_MTU_DEADLINE,
+        &format!("{name} should {what} {peer_name} (`path_mtu` at most {largest})"),
+        involved,
+        |st| {
+            let seen =
+                &mesh::peer(&st[ni], peer_name).map_or(Value::Null, |p| p["path_mtu"].clone());
+            match seen.as_u64() {
+                Some(m) if m <= u64::from(largest) => Ok(m),
+                _ => Err(format!(
+                    "{name}'s peer {peer_name}: path_mtu {}",
+                    peer_field(&st[ni], peer_name, "path_mtu")
+                )),
+            }
+        },
+    )
 }
 
 #[cfg(test)]
