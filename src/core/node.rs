@@ -760,12 +760,7 @@ impl Node {
     /// Sends a payload of `kind` to one peer now if it has a session, else queues it and starts a
     /// handshake.
     fn send_payload(&mut self, now: Instant, id: PeerId, kind: PayloadKind, frame: PacketBuf) {
-        let peer = &mut self.peers[id as usize];
-        let usable = peer
-            .current
-            .as_ref()
-            .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES);
-        if usable {
+        if self.session_usable(now, id) {
             self.seal_and_queue(now, id, kind, frame);
             let s = self.peers[id as usize]
                 .current
@@ -775,6 +770,7 @@ impl Node {
                 self.start_handshake(now, id);
             }
         } else {
+            let peer = &mut self.peers[id as usize];
             if peer.pending.len() >= PENDING_FRAMES_MAX {
                 if let Some((_, old)) = peer.pending.pop_front() {
                     self.counters.tx_no_session += 1;
@@ -784,6 +780,14 @@ impl Node {
             self.peers[id as usize].pending.push_back((kind, frame));
             self.start_handshake(now, id);
         }
+    }
+
+    /// Whether peer `id`'s current session can carry a datagram now: not expired, counters left.
+    fn session_usable(&self, now: Instant, id: PeerId) -> bool {
+        self.peers[id as usize]
+            .current
+            .as_ref()
+            .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES)
     }
 
     /// The route datagrams to peer `id` take now: through its relay while it has one that still
@@ -1228,11 +1232,7 @@ impl Node {
             self.counters.relay_no_route += 1;
             return;
         };
-        let usable = self.peers[to as usize]
-            .current
-            .as_ref()
-            .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES);
-        if to == from_id || !usable || !self.can_relay(to) {
+        if to == from_id || !self.session_usable(now, to) || !self.can_relay(to) {
             self.counters.relay_no_route += 1;
             return;
         }

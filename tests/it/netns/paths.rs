@@ -574,29 +574,11 @@ pub fn narrow_path(topo: &Topology, mesh: &mut Mesh, n: u8, to: u8) {
         "show `path_mtu` for",
     );
     let after = all_statuses(mesh);
-    let mtus = |status: &Value| -> String {
-        status["peers"]
-            .as_array()
-            .map(|peers| {
-                peers
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{}={}",
-                            p["name"].as_str().unwrap_or("?"),
-                            field(p, "path_mtu")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
-    };
     println!(
         "  MEASURED {name} shows path_mtu {path_mtu} to {peer_name} ({took:.1?} after the pings); {name}'s \
          path MTUs {}, {peer_name}'s {}",
-        mtus(&after[ni]),
-        mtus(&after[pi])
+        scenarios::peer_fields(&after[ni], "path_mtu"),
+        scenarios::peer_fields(&after[pi], "path_mtu")
     );
     let too_big: Vec<(u64, u64)> = [ni, pi]
         .iter()

@@ -773,17 +773,23 @@ fn flood(targets: &[SocketAddr]) -> Result<FloodStats, String> {
 
 /// `name=state` of every session in a status, for messages.
 pub fn peer_states(status: &serde_json::Value) -> String {
+    peer_fields(status, "state")
+}
+
+/// `name=VALUE` of one field of every peer in a status (`?` when absent), for messages.
+pub fn peer_fields(status: &serde_json::Value, key: &str) -> String {
     status["peers"]
         .as_array()
         .map(|peers| {
             peers
                 .iter()
                 .map(|p| {
-                    format!(
-                        "{}={}",
-                        p["name"].as_str().unwrap_or("?"),
-                        p["state"].as_str().unwrap_or("?")
-                    )
+                    let value = match &p[key] {
+                        serde_json::Value::String(text) => text.clone(),
+                        serde_json::Value::Null => "?".to_string(),
+                        other => other.to_string(),
+                    };
+                    format!("{}={value}", p["name"].as_str().unwrap_or("?"))
                 })
                 .collect::<Vec<_>>()
                 .join(",")
