@@ -13,13 +13,26 @@
 # /proc/PID/stat around the single-flow run) per GB received. The VPN daemons are started before
 # and stopped after their measurement, so only one runs at a time.
 #
+# Scaling: then, in the same round, meshd's aggregate throughput against the cores it may use. A
+# third host md-bench-h3 joins h1 and h2 on a second underlay, a Linux bridge inside the namespace
+# md-bench-u (10.205.0.1-3, MTU 1500), where a 3-node meshd network (10.92.0.1-3, TAP in `address`
+# mode) is formed once the operator's way (init on h1, invite/join into h2 and h3). For W = 1 and
+# then W = 2, the three daemons start afresh with `workers = W` in every config, and 4 TCP flows
+# run at once for SECS seconds: iperf3 -P 2 from h2 and -P 2 from h3, each to its own iperf3 server
+# on h1's overlay address. Recorded: the sum of both clients' received rates, and the three daemons'
+# CPU seconds during it per GB received.
+#
 # Prints one line per system and round, then a markdown table of the medians with the ratios
-# meshd/tinc and meshd/raw, the machine and the command. --out FILE writes that table into FILE
-# between the markers `<!-- bench.sh:begin -->` and `<!-- bench.sh:end -->` (replacing the previous
-# run; appended when the markers are absent; the file is created when missing).
+# meshd/tinc and meshd/raw, a second table "4 flows between 3 hosts (h2, h3 -> h1)" with meshd at
+# 1 and 2 workers and their ratio, the machine and the command. --out FILE writes those tables
+# into FILE between the markers `<!-- bench.sh:begin -->` and `<!-- bench.sh:end -->` (replacing
+# the previous run; appended when the markers are absent; the file is created when missing).
 #
 # Environment: SECS (iperf3 seconds, default 5), BENCH_SKIP_MESHD=1, BENCH_SKIP_TINC=1,
-# MESHD_BIN (use this binary instead of building target/release/meshd).
+# BENCH_SKIP_SCALING=1 (leave the 3-host scaling part out; implied by BENCH_SKIP_MESHD=1),
+# BENCH_NO_WORKERS_KEY=1 (for meshd builds without the key: the scaling part runs without setting
+# `workers`, so both of its rows use the build's default), MESHD_BIN (use this binary instead of
+# building target/release/meshd).
 
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -56,11 +69,18 @@ SECS=${SECS:-5}
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || md_die "SECS must be a positive number of seconds"
 SKIP_MESHD=${BENCH_SKIP_MESHD:-0}
 SKIP_TINC=${BENCH_SKIP_TINC:-0}
+SKIP_SCALING=${BENCH_SKIP_SCALING:-0}
+[[ $SKIP_MESHD == 1 ]] && SKIP_SCALING=1
+NO_WORKERS_KEY=${BENCH_NO_WORKERS_KEY:-0}
 
 PREFIX=md-bench-
 H1=${PREFIX}h1
 H2=${PREFIX}h2
+H3=${PREFIX}h3
+UNDERLAY=${PREFIX}u
 IPERF_PORT=5201
+SCALING_PORTS=(5202 5203) # h1's iperf3 servers for the clients in h2 and h3
+SCALING_WORKERS=(1 2)
 WORK=''
 MESHD=''
 declare -a DAEMON_PIDS=()
@@ -96,7 +116,9 @@ fi
 md_destroy_prefix "$PREFIX"
 WORK=$(mktemp -d /tmp/md-bench.XXXXXX)
 RESULTS=$WORK/results.tsv
+SCALING_RESULTS=$WORK/scaling.tsv
 : >"$RESULTS"
+: >"$SCALING_RESULTS"
 
 # -------------------------------------------------------------------------------------------------
 md_section "Topology: $H1 10.202.0.1 <-> $H2 10.202.0.2 (veth, MTU 1500)"
@@ -134,12 +156,17 @@ except Exception:
     print("nan")' "$1" "$2"
 }
 
+cpu_s_per_gb() { # TICKS_BEFORE TICKS_AFTER BYTES -> CPU seconds per GB, or "nan"
+	python3 -c 'import sys
+t, b = (int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]), float(sys.argv[4])
+print(f"{t / (b / 1e9):.2f}" if b > 0 else "nan")' "$1" "$2" "$(getconf CLK_TCK)" "$3"
+}
+
 measure() { # ROUND NAME TARGET_IP [DAEMON_PID...]
 	local round=$1 name=$2 target=$3
 	shift 3
 	local -a pids=("$@")
-	local c0 c1 bps1 bytes1 bps4 rtt cpu_per_gb hz
-	hz=$(getconf CLK_TCK)
+	local c0 c1 bps1 bytes1 bps4 rtt cpu_per_gb
 
 	c0=$(md_cpu_ticks "${pids[@]}")
 	iperf_json "$target" "$WORK/$name-1.json" || md_warn "$name: single-flow iperf3 failed (see $WORK/$name-1.json)"
@@ -156,9 +183,7 @@ measure() { # ROUND NAME TARGET_IP [DAEMON_PID...]
 	if ((${#pids[@]} == 0)); then
 		cpu_per_gb=-
 	else
-		cpu_per_gb=$(python3 -c 'import sys
-t, b = (int(sys.argv[1]) - int(sys.argv[2])) / int(sys.argv[3]), float(sys.argv[4])
-print(f"{t / (b / 1e9):.2f}" if b > 0 else "nan")' "$c1" "$c0" "$hz" "$bytes1")
+		cpu_per_gb=$(cpu_s_per_gb "$c0" "$c1" "$bytes1")
 	fi
 	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$bps1" "$bps4" "$rtt" "$cpu_per_gb" >>"$RESULTS"
 	python3 -c 'import sys
@@ -183,6 +208,100 @@ meshd_up() {
 	MD_PAIR_PIDS=()
 	md_meshd_pair_up "$MESHD" "$WORK/meshd" "$H1" "$H2"
 	DAEMON_PIDS=("${MD_PAIR_PIDS[@]}")
+}
+
+# -------------------------------------------------------------------------------------------------
+# Scaling: a 3-node meshd network on the bridge underlay (10.205.0.x, overlay 10.92.0.x), formed once
+# per run like the pair above; each measurement restarts its daemons with `workers = W`.
+
+SCALING_DIR=''
+scaling_setup() {
+	local i ns
+	# A second underlay for the 3-host part only, so the 2-host numbers keep their plain veth.
+	md_section "Topology (scaling): $H1, $H2, $H3 10.205.0.1-3 on bridge br0 in $UNDERLAY (veth, MTU 1500)"
+	md_ns "$H3"
+	md_ns "$UNDERLAY"
+	ip -n "$UNDERLAY" link add br0 type bridge
+	ip -n "$UNDERLAY" link set br0 up
+	for i in 1 2 3; do
+		ns=${PREFIX}h$i
+		md_veth "$ns" s0 "$UNDERLAY" "h$i"
+		ip -n "$UNDERLAY" link set "h$i" mtu 1500 master br0 up
+		ip -n "$ns" link set s0 mtu 1500 up
+		ip -n "$ns" addr add "10.205.0.$i/24" dev s0
+	done
+	for i in 2 3; do
+		md_wait_until 5 ip netns exec "$H1" ping -c 1 -W 1 "10.205.0.$i" ||
+			md_die "the scaling underlay does not answer pings (h1 -> 10.205.0.$i)"
+	done
+	md_wait_until 5 ip netns exec "$H2" ping -c 1 -W 1 10.205.0.3 ||
+		md_die "the scaling underlay does not answer pings (h2 -> 10.205.0.3)"
+	SCALING_DIR=$WORK/meshd-3
+	md_meshd_mesh_setup "$MESHD" "$SCALING_DIR" 10.205.0 10.92.0 "$H1" "$H2" "$H3"
+	scaling_configure "${SCALING_WORKERS[0]}" # a build without the key fails here, before any measurement
+}
+
+# Sets `workers = W` in the three configs (unless BENCH_NO_WORKERS_KEY=1) and checks meshd accepts them.
+scaling_configure() { # WORKERS
+	local i cfg
+	for i in 1 2 3; do
+		cfg=$SCALING_DIR/h$i.toml
+		[[ $NO_WORKERS_KEY == 1 ]] || md_meshd_set_int "$cfg" workers "$1"
+		# `meshd pubkey` loads the config: a build that rejects it fails here, not after 30 s of waiting.
+		"$MESHD" pubkey --config "$cfg" >/dev/null 2>"$SCALING_DIR/h$i-check.log" || {
+			cat "$SCALING_DIR/h$i-check.log" >&2
+			md_die "meshd rejects $cfg (a build without the \`workers\` key? BENCH_NO_WORKERS_KEY=1 leaves it out)"
+		}
+	done
+}
+
+scaling_up() { # WORKERS
+	scaling_configure "$1"
+	MD_MESH_PIDS=()
+	md_meshd_mesh_up "$MESHD" "$SCALING_DIR" 10.92.0 "$H1" "$H2" "$H3"
+	DAEMON_PIDS=("${MD_MESH_PIDS[@]}")
+}
+
+json_sum() { # FIELD FILE... -> sum of end.sum_received.FIELD over the files, or "nan"
+	python3 -c '
+import json, sys
+try:
+    print(sum(json.load(open(f))["end"]["sum_received"][sys.argv[1]] for f in sys.argv[2:]))
+except Exception:
+    print("nan")' "$@"
+}
+
+# Prints and records "round workers gbps cpu_s_per_gb": 2 flows h2 -> h1 and 2 flows h3 -> h1 at once.
+measure_scaling() { # ROUND WORKERS DAEMON_PID...
+	local round=$1 w=$2 c0 c1 i bps bytes cpu_per_gb
+	shift 2
+	local -a pids=("$@") servers=() clients=() files=()
+	for i in 0 1; do
+		md_spawn "$H1" "$WORK/scaling-server-$i.log" iperf3 -s -1 -B 10.92.0.1 -p "${SCALING_PORTS[i]}"
+		servers+=("$MD_LAST_PID")
+	done
+	for i in 0 1; do
+		md_wait_tcp_listen "$H1" "${SCALING_PORTS[i]}" || md_warn "scaling: iperf3 server on port ${SCALING_PORTS[i]} did not start"
+	done
+	c0=$(md_cpu_ticks "${pids[@]}")
+	for i in 0 1; do # the clients in h2 and h3, started together
+		files+=("$WORK/scaling-w$w-h$((i + 2)).json")
+		md_spawn "${PREFIX}h$((i + 2))" "${files[i]}" iperf3 -c 10.92.0.1 -p "${SCALING_PORTS[i]}" -t "$SECS" -P 2 -J
+		clients+=("$MD_LAST_PID")
+	done
+	for i in 0 1; do
+		wait "${clients[i]}" || md_warn "scaling, workers=$w: iperf3 from h$((i + 2)) failed (see ${files[i]})"
+	done
+	c1=$(md_cpu_ticks "${pids[@]}")
+	for i in 0 1; do md_stop "${servers[i]}" 2; done
+	bps=$(json_sum bits_per_second "${files[@]}")
+	bytes=$(json_sum bytes "${files[@]}")
+	cpu_per_gb=$(cpu_s_per_gb "$c0" "$c1" "$bytes")
+	printf '%s\t%s\t%s\t%s\n' "$round" "$w" "$bps" "$cpu_per_gb" >>"$SCALING_RESULTS"
+	python3 -c 'import sys
+r, w, b, cpu = sys.argv[1:]
+print(f"    round {r}  meshd  3 hosts, 4 flows, workers={w}  gbps={float(b) / 1e9:.3f}  cpu_s_per_gb={cpu}")' \
+		"$round" "$w" "$bps" "$cpu_per_gb"
 }
 
 # -------------------------------------------------------------------------------------------------
@@ -239,9 +358,15 @@ daemons_down() {
 # -------------------------------------------------------------------------------------------------
 [[ $SKIP_MESHD == 1 ]] || meshd_setup
 [[ $SKIP_TINC == 1 ]] || tinc_setup
+[[ $SKIP_SCALING == 1 ]] || scaling_setup
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 md_section "Measuring: $ROUNDS round(s), iperf3 ${SECS}s per run (1 flow and -P 4), ping -c 100 -i 0.01"
+if [[ $SKIP_SCALING != 1 ]]; then
+	md_info "then meshd on 3 hosts, 4 flows at once (h2 -P 2 and h3 -P 2 -> h1), workers = ${SCALING_WORKERS[*]}"
+	[[ $NO_WORKERS_KEY != 1 ]] ||
+		md_warn "BENCH_NO_WORKERS_KEY=1: \`workers\` is not set, so every scaling run uses the build's default"
+fi
 for ((r = 1; r <= ROUNDS; r++)); do
 	measure "$r" raw 10.202.0.2
 	if [[ $SKIP_MESHD != 1 ]]; then
@@ -253,6 +378,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		tinc_up
 		measure "$r" tinc 10.91.0.2 "${DAEMON_PIDS[@]}"
 		daemons_down
+	fi
+	if [[ $SKIP_SCALING != 1 ]]; then
+		for w in "${SCALING_WORKERS[@]}"; do
+			scaling_up "$w"
+			measure_scaling "$r" "$w" "${DAEMON_PIDS[@]}"
+			daemons_down
+		done
 	fi
 done
 
@@ -276,14 +408,18 @@ cmd="sudo scripts/bench.sh"
 env_note="SECS=$SECS"
 [[ $SKIP_MESHD == 1 ]] && env_note+=", BENCH_SKIP_MESHD=1"
 [[ $SKIP_TINC == 1 ]] && env_note+=", BENCH_SKIP_TINC=1"
+[[ ${BENCH_SKIP_SCALING:-0} == 1 ]] && env_note+=", BENCH_SKIP_SCALING=1"
+[[ $SKIP_SCALING != 1 && $NO_WORKERS_KEY == 1 ]] && env_note+=", BENCH_NO_WORKERS_KEY=1"
 
 md_section "Summary (medians of $ROUNDS round(s))"
 python3 - "$RESULTS" "$OUT" "$ROUNDS" "$cmd" "$env_note" "$(nproc)" "${cpu_model:-unknown CPU}" \
 	"$(uname -r)" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$meshd_version" "$tinc_version" \
-	"$(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $2 }')" "$LOAD_AT_START" <<'PY'
+	"$(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $2 }')" "$LOAD_AT_START" \
+	"$SCALING_RESULTS" "$SECS" "$NO_WORKERS_KEY" <<'PY'
 import math, os, re, statistics, sys
 
-results, out, rounds, cmd, env_note, ncpu, cpu_model, kernel, date, meshd_v, tinc_v, iperf_v, load = sys.argv[1:]
+(results, out, rounds, cmd, env_note, ncpu, cpu_model, kernel, date, meshd_v, tinc_v, iperf_v, load,
+ scaling_results, secs, no_workers_key) = sys.argv[1:]
 
 def num(s):
     try:
@@ -344,6 +480,45 @@ if ratios:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Throughput ratios above 1 and RTT or CPU ratios below 1 favour meshd.")
+
+# Scaling: rows "round workers bps cpu_s_per_gb".
+srows = [line.rstrip("\n").split("\t") for line in open(scaling_results) if line.strip()]
+workers = sorted({int(r[1]) for r in srows})
+
+def smedian(w, idx, scale):
+    vals = [num(r[idx]) for r in srows if int(r[1]) == w]
+    vals = [v * scale for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+smed = {w: (smedian(w, 2, 1e-9), smedian(w, 3, 1)) for w in workers}
+sfmt = lambda v, f: "-" if v is None else f.format(v)
+wlabel = lambda w: f"meshd, {w} worker" + ("" if w == 1 else "s")
+if srows:
+    lines.append("")
+    lines.append("#### 4 flows between 3 hosts (h2, h3 -> h1)")
+    lines.append("")
+    lines.append(f"Three network namespaces on a Linux bridge underlay (its own namespace, veth ports, MTU 1500), one "
+                 f"meshd network of three nodes; for each worker count the daemons restart with `workers = N` in all "
+                 f"three configs, then iperf3 -P 2 from h2 and iperf3 -P 2 from h3 run at once ({secs} s) to two servers "
+                 f"on h1. Gbit/s = sum of both clients' received rates; CPU = user+system seconds of the three daemons "
+                 f"during the flows, per GB received.")
+    if no_workers_key == "1":
+        lines.append("")
+        lines.append("**`workers` was not set (BENCH_NO_WORKERS_KEY=1, a meshd build without the key): every row ran "
+                     "with the build's default, so the rows differ only by noise.**")
+    lines.append("")
+    lines.append("| system | TCP 4 flows Gbit/s | daemon CPU s per GB |")
+    lines.append("|---|---:|---:|")
+    for w in workers:
+        g, c = smed[w]
+        lines.append(f"| {wlabel(w)} | {sfmt(g, '{:.3f}')} | {sfmt(c, '{:.1f}')} |")
+    if 1 in smed and 2 in smed:
+        cells = []
+        for k in (0, 1):
+            x, y = smed[2][k], smed[1][k]
+            cells.append("-" if x is None or not y else f"{x / y:.2f}")
+        lines.append(f"| ratio 2 workers / 1 worker | {cells[0]} | {cells[1]} |")
+
 lines.append("")
 lines.append("<details><summary>Every round</summary>")
 lines.append("")
@@ -352,6 +527,13 @@ lines.append("|---:|---|---:|---:|---:|---:|")
 for r in rows:
     g = lambda v: "-" if num(v) is None else f"{num(v) / 1e9:.3f}"
     lines.append(f"| {r[0]} | {r[1]} | {g(r[2])} | {g(r[3])} | {r[4]} | {r[5]} |")
+if srows:
+    lines.append("")
+    lines.append("| round | 4 flows between 3 hosts | TCP 4 flows Gbit/s | CPU s per GB |")
+    lines.append("|---:|---|---:|---:|")
+    for r in srows:
+        g = "-" if num(r[2]) is None else f"{num(r[2]) / 1e9:.3f}"
+        lines.append(f"| {r[0]} | {wlabel(int(r[1]))} | {g} | {r[3]} |")
 lines.append("")
 lines.append("</details>")
 lines.append("<!-- bench.sh:end -->")

@@ -247,12 +247,21 @@ md_cpu_ticks() {
 
 # md_meshd_set CONFIG KEY VALUE: sets a top-level string key in a config written by `meshd init`
 # (replacing the line when present, else inserting it before the first [table]).
-md_meshd_set() {
+md_meshd_set() { md__meshd_set str "$@"; }
+
+# md_meshd_set_int CONFIG KEY N: the same for an integer key, written bare (`key = N`) as TOML
+# wants integers; md_meshd_set would write the string "N", which meshd rejects for such a key.
+md_meshd_set_int() {
+	[[ $3 =~ ^(0|-?[1-9][0-9]*)$ ]] || md_die "md_meshd_set_int: '$3' is not an integer (key $2 in $1)"
+	md__meshd_set int "$@"
+}
+
+md__meshd_set() { # str|int CONFIG KEY VALUE
 	python3 - "$@" <<'PY'
 import json, re, sys
-path, key, value = sys.argv[1:]
+kind, path, key, value = sys.argv[1:]
 lines = open(path).read().splitlines(keepends=True)
-line = f"{key} = {json.dumps(value)}\n"
+line = f"{key} = {value if kind == 'int' else json.dumps(value)}\n"
 pat = re.compile(rf"^\s*#?\s*{re.escape(key)}\s*=")
 for i, l in enumerate(lines):
     if l.lstrip().startswith("["):
@@ -312,67 +321,91 @@ md_meshd_wait_formed() {
 	md_wait_until "$4" md__formed "$1" "$2" "$3"
 }
 
-# md_meshd_pair_setup MESHD DIR NS1 NS2 NET: the operator's way to a two-host mesh for the
-# measurement scripts. `meshd init` founds the network on h1 (underlay NET.1, overlay address
-# 10.x from the caller's configs), h1's daemon runs while `meshd invite` makes a token and
-# `meshd join` inside NS2 writes h2's config; then h1's setup daemon stops. Configs are
-# DIR/h1.toml and DIR/h2.toml, with control sockets in DIR and logging at warn level.
-# Overlay addresses: MD_PAIR_OVERLAY (default 10.90.0) .1 and .2, /24.
-md_meshd_pair_setup() {
-	local meshd=$1 dir=$2 ns1=$3 ns2=$4 net=$5 overlay=${MD_PAIR_OVERLAY:-10.90.0} pid token i
+# md_meshd_mesh_setup MESHD DIR NET OVERLAY NS1 NS2 [NS...]: the operator's way to a mesh of hosts
+# for the measurement scripts. Node I (counting the namespaces from 1) is named hI, listens on
+# NET.I:6655 and has the TAP address OVERLAY.I/24 (`address` mode). `meshd init` founds the network
+# on h1, h1's daemon runs while, for each other node, `meshd invite` makes a token and `meshd join`
+# inside that node's namespace writes its config; then h1's setup daemon stops. Configs are
+# DIR/hI.toml, with control sockets in DIR and logging at warn level.
+md_meshd_mesh_setup() {
+	local meshd=$1 dir=$2 net=$3 overlay=$4 pid token i others=''
+	shift 4
+	local -a nss=("$@")
+	for ((i = 2; i <= ${#nss[@]}; i++)); do others+=" h$i"; done
 	mkdir -p "$dir"
-	md_info "meshd init on h1 (founds the network), invite h2 on h1, meshd join inside h2"
+	md_info "meshd init on h1 (founds the network); for$others in turn: meshd invite on h1, meshd join inside it"
 	"$meshd" init --config "$dir/h1.toml" --name h1 --listen "$net.1:6655" \
 		--address "$overlay.1/24" >/dev/null 2>"$dir/h1-init.log" || {
 		cat "$dir/h1-init.log" >&2
 		md_die "meshd init failed on h1"
 	}
-	md__pair_configure "$dir" 1
+	md__mesh_configure "$dir" 1
 	# `meshd join` makes a round trip to the inviter's running daemon.
-	md_spawn "$ns1" "$dir/h1-setup.log" "$meshd" --config "$dir/h1.toml"
+	md_spawn "${nss[0]}" "$dir/h1-setup.log" "$meshd" --config "$dir/h1.toml"
 	pid=$MD_LAST_PID
 	md_wait_until 15 "$meshd" status --config "$dir/h1.toml" || {
 		tail -n 20 "$dir/h1-setup.log" >&2
 		md_die "meshd h1 does not answer \`meshd status\` after 15 s"
 	}
-	token=$("$meshd" invite --config "$dir/h1.toml" --name h2 --expires 10m 2>"$dir/h2-invite.log") || {
-		cat "$dir/h2-invite.log" >&2
-		md_die "meshd invite failed on h1"
-	}
-	ip netns exec "$ns2" "$meshd" join --config "$dir/h2.toml" --name h2 --listen "$net.2:6655" \
-		--address "$overlay.2/24" "$token" >/dev/null 2>"$dir/h2-join.log" || {
-		cat "$dir/h2-join.log" >&2
-		tail -n 20 "$dir/h1-setup.log" >&2
-		md_die "meshd join failed on h2"
-	}
-	md__pair_configure "$dir" 2
+	for ((i = 2; i <= ${#nss[@]}; i++)); do
+		token=$("$meshd" invite --config "$dir/h1.toml" --name "h$i" --expires 10m 2>"$dir/h$i-invite.log") || {
+			cat "$dir/h$i-invite.log" >&2
+			md_die "meshd invite failed on h1 (for h$i)"
+		}
+		ip netns exec "${nss[i - 1]}" "$meshd" join --config "$dir/h$i.toml" --name "h$i" --listen "$net.$i:6655" \
+			--address "$overlay.$i/24" "$token" >/dev/null 2>"$dir/h$i-join.log" || {
+			cat "$dir/h$i-join.log" >&2
+			tail -n 20 "$dir/h1-setup.log" >&2
+			md_die "meshd join failed on h$i"
+		}
+		md__mesh_configure "$dir" "$i"
+	done
 	md_stop "$pid" 5
 }
 
-md__pair_configure() { # DIR I: top-level keys, so above the first [table]
+md__mesh_configure() { # DIR I: top-level keys, so above the first [table]
 	md_meshd_set "$1/h$2.toml" control_socket "$1/h$2.sock"
 	md_meshd_set "$1/h$2.toml" log_level warn
 }
 
-# md_meshd_pair_up MESHD DIR NS1 NS2: starts both daemons of a pair made by md_meshd_pair_setup,
-# appends their pids to MD_PAIR_PIDS, and waits until each lists the other as an alive member
-# with a session up and the overlay answers a ping.
-md_meshd_pair_up() {
-	local meshd=$1 dir=$2 ns i overlay=${MD_PAIR_OVERLAY:-10.90.0}
+# md_meshd_mesh_up MESHD DIR OVERLAY NS1 NS2 [NS...]: starts the daemons of a mesh made by
+# md_meshd_mesh_setup, appends their pids to MD_MESH_PIDS, and waits until each lists every other
+# node as an alive member with a session up and h1 reaches every other node's overlay address.
+declare -a MD_MESH_PIDS=()
+md_meshd_mesh_up() {
+	local meshd=$1 dir=$2 overlay=$3 ns i n
+	shift 3
+	n=$#
 	i=1
-	for ns in "$3" "$4"; do
+	for ns in "$@"; do
 		md_spawn "$ns" "$dir/h$i.log" "$meshd" --config "$dir/h$i.toml"
-		MD_PAIR_PIDS+=("$MD_LAST_PID")
+		MD_MESH_PIDS+=("$MD_LAST_PID")
 		i=$((i + 1))
 	done
-	for i in 1 2; do
-		md_meshd_wait_formed "$meshd" "$dir/h$i.toml" 1 30 || {
+	for ((i = 1; i <= n; i++)); do
+		md_meshd_wait_formed "$meshd" "$dir/h$i.toml" $((n - 1)) 30 || {
 			tail -n 20 "$dir/h$i.log" >&2
-			md_die "meshd h$i: the other node is not an alive member with a session up after 30 s" \
-				"(alive, up: $(md_meshd_formed "$meshd" "$dir/h$i.toml" || echo '?'))"
+			md_die "meshd h$i: not every other node is an alive member with a session up after 30 s" \
+				"(alive, up: $(md_meshd_formed "$meshd" "$dir/h$i.toml" || echo '?'); expected $((n - 1)) each)"
 		}
 	done
-	md_wait_until 10 ip netns exec "$3" ping -c 1 -W 1 "$overlay.2" || md_die "meshd: $overlay.2 does not answer"
+	for ((i = 2; i <= n; i++)); do
+		md_wait_until 10 ip netns exec "$1" ping -c 1 -W 1 "$overlay.$i" || md_die "meshd: $overlay.$i does not answer"
+	done
+}
+
+# md_meshd_pair_setup MESHD DIR NS1 NS2 NET: md_meshd_mesh_setup for two hosts, with the overlay
+# addresses MD_PAIR_OVERLAY (default 10.90.0) .1 and .2, /24.
+md_meshd_pair_setup() {
+	md_meshd_mesh_setup "$1" "$2" "$5" "${MD_PAIR_OVERLAY:-10.90.0}" "$3" "$4"
+}
+
+# md_meshd_pair_up MESHD DIR NS1 NS2: md_meshd_mesh_up for a pair made by md_meshd_pair_setup;
+# appends the two daemons' pids to MD_PAIR_PIDS.
+md_meshd_pair_up() {
+	MD_MESH_PIDS=()
+	md_meshd_mesh_up "$1" "$2" "${MD_PAIR_OVERLAY:-10.90.0}" "$3" "$4"
+	MD_PAIR_PIDS+=("${MD_MESH_PIDS[@]}")
 }
 
 # md_run_cleanup STATUS WORK PREFIX [PID...]: the end of a measurement script's EXIT trap. Stops
