@@ -31,6 +31,10 @@ pub const MIN_TAP_MTU: u16 = 1280;
 /// Largest TAP MTU accepted: jumbo frames.
 pub const MAX_TAP_MTU: u16 = 9000;
 
+/// Most data-path workers `workers` may ask for (and what "one per CPU" is capped at): past a
+/// handful, the shared node's lock and the kernel's queues gain nothing.
+pub const MAX_WORKERS: usize = 16;
+
 /// A loaded, validated node configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,6 +46,9 @@ pub struct Config {
     pub control_group: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     pub log_level: Option<String>,
+    /// Data-path workers, each with its own TAP queue and UDP socket; `None` means one per CPU
+    /// this process may run on (at most [`MAX_WORKERS`]).
+    pub workers: Option<usize>,
     pub interface: InterfaceConfig,
     pub switch: SwitchConfig,
     pub peers: Vec<PeerConfig>,
@@ -174,6 +181,7 @@ struct RawConfig {
     metrics_listen: Option<SocketAddr>,
     #[serde(default, deserialize_with = "de_log_level")]
     log_level: Option<String>,
+    workers: Option<Spanned<usize>>,
     interface: Option<RawInterface>,
     switch: Option<RawSwitch>,
     #[serde(default)]
@@ -368,6 +376,19 @@ impl Config {
             None => DEFAULT_TAP_MTU,
         };
 
+        let workers = match raw.workers {
+            Some(w) if *w.get_ref() > MAX_WORKERS => {
+                return Err(at(
+                    w.span(),
+                    Some("workers"),
+                    format!("must be from 0 (one per CPU) to {MAX_WORKERS}"),
+                ))
+            }
+            Some(w) if *w.get_ref() == 0 => None,
+            Some(w) => Some(w.into_inner()),
+            None => None,
+        };
+
         let sw = raw.switch.unwrap_or_default();
         let fdb_max_entries = match sw.fdb_max_entries {
             Some(n) if !(16..=1_000_000).contains(n.get_ref()) => {
@@ -465,6 +486,7 @@ impl Config {
             control_group: raw.control_group,
             metrics_listen: raw.metrics_listen,
             log_level: raw.log_level,
+            workers,
             interface: InterfaceConfig {
                 name: iface.name.unwrap_or_else(|| DEFAULT_INTERFACE.to_string()),
                 bridge: iface.bridge,
@@ -655,6 +677,7 @@ mod tests {
         assert_eq!(c.control_socket, PathBuf::from("/run/meshd/h1.sock"));
         assert_eq!(c.interface.name, "meshd0");
         assert_eq!(c.interface.mtu, DEFAULT_TAP_MTU);
+        assert_eq!(c.workers, None, "one worker per CPU by default");
         assert!(c.interface.offload, "offloads are on by default");
         assert_eq!(c.switch.fdb_max_entries, 8192);
         assert_eq!(c.switch.fdb_ageing, Duration::from_secs(300));
@@ -664,13 +687,20 @@ mod tests {
     #[test]
     fn full_config_parses() {
         let text = format!(
-            "{}listen = \"10.201.0.1:6655\"\ncontrol_socket = \"/tmp/x.sock\"\n[interface]\nbridge = \"br0\"\nmtu = 1400\noffload = false\n[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\nendpoint = \"10.201.0.2:6655\"\n",
+            "{}listen = \"10.201.0.1:6655\"\ncontrol_socket = \"/tmp/x.sock\"\nworkers = 3\n[interface]\nbridge = \"br0\"\nmtu = 1400\noffload = false\n[[peers]]\nname = \"h2\"\npublic_key = \"{KEY}\"\nendpoint = \"10.201.0.2:6655\"\n",
             minimal()
         );
         let c = parse(&text).unwrap();
         assert_eq!(c.interface.bridge.as_deref(), Some("br0"));
         assert_eq!(c.interface.mtu, 1400);
         assert!(!c.interface.offload);
+        assert_eq!(c.workers, Some(3));
+        assert_eq!(
+            parse(&format!("{}workers = 0\n", minimal()))
+                .unwrap()
+                .workers,
+            None
+        );
         assert_eq!(c.peers.len(), 1);
         assert_eq!(c.peers[0].public_key.to_string(), KEY);
         assert_eq!(
@@ -721,6 +751,13 @@ mod tests {
     fn out_of_range_values_rejected() {
         let e = err(&format!("{}[interface]\nmtu = 100\n", minimal()));
         assert!(e.contains(":5:") && e.contains("interface.mtu"), "{e}");
+        let e = err(&format!("{}workers = 99\n", minimal()));
+        assert!(
+            e.contains(":4:") && e.contains("`workers`") && e.contains("16"),
+            "{e}"
+        );
+        let e = err(&format!("{}workers = \"two\"\n", minimal()));
+        assert!(e.contains(":4:") && e.contains("workers"), "{e}");
         let e = err(&format!("{}[switch]\nfdb_ageing_secs = 1\n", minimal()));
         assert!(e.contains("fdb_ageing_secs"), "{e}");
         let e = err(&format!(

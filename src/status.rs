@@ -24,6 +24,9 @@ pub struct NodeStatus {
     pub public_key: String,
     pub listen: String,
     pub interface: InterfaceStatus,
+    /// Data-path workers (threads, each with a TAP queue and a UDP socket).
+    #[serde(default)]
+    pub workers: usize,
     pub uptime_secs: u64,
     /// The network id.
     #[serde(default)]
@@ -67,8 +70,10 @@ impl NodeStatus {
         let offload = if self.interface.offload { "on" } else { "off" };
         let _ = writeln!(
             out,
-            "interface  {iface}, mtu {}, offloads {offload}",
-            self.interface.mtu
+            "interface  {iface}, mtu {}, offloads {offload}, {} worker{}",
+            self.interface.mtu,
+            self.workers,
+            if self.workers == 1 { "" } else { "s" }
         );
         let _ = writeln!(out, "uptime     {}s", self.uptime_secs);
         let _ = writeln!(out, "network    {}", self.network);
@@ -158,6 +163,7 @@ impl NodeStatus {
                 mtu: 1402,
                 offload: true,
             },
+            workers: 2,
             uptime_secs: 5,
             network: "NET".into(),
             certificate_expires: 1_800_000_000,
@@ -208,7 +214,7 @@ mod tests {
         assert!(t.contains("1 of 1 up"), "{t}");
         assert!(t.contains("1 of 1 alive"), "{t}");
         assert!(t.contains("network    NET"), "{t}");
-        assert!(t.contains("mtu 1402, offloads on"), "{t}");
+        assert!(t.contains("mtu 1402, offloads on, 2 workers"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("02:00:00:00:00:01  h2"), "{t}");
         assert!(

@@ -32,7 +32,8 @@ pub use keys::{PublicKey, StaticSecret, KEY_LEN};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
 pub use rng::CoreRng;
 pub use session::{
-    RecvKey, SendKey, NONCE_LEN, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES, TAG_LEN,
+    Opener, RecvKey, Sealer, SendKey, NONCE_LEN, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES,
+    TAG_LEN,
 };
 pub use sign::{NetworkId, NetworkSecret, SigningKey, SigningPublicKey, SIGNATURE_LEN};
 

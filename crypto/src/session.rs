@@ -1,6 +1,7 @@
 //! Data-path encryption: one ChaCha20-Poly1305 key per direction, sealing and opening in place.
 //!
-//! Owns [`SendKey`] (key plus the next message counter) and [`RecvKey`]. The 96-bit nonce is
+//! Owns [`SendKey`] (key plus the next message counter) and [`RecvKey`], and the shareable
+//! [`Sealer`] and [`Opener`] handles that let another thread seal or open with a session's keys. The 96-bit nonce is
 //! four zero bytes followed by the 64-bit counter in little-endian order, so a counter is used
 //! at most once per key as long as callers seal only counters handed out by
 //! [`SendKey::next_counter`]. Invariants: the send counter never passes
@@ -10,6 +11,7 @@
 //! then record the counter in a [`crate::ReplayWindow`].
 
 use core::fmt;
+use std::sync::Arc;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::Zeroize;
@@ -47,17 +49,82 @@ fn load_key(mut raw: [u8; 32]) -> LessSafeKey {
 
 /// The sending half of a session: a key and the count of counters handed out.
 pub struct SendKey {
-    key: LessSafeKey,
+    key: Sealer,
     next: u64,
+}
+
+/// A shareable handle on a session's sending key, able to seal but not to hand out counters, so
+/// sealing can run on another thread than the one that owns the session: the owner hands out a
+/// counter with [`SendKey::next_counter`], and whoever holds the sealer uses it once.
+#[derive(Clone)]
+pub struct Sealer(Arc<LessSafeKey>);
+
+impl Sealer {
+    /// Encrypts `in_out` in place under `counter` (handed out by [`SendKey::next_counter`], each
+    /// used once) and authenticates `aad` with it. Returns the tag, which goes right after the
+    /// ciphertext on the wire.
+    pub fn seal_in_place(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), in_out)
+            .map_err(|_| CryptoError::MessageTooLarge)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Whether both handles are the same key.
+    pub fn same_key(&self, other: &Sealer) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// A shareable handle on a session's receiving key, so opening can run outside the lock or thread
+/// that owns the session (and its replay window).
+#[derive(Clone)]
+pub struct Opener(Arc<LessSafeKey>);
+
+impl Opener {
+    /// Authenticates and decrypts `in_out_with_tag` (ciphertext then tag) in place, returning
+    /// the plaintext prefix. On failure the buffer's contents are unspecified and must be
+    /// dropped.
+    pub fn open_in_place<'a>(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        in_out_with_tag: &'a mut [u8],
+    ) -> Result<&'a mut [u8], CryptoError> {
+        if counter >= REJECT_AFTER_MESSAGES || in_out_with_tag.len() < TAG_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        self.0
+            .open_in_place(nonce(counter), Aad::from(aad), in_out_with_tag)
+            .map_err(|_| CryptoError::Decrypt)
+    }
+
+    /// Whether both handles are the same key.
+    pub fn same_key(&self, other: &Opener) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl SendKey {
     /// Loads `raw` (wiping this copy of it) with the counter at zero.
     pub fn new(raw: [u8; 32]) -> Self {
         SendKey {
-            key: load_key(raw),
+            key: Sealer(Arc::new(load_key(raw))),
             next: 0,
         }
+    }
+
+    /// A handle that seals with this key, for sealing away from the session's owner.
+    pub fn sealer(&self) -> Sealer {
+        self.key.clone()
     }
 
     /// Hands out the next unused counter; fails once [`REJECT_AFTER_MESSAGES`] are used.
@@ -84,25 +151,26 @@ impl SendKey {
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], CryptoError> {
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), in_out)
-            .map_err(|_| CryptoError::MessageTooLarge)?;
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(tag.as_ref());
-        Ok(out)
+        self.key.seal_in_place(counter, aad, in_out)
     }
 }
 
 /// The receiving half of a session.
 pub struct RecvKey {
-    key: LessSafeKey,
+    key: Opener,
 }
 
 impl RecvKey {
     /// Loads `raw`, wiping this copy of it.
     pub fn new(raw: [u8; 32]) -> Self {
-        RecvKey { key: load_key(raw) }
+        RecvKey {
+            key: Opener(Arc::new(load_key(raw))),
+        }
+    }
+
+    /// A handle that opens with this key, for opening away from the session's owner.
+    pub fn opener(&self) -> Opener {
+        self.key.clone()
     }
 
     /// Authenticates and decrypts `in_out_with_tag` (ciphertext then tag) in place, returning
@@ -114,12 +182,7 @@ impl RecvKey {
         aad: &[u8],
         in_out_with_tag: &'a mut [u8],
     ) -> Result<&'a mut [u8], CryptoError> {
-        if counter >= REJECT_AFTER_MESSAGES || in_out_with_tag.len() < TAG_LEN {
-            return Err(CryptoError::Decrypt);
-        }
-        self.key
-            .open_in_place(nonce(counter), Aad::from(aad), in_out_with_tag)
-            .map_err(|_| CryptoError::Decrypt)
+        self.key.open_in_place(counter, aad, in_out_with_tag)
     }
 }
 

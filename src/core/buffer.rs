@@ -71,17 +71,26 @@ impl PacketBuf {
 
     /// Frames the current frame as a datagram: `fill` gets the header room (`HEADROOM` bytes), the
     /// frame, and the tag room (`TAILROOM` bytes), and the packet then spans all three.
-    pub(crate) fn seal_with<E>(
+    pub(crate) fn seal_with<T, E>(
         &mut self,
-        fill: impl FnOnce(&mut [u8], &mut [u8], &mut [u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+        fill: impl FnOnce(&mut [u8], &mut [u8], &mut [u8]) -> Result<T, E>,
+    ) -> Result<T, E> {
         debug_assert_eq!(self.start, HEADROOM, "sealing a buffer twice");
         let (head, rest) = self.storage.split_at_mut(HEADROOM);
         let (frame, tail) = rest.split_at_mut(self.end - HEADROOM);
-        fill(head, frame, &mut tail[..TAILROOM])?;
+        let filled = fill(head, frame, &mut tail[..TAILROOM])?;
         self.start = 0;
         self.end += TAILROOM;
-        Ok(())
+        Ok(filled)
+    }
+
+    /// The header, payload and tag areas of a packet framed by `seal_with`, for sealing it later
+    /// (in place, on another thread than the one that framed it).
+    pub(crate) fn sealed_parts_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        debug_assert_eq!(self.start, 0, "only a framed datagram has its parts");
+        let (head, rest) = self.storage[..self.end].split_at_mut(HEADROOM);
+        let (body, tail) = rest.split_at_mut(rest.len() - TAILROOM);
+        (head, body, tail)
     }
 }
 
@@ -132,7 +141,7 @@ mod tests {
         let mut b = PacketBuf::new(100);
         b.copy_frame_from(&[1, 2, 3]);
         assert_eq!(b.bytes(), &[1, 2, 3]);
-        b.seal_with::<()>(|h, f, t| {
+        b.seal_with::<(), ()>(|h, f, t| {
             assert_eq!((h.len(), f.len(), t.len()), (HEADROOM, 3, TAILROOM));
             h.fill(9);
             t.fill(7);

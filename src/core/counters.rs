@@ -70,6 +70,9 @@ counters! {
     tx_no_session,
     /// Frames to a peer whose session ran out of message counters.
     tx_counter_exhausted,
+    /// Datagrams a worker failed to seal after the node framed them (never expected: the AEAD
+    /// refuses only messages far larger than a datagram).
+    tx_seal_failed,
     /// Frames received from a peer and delivered to the TAP.
     frames_to_tap,
     /// Frames read from the TAP and sent to at least one peer.

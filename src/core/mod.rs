@@ -17,4 +17,6 @@ pub mod toobig;
 
 pub use buffer::{BufferPool, PacketBuf};
 pub use counters::Counters;
-pub use node::{CoreStatus, Node, NodeConfig, PeerSpec, Received, Transmit};
+pub use node::{
+    CoreStatus, DeferredTransmit, Inbound, Node, NodeConfig, OpenJob, PeerSpec, Received, Transmit,
+};

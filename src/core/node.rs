@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use meshd_crypto::{
     compute_mac1, mac1_key, respond, verify_mac1, CertError, Certificate, CoreRng, CryptoError,
-    Initiator, NetworkId, NetworkSecret, PublicKey, StaticSecret, REKEY_AFTER_MESSAGES,
+    Initiator, NetworkId, NetworkSecret, Opener, PublicKey, Sealer, StaticSecret,
+    REKEY_AFTER_MESSAGES,
 };
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,75 @@ pub struct Transmit {
     pub packet: PacketBuf,
 }
 
+/// A datagram to send whose payload may still have to be encrypted: its header is written and its
+/// counter reserved by the node, and [`DeferredTransmit::seal`] finishes it. This is how workers
+/// that share one node seal outside the node's lock, in parallel. The packet is private until
+/// sealed, so plaintext cannot leave by mistake.
+pub struct DeferredTransmit {
+    destination: SocketAddr,
+    packet: PacketBuf,
+    seal: Option<(Sealer, u64)>,
+}
+
+impl DeferredTransmit {
+    /// Encrypts the payload in place (when it still needs it) and hands the datagram out. `lane`
+    /// goes into the data header's lane byte (the sending worker, a steering hint for receivers
+    /// with several workers) before sealing, since the header is authenticated. On failure the
+    /// buffer comes back for recycling.
+    pub fn seal(self, lane: u8) -> Result<Transmit, PacketBuf> {
+        let DeferredTransmit {
+            destination,
+            mut packet,
+            seal,
+        } = self;
+        if let Some((sealer, counter)) = seal {
+            let (head, body, tail) = packet.sealed_parts_mut();
+            crate::wire::set_lane(head, lane);
+            match sealer.seal_in_place(counter, head, body) {
+                Ok(tag) => tail.copy_from_slice(&tag),
+                Err(_) => return Err(packet),
+            }
+        }
+        Ok(Transmit {
+            destination,
+            packet,
+        })
+    }
+}
+
+/// What the first, cheap half of receiving a datagram decided (see [`Node::begin_datagram`]).
+pub enum Inbound {
+    /// Fully handled (anything but data, or data refused before decryption).
+    Done(Received),
+    /// A data message for a known session: open it with [`OpenJob::open`], then hand it to
+    /// [`Node::finish_datagram`].
+    Open(OpenJob),
+}
+
+/// A data message that passed every check short of decryption, with the key to open it.
+pub struct OpenJob {
+    from: SocketAddr,
+    opener: Opener,
+    index: u32,
+    counter: u64,
+    kind: PayloadKind,
+    /// The plaintext's length once opened; `None` until then, or when authentication failed.
+    plain_len: Option<usize>,
+}
+
+impl OpenJob {
+    /// Authenticates and decrypts `datagram` (the same bytes given to `begin_datagram`) in place.
+    /// Needs no access to the node, so it runs outside any lock on it.
+    pub fn open(&mut self, datagram: &mut [u8]) {
+        let (header, body) = datagram.split_at_mut(DATA_HEADER_LEN);
+        self.plain_len = self
+            .opener
+            .open_in_place(self.counter, header, body)
+            .ok()
+            .map(|plain| plain.len());
+    }
+}
+
 /// Where a datagram came from: straight from an address, or out of a relay envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -238,7 +308,9 @@ pub struct Node {
     by_index: IndexMap,
     fdb: Fdb,
     limiter: HandshakeLimiter,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<DeferredTransmit>,
+    /// Whether datagrams on direct routes leave the node unsealed, for the caller to seal.
+    defer_sealing: bool,
     pool: BufferPool,
     /// Largest Ethernet frame delivered to the TAP.
     max_frame: usize,
@@ -324,6 +396,7 @@ impl Node {
             fdb: Fdb::new(config.fdb),
             limiter: HandshakeLimiter::new(config.now),
             transmits: VecDeque::new(),
+            defer_sealing: false,
             // Buffers also carry handshake messages, and either inside a relay envelope.
             pool: BufferPool::new(
                 config.max_frame.max(HANDSHAKE_INIT_MAX_LEN) + RELAY_OVERHEAD,
@@ -537,14 +610,46 @@ impl Node {
         self.pool.give(buf);
     }
 
+    /// The frame capacity of the node's buffers, for callers that keep pools of their own.
+    pub fn buffer_frame_len(&self) -> usize {
+        self.pool.max_frame()
+    }
+
+    /// Idle buffers in the node's pool.
+    pub fn idle_buffers(&self) -> usize {
+        self.pool.idle()
+    }
+
+    /// The next datagram to send, sealed.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        while let Some(deferred) = self.transmits.pop_front() {
+            match deferred.seal(0) {
+                Ok(transmit) => return Some(transmit),
+                Err(packet) => {
+                    self.counters.tx_seal_failed += 1;
+                    self.pool.give(packet);
+                }
+            }
+        }
+        None
+    }
+
+    /// The next datagram to send, possibly still to be sealed by the caller (only when
+    /// [`Node::set_deferred_sealing`] is on). Sealing is what costs; this lets it run outside the
+    /// lock of a node shared by several workers.
+    pub fn poll_deferred_transmit(&mut self) -> Option<DeferredTransmit> {
         self.transmits.pop_front()
     }
 
-    /// The next transmit without taking it, so the io layer can batch equal-sized datagrams to one
-    /// destination into a single segmentation-offload send.
-    pub fn peek_transmit(&self) -> Option<&Transmit> {
-        self.transmits.front()
+    /// Whether data datagrams on direct routes are queued unsealed (see
+    /// [`Node::poll_deferred_transmit`]). Off by default: `poll_transmit` seals either way.
+    pub fn set_deferred_sealing(&mut self, on: bool) {
+        self.defer_sealing = on;
+    }
+
+    /// Counts a datagram whose deferred seal failed (the caller recycles its buffer).
+    pub fn count_seal_failure(&mut self) {
+        self.counters.tx_seal_failed += 1;
     }
 
     /// Counters, with the switch's own counts folded in.
@@ -848,18 +953,37 @@ impl Node {
             return;
         };
         let plain_len = packet.len() as u64;
+        let defer = self.defer_sealing && matches!(route, Route::Direct(_));
         let sealed = session.send.next_counter().and_then(|counter| {
             let remote = session.remote_index;
             let send = &session.send;
             packet.seal_with(|head, body, tail| {
                 emit_data_header(head, kind, remote, counter);
+                if defer {
+                    return Ok::<Option<(Sealer, u64)>, CryptoError>(Some((
+                        send.sealer(),
+                        counter,
+                    )));
+                }
                 let tag = send.seal_in_place(counter, head, body)?;
                 tail.copy_from_slice(&tag);
-                Ok::<(), CryptoError>(())
+                Ok(None)
             })
         });
         match sealed {
-            Ok(()) => {
+            Ok(Some(seal)) => {
+                peer.tx_bytes += plain_len;
+                peer.last_sent = Some(now);
+                let Route::Direct(destination) = route else {
+                    unreachable!("only direct routes defer sealing")
+                };
+                self.transmits.push_back(DeferredTransmit {
+                    destination,
+                    packet,
+                    seal: Some(seal),
+                });
+            }
+            Ok(None) => {
                 peer.tx_bytes += plain_len;
                 peer.last_sent = Some(now);
                 self.transmit(now, id, route, packet);
@@ -877,9 +1001,10 @@ impl Node {
     fn transmit(&mut self, now: Instant, id: PeerId, route: Route, packet: PacketBuf) {
         let relay = match route {
             Route::Direct(destination) => {
-                self.transmits.push_back(Transmit {
+                self.transmits.push_back(DeferredTransmit {
                     destination,
                     packet,
+                    seal: None,
                 });
                 return;
             }
@@ -938,6 +1063,35 @@ impl Node {
         self.observe(now);
         self.counters.rx_datagrams += 1;
         self.dispatch(now, Origin::Direct(from), datagram)
+    }
+
+    /// The first half of receiving a datagram, for callers that open data messages outside the
+    /// node (workers sharing one node under a lock decrypt in parallel, without it). Everything
+    /// but a data message for a live session is handled here at once; such a message comes back
+    /// as an [`OpenJob`] that passed every cheap check (index, lifetime, replay window). After
+    /// [`OpenJob::open`], [`Node::finish_datagram`] does the rest with the same bytes.
+    pub fn begin_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Inbound {
+        self.observe(now);
+        self.counters.rx_datagrams += 1;
+        if classify(datagram) != Ok(MessageType::Data) {
+            return Inbound::Done(self.dispatch(now, Origin::Direct(from), datagram));
+        }
+        match self.data_job(now, from, datagram) {
+            Ok(job) => Inbound::Open(job),
+            Err(received) => Inbound::Done(received),
+        }
+    }
+
+    /// The second half of [`Node::begin_datagram`]: `datagram` was opened by `job`.
+    pub fn finish_datagram(&mut self, now: Instant, job: OpenJob, datagram: &mut [u8]) -> Received {
+        self.observe(now);
+        let origin = Origin::Direct(job.from);
+        self.data_opened(now, origin, job, datagram)
     }
 
     /// Processes one datagram, received directly or taken out of a relay envelope.
@@ -1023,9 +1177,10 @@ impl Node {
                 info!(%from, reason = reason.as_str(), "refused a join request");
                 let mut packet = self.pool.take();
                 packet.copy_frame_from(&reply);
-                self.transmits.push_back(Transmit {
+                self.transmits.push_back(DeferredTransmit {
                     destination: from,
                     packet,
+                    seal: None,
                 });
             }
             JoinOutcome::Dropped(_) => {}
@@ -1068,13 +1223,82 @@ impl Node {
     }
 
     fn on_data(&mut self, now: Instant, origin: Origin, datagram: &mut [u8]) -> Received {
-        let (index, counter, kind) = match Data::new_checked(&*datagram) {
+        // The address only matters for direct datagrams; `data_opened` takes it from `origin`.
+        let from = direct_address(origin).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut job = match self.data_job(now, from, datagram) {
+            Ok(job) => job,
+            Err(received) => return received,
+        };
+        job.open(datagram);
+        self.data_opened(now, origin, job, datagram)
+    }
+
+    /// The checks of a data message before decryption, cheapest first: its length, a session
+    /// with its index, the session's lifetime, the replay window.
+    fn data_job(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<OpenJob, Received> {
+        let (index, counter, kind) = match Data::new_checked(datagram) {
             Ok(d) => (d.receiver_index(), d.counter(), d.payload_kind()),
             Err(e) => {
                 self.count_wire_error(e);
-                return Received::Nothing;
+                return Err(Received::Nothing);
             }
         };
+        let Some(session) = self.session_by_index(index) else {
+            self.counters.rx_unknown_index += 1;
+            return Err(Received::Nothing);
+        };
+        if session.expired(now) {
+            self.counters.rx_expired_session += 1;
+            return Err(Received::Nothing);
+        }
+        if !session.replay.check(counter) {
+            self.counters.rx_replayed += 1;
+            return Err(Received::Nothing);
+        }
+        Ok(OpenJob {
+            from,
+            opener: session.recv.opener(),
+            index,
+            counter,
+            kind,
+            plain_len: None,
+        })
+    }
+
+    fn session_by_index(&mut self, index: u32) -> Option<&mut Session> {
+        let &id = self.by_index.get(&index)?;
+        let peer = &mut self.peers[id as usize];
+        let slot = peer.slot_of(index)?;
+        peer.session_mut(slot)
+    }
+
+    /// A data message after its decryption was tried: the replay window, then what it carries.
+    fn data_opened(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        job: OpenJob,
+        datagram: &mut [u8],
+    ) -> Received {
+        let OpenJob {
+            index,
+            counter,
+            kind,
+            plain_len,
+            opener,
+            ..
+        } = job;
+        let Some(plain_len) = plain_len else {
+            self.counters.rx_decrypt_failed += 1;
+            return Received::Nothing;
+        };
+        // Between the halves the session may have been replaced (a rekey on another worker) and
+        // its index even reused: only the very key that opened the message may count it.
         let Some(&id) = self.by_index.get(&index) else {
             self.counters.rx_unknown_index += 1;
             return Received::Nothing;
@@ -1085,23 +1309,11 @@ impl Node {
             return Received::Nothing;
         };
         let session = peer.session_mut(slot).expect("slot_of found it");
-        if session.expired(now) {
-            self.counters.rx_expired_session += 1;
-            return Received::Nothing;
-        }
-        if !session.replay.check(counter) {
-            self.counters.rx_replayed += 1;
+        if !session.recv.opener().same_key(&opener) {
+            self.counters.rx_unknown_index += 1;
             return Received::Nothing;
         }
         let datagram_len = datagram.len();
-        let (header, body) = datagram.split_at_mut(DATA_HEADER_LEN);
-        let plain_len = match session.recv.open_in_place(counter, header, body) {
-            Ok(plain) => plain.len(),
-            Err(_) => {
-                self.counters.rx_decrypt_failed += 1;
-                return Received::Nothing;
-            }
-        };
         if !session.replay.accept(counter) {
             self.counters.rx_replayed += 1;
             return Received::Nothing;

@@ -1,11 +1,14 @@
 //! Everything that touches the operating system: the TAP device, the UDP socket, netlink, the
 //! control socket, the metrics endpoint, signals and the real clock.
 //!
-//! `run` sets the host up (TAP, bridge, MTU, addresses), then drives one `Worker`: the single
-//! owner of the node state machine, its TAP queue and its UDP socket. The worker feeds batches of
-//! frames and datagrams into the sans-IO core with one clock reading per batch, and carries out
-//! what the core queued. On SIGINT/SIGTERM the worker stops, the TAP is closed (the kernel removes
-//! a non-persistent TAP with its last file descriptor) and the control socket file is removed.
+//! `run` sets the host up (TAP, bridge, MTU, addresses), then starts the data-path `Worker`s: one
+//! per CPU by default (`workers` in the config), each with its own queue of a multi-queue TAP and
+//! its own UDP socket on the shared port (SO_REUSEPORT, steered by lane), all sharing the node
+//! state machine behind one lock (src/io/worker.rs). Workers feed batches of frames and datagrams
+//! into the sans-IO core with one clock reading per batch, and carry out what the core queued.
+//! Worker 0 runs on this thread and also serves the control socket and signals. On SIGINT/SIGTERM
+//! it stops, the process ends with every worker, the TAP is closed (the kernel removes a
+//! non-persistent TAP with its last file descriptor) and the control socket file is removed.
 
 pub mod control;
 pub mod invites;
@@ -17,17 +20,18 @@ pub mod worker;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tracing::info;
-use tun_rs::{DeviceBuilder, Layer};
+use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
-use crate::config::Config;
+use crate::config::{Config, MAX_WORKERS};
 use crate::core::switch::FdbConfig;
 use crate::core::{Node, NodeConfig, PeerSpec};
 use control::ControlServer;
 use netlink::Netlink;
 use udp::Udp;
-use worker::{StaticInfo, Worker};
+use worker::{Duties, IoCounters, Shared, StaticInfo, Worker};
 
 /// Bytes an Ethernet frame adds to the TAP MTU: header (14) plus one 802.1Q tag (4).
 pub const ETHERNET_FRAME_OVERHEAD: usize = 18;
@@ -77,32 +81,13 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     let iface = &config.interface;
     let netlink = Netlink::connect().map_err(fail("opening netlink"))?;
 
-    let build_tap = |offload: bool| {
-        DeviceBuilder::new()
-            .name(&iface.name)
-            .layer(Layer::L2)
-            .mtu(iface.mtu)
-            .offload(offload)
-            .build_async()
-    };
-    let (tap, offload) = match build_tap(iface.offload) {
-        Ok(tap) => (tap, iface.offload),
-        Err(e) if iface.offload => {
-            // Offloads are an optimisation: a kernel without them still gets a working node.
-            tracing::warn!(error = %e, "TAP offloads unavailable; using a plain TAP (slower)");
-            let tap = build_tap(false).map_err(fail(&format!(
-                "creating TAP device {} (needs CAP_NET_ADMIN and /dev/net/tun)",
-                iface.name
-            )))?;
-            (tap, false)
-        }
-        Err(e) => {
-            return Err(RunError(format!(
-                "creating TAP device {} (needs CAP_NET_ADMIN and /dev/net/tun): {e}",
-                iface.name
-            )))
-        }
-    };
+    let (queues, offload) = open_tap_queues(
+        &iface.name,
+        iface.mtu,
+        iface.offload,
+        config.workers.unwrap_or_else(default_workers),
+    )?;
+    let workers = queues.len();
     let tap_index = netlink
         .link_index(&iface.name)
         .await
@@ -148,6 +133,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     let listen = udp
         .local_addr()
         .map_err(fail("reading the bound address"))?;
+    let mut queues = queues.into_iter();
+    let tap = tun_rs::AsyncDevice::new(queues.next().expect("at least one TAP queue"))
+        .map_err(fail("registering the TAP device"))?;
     let control = ControlServer::bind(&config.control_socket, config.control_group.as_deref())
         .map_err(fail(&format!(
             "opening control socket {}",
@@ -178,7 +166,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             peers.push(remembered);
         }
     }
-    let node = Node::new(NodeConfig {
+    let mut node = Node::new(NodeConfig {
         secret,
         network_secret,
         certificate_lifetime: config.network.certificate_lifetime,
@@ -197,6 +185,8 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         now,
         unix_nanos_at_now,
     });
+    // The workers seal outside the node's lock (src/io/worker.rs).
+    node.set_deferred_sealing(true);
     info!(
         name = %config.name,
         key = %node.public_key(),
@@ -205,6 +195,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         bridge = iface.bridge.as_deref().unwrap_or("-"),
         mtu = iface.mtu,
         offload,
+        workers,
         peers = config.peers.len(),
         "meshd started"
     );
@@ -231,12 +222,38 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             offload,
         },
         started: now,
+        workers,
     };
     let state = state::StateDir::new(config.state_dir.clone());
     let auto_advertise =
         (config.advertise.is_empty() && listen.ip().is_unspecified()).then_some(listen);
-    let result = Worker::new(node, tap, udp, info, offload, state, auto_advertise)
-        .run(control_rx)
+    let shared = Arc::new(Mutex::new(Shared { node, state }));
+    let io_counters = Arc::new(IoCounters::default());
+    let (failures_tx, failures) = mpsc::unbounded_channel();
+    for (lane, queue) in (1..).zip(queues) {
+        start_worker(
+            lane,
+            queue,
+            listen,
+            offload,
+            shared.clone(),
+            io_counters.clone(),
+            failures_tx.clone(),
+        )?;
+    }
+    if workers > 1 {
+        // Every worker's socket has joined the port's group by now: steer datagrams by lane.
+        udp.steer_by_lane(workers as u32)
+            .map_err(fail("steering the UDP sockets by lane"))?;
+    }
+    let duties = Duties {
+        info,
+        control: control_rx,
+        auto_advertise,
+        failures,
+    };
+    let result = Worker::new(0, shared, io_counters, tap, udp, offload)
+        .run(Some(duties))
         .await;
     control_task.abort();
     if let Some(t) = metrics_task {
@@ -246,6 +263,129 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     tokio::task::yield_now().await;
     info!("meshd stopped");
     result
+}
+
+/// One worker per CPU this process may run on, up to [`MAX_WORKERS`].
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS)
+}
+
+/// Opens the TAP with `workers` queues (multi-queue when more than one), with offloads when
+/// asked. Both are optimisations: a kernel without them still gets a working node, with one
+/// queue or a plain TAP, and a warning. Returns the queues and whether offloads are on.
+fn open_tap_queues(
+    name: &str,
+    mtu: u16,
+    offload: bool,
+    workers: usize,
+) -> Result<(Vec<SyncDevice>, bool), RunError> {
+    let build = |offload: bool, multi_queue: bool| {
+        DeviceBuilder::new()
+            .name(name)
+            .layer(Layer::L2)
+            .mtu(mtu)
+            .offload(offload)
+            .with(|b| {
+                b.multi_queue(multi_queue);
+            })
+            .build_sync()
+    };
+    let mut attempts = vec![(offload, workers > 1)];
+    if workers > 1 {
+        attempts.push((offload, false));
+    }
+    if offload {
+        attempts.push((false, false));
+    }
+    let mut last_error = None;
+    for (with_offload, multi_queue) in attempts {
+        match build(with_offload, multi_queue) {
+            Ok(first) => {
+                if with_offload != offload {
+                    tracing::warn!(error = ?last_error, "TAP offloads unavailable; using a plain TAP (slower)");
+                } else if workers > 1 && !multi_queue {
+                    tracing::warn!(error = ?last_error, "multi-queue TAP unavailable; running one worker");
+                }
+                let mut queues = Vec::with_capacity(workers);
+                let wanted = if multi_queue { workers } else { 1 };
+                while queues.len() + 1 < wanted {
+                    match first.try_clone() {
+                        Ok(queue) => queues.push(queue),
+                        Err(e) => {
+                            tracing::warn!(error = %e, queues = queues.len() + 1, "cannot open more TAP queues; running fewer workers");
+                            break;
+                        }
+                    }
+                }
+                queues.insert(0, first);
+                return Ok((queues, with_offload));
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(RunError(format!(
+        "creating TAP device {name} (needs CAP_NET_ADMIN and /dev/net/tun): {}",
+        last_error.map_or_else(|| "unknown error".to_string(), |e| e.to_string())
+    )))
+}
+
+/// Starts data-path worker `lane` on a thread of its own with its own runtime, TAP queue and a
+/// UDP socket on the same port (SO_REUSEPORT). Returns once the socket is bound, so the caller
+/// can steer the port's group; a worker that fails later reports to worker 0, which stops the
+/// daemon.
+fn start_worker(
+    lane: u8,
+    queue: SyncDevice,
+    listen: std::net::SocketAddr,
+    offload: bool,
+    shared: Arc<Mutex<Shared>>,
+    io_counters: Arc<IoCounters>,
+    failures: mpsc::UnboundedSender<RunError>,
+) -> Result<(), RunError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("meshd-worker-{lane}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(RunError(format!("starting worker {lane}: {e}"))));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let setup = Udp::bind(listen)
+                    .map_err(fail(&format!("binding UDP {listen} for worker {lane}")))
+                    .and_then(|udp| {
+                        let tap = tun_rs::AsyncDevice::new(queue)
+                            .map_err(fail(&format!("registering TAP queue {lane}")))?;
+                        Ok((udp, tap))
+                    });
+                let (udp, tap) = match setup {
+                    Ok(parts) => {
+                        let _ = ready_tx.send(Ok(()));
+                        parts
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let worker = Worker::new(lane, shared, io_counters, tap, udp, offload);
+                if let Err(e) = worker.run(None).await {
+                    let _ = failures.send(RunError(format!("worker {lane}: {e}")));
+                }
+            });
+        })
+        .map_err(fail("starting a worker thread"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| RunError(format!("worker {lane} stopped while starting")))?
 }
 
 /// The largest MTU among the host's links other than loopback and meshd's own TAP: the ceiling of

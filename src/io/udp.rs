@@ -1,7 +1,10 @@
 //! The underlay UDP socket: batched receives (recvmmsg, GRO) and sends through quinn-udp.
 //!
-//! The socket is created with SO_REUSEPORT so that later one socket per worker can share the port,
-//! and with large kernel buffers so bursts are absorbed by the kernel rather than dropped.
+//! The socket is created with SO_REUSEPORT so that every worker has a socket of its own on the one
+//! port, and with large kernel buffers so bursts are absorbed by the kernel rather than dropped.
+//! With several workers, the port's group is steered by the lane byte of each datagram
+//! ([`Udp::steer_by_lane`]), so the datagrams one sending worker sealed (and with them every flow
+//! it carries) are opened by one receiving worker, in order.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -13,6 +16,8 @@ use tokio::net::UdpSocket;
 
 /// Kernel socket buffer size requested in each direction.
 pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+/// Where a datagram carries its lane (the sending worker), by which receivers steer.
+pub const LANE_OFFSET: usize = crate::wire::LANE;
 /// Largest UDP payload that can arrive in one datagram.
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -74,6 +79,65 @@ impl Udp {
             state,
             gso_restored: 0,
         })
+    }
+
+    /// Makes the kernel deliver each datagram to socket `lane % sockets` of this port's
+    /// SO_REUSEPORT group (in the order the sockets were bound), where `lane` is byte
+    /// [`LANE_OFFSET`] of the UDP payload, instead of by a hash of the addresses, which would put
+    /// everything from one peer on one worker. A classic BPF program attached to any member
+    /// steers the whole group, so this is called once, after every worker's socket is bound.
+    /// A datagram too short to have the byte makes the program fail, which the kernel takes as
+    /// 0: worker 0. Does nothing for a single socket.
+    pub fn steer_by_lane(&self, sockets: u32) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if sockets <= 1 {
+            return Ok(());
+        }
+        // BPF_LD|BPF_B|BPF_ABS, BPF_ALU|BPF_MOD|BPF_K, BPF_RET|BPF_A (linux/filter.h); the data
+        // starts at the UDP payload for reuseport programs.
+        const LOAD_BYTE: u16 = libc::BPF_LD as u16 | libc::BPF_B as u16 | libc::BPF_ABS as u16;
+        const MOD_K: u16 = libc::BPF_ALU as u16 | libc::BPF_MOD as u16 | libc::BPF_K as u16;
+        const RETURN_A: u16 = libc::BPF_RET as u16 | libc::BPF_A as u16;
+        let mut program = [
+            libc::sock_filter {
+                code: LOAD_BYTE,
+                jt: 0,
+                jf: 0,
+                k: LANE_OFFSET as u32,
+            },
+            libc::sock_filter {
+                code: MOD_K,
+                jt: 0,
+                jf: 0,
+                k: sockets,
+            },
+            libc::sock_filter {
+                code: RETURN_A,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+        ];
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: setsockopt on a valid socket with a pointer to a sock_fprog of the stated
+        // length, whose filter points at `program`, alive for the call (the kernel copies it).
+        let r = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -163,5 +227,78 @@ impl Udp {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which of `sockets` receives each of `payloads`, sent from one source port.
+    fn receivers(sockets: usize, steer: bool, payloads: &[Vec<u8>]) -> Vec<usize> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let first = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = first.local_addr().unwrap();
+            let mut group = vec![first];
+            for _ in 1..sockets {
+                group.push(Udp::bind(addr).unwrap());
+            }
+            if steer {
+                group[0].steer_by_lane(sockets as u32).unwrap();
+            }
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut got = Vec::new();
+            for payload in payloads {
+                sender.send_to(payload, addr).unwrap();
+                let mut found = None;
+                for _ in 0..200 {
+                    for (i, socket) in group.iter().enumerate() {
+                        let mut buf = [0u8; 2048];
+                        let mut meta = [RecvMeta::default()];
+                        let mut slices = [IoSliceMut::new(&mut buf)];
+                        if socket.try_recv(&mut slices, &mut meta).unwrap() > 0 {
+                            found = Some(i);
+                        }
+                    }
+                    if found.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                got.push(found.expect("datagram arrived"));
+            }
+            got
+        })
+    }
+
+    fn with_lane(lane: u8) -> Vec<u8> {
+        vec![1, 4, 1, lane, 9, 9, 9, 9]
+    }
+
+    #[test]
+    fn datagrams_go_to_the_socket_of_their_lane() {
+        for sockets in [2, 3] {
+            let lanes: Vec<u8> = (0..8).collect();
+            let payloads: Vec<Vec<u8>> = lanes.iter().map(|&l| with_lane(l)).collect();
+            let got = receivers(sockets, true, &payloads);
+            let want: Vec<usize> = lanes.iter().map(|&l| l as usize % sockets).collect();
+            assert_eq!(got, want, "{sockets} sockets");
+        }
+    }
+
+    #[test]
+    fn a_datagram_too_short_for_a_lane_goes_to_the_first_socket() {
+        assert_eq!(receivers(2, true, &[vec![1, 4]]), vec![0]);
+    }
+
+    #[test]
+    fn without_steering_one_source_lands_on_one_socket() {
+        let payloads: Vec<Vec<u8>> = (0..8).map(with_lane).collect();
+        let got = receivers(2, false, &payloads);
+        assert!(got.iter().all(|&s| s == got[0]), "{got:?}");
     }
 }

@@ -1,22 +1,34 @@
-//! The data-path worker: the one owner of a node, its TAP queue and its UDP socket.
+//! The data-path workers: one thread per core, each owning a TAP queue and a UDP socket, all
+//! sharing one node state machine.
 //!
-//! Each wake-up handles a batch: up to `TAP_BATCH` frames from the TAP or a recvmmsg batch of
-//! datagrams (with GRO, one buffer may hold many), then flushes what the core queued. Frames
-//! received from peers are decrypted in place inside the receive buffer and written to the TAP
-//! from there; frames read from the TAP are encrypted in place inside their pooled buffer. Nothing
-//! on this path allocates once the pool is warm.
+//! The node (sessions, switch, membership, timers) sits behind one mutex with the state
+//! directory. A worker takes the lock once per batch for the cheap decisions (FDB, session and
+//! counter, replay window) and does the expensive work without it: reading and writing its own
+//! TAP queue and socket, cutting super-frames, and the AEAD. Frames leave the node framed but
+//! unsealed ([`Node::poll_deferred_transmit`]) and arrive as [`OpenJob`]s opened outside the lock,
+//! so N workers seal and open in parallel.
 //!
-//! With `offload`, the TAP carries a virtio-net header on every read and write. A read may be a
-//! 64 KiB TSO super-frame: it is cut into wire-sized frames straight into pooled buffers (the one
-//! copy). Frames received from peers go through a coalescer that merges in-order segments of a TCP
-//! flow back into a super-frame, so the TAP is written once per flow burst rather than per frame.
+//! Flows stay in order: the kernel hands all frames of one flow to one TAP queue (flow hash), so
+//! one worker seals them; the worker writes its index in each datagram's lane byte, and receivers
+//! with several workers steer by it ([`super::udp`]), so one worker opens them. With offloads, a
+//! TAP read may be a 64 KiB TSO super-frame, cut into wire frames straight into pooled buffers
+//! (the one copy), and received TCP segments are coalesced back into one TAP write.
+//!
+//! Worker 0 also owns what is not per packet: signals, the control socket's requests, re-reading
+//! the state directory and the host's addresses. Any worker fires the node's timers (whichever
+//! armed them) and acts on its events. Nothing on the data path allocates once pools are warm.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio::time::Interval;
 use tracing::{debug, info, warn};
 use tun_rs::AsyncDevice;
 
@@ -28,7 +40,9 @@ use crate::core::node::NodeEvent;
 use crate::core::offload::{
     Coalescer, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
 };
-use crate::core::{Node, Received};
+use crate::core::{
+    BufferPool, DeferredTransmit, Inbound, Node, OpenJob, PacketBuf, Received, Transmit,
+};
 use crate::status::{InterfaceStatus, NodeStatus};
 use crate::wire::{
     EthernetFrame, GsoType, MessageType, VnetHdr, VnetHdrSize, DATA_OVERHEAD, RELAY_OVERHEAD,
@@ -45,6 +59,15 @@ pub const UDP_BATCHES_PER_WAKE: usize = 8;
 const BATCH: usize = quinn_udp::BATCH_SIZE;
 /// Largest payload of one GSO send (the kernel's limit for one UDP super-datagram is 64 KiB).
 const GSO_MAX_BYTES: usize = 65_000;
+/// Idle buffers a worker keeps for itself; the node's own pool is topped up from them.
+const LOCAL_POOL_IDLE_MAX: usize = 1024;
+/// Idle buffers the node's pool is kept at by the workers (floods and handshakes draw on it).
+const NODE_POOL_TOP_UP: usize = 64;
+/// Datagrams one GRO receive buffer may hold, so the per-batch job lists never reallocate.
+const SEGMENTS_PER_BUFFER: usize = 64;
+
+/// How often the host's addresses are re-read for automatic advertising.
+const ADDRESS_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What status needs that the core does not know.
 pub struct StaticInfo {
@@ -52,18 +75,39 @@ pub struct StaticInfo {
     pub listen: String,
     pub interface: InterfaceStatus,
     pub started: Instant,
+    pub workers: usize,
 }
 
-/// Failures of the io layer itself, reported beside the core's counters.
+/// Failures and events of the io layer itself, reported beside the core's counters; shared by
+/// all workers.
 #[derive(Default)]
-struct IoCounters {
-    udp_send_errors: u64,
-    udp_recv_errors: u64,
-    tap_read_errors: u64,
-    tap_write_errors: u64,
-    tap_offload_errors: u64,
-    tap_gso_reads: u64,
-    tap_gro_writes: u64,
+pub struct IoCounters {
+    udp_send_errors: AtomicU64,
+    udp_recv_errors: AtomicU64,
+    udp_gso_restored: AtomicU64,
+    tap_read_errors: AtomicU64,
+    tap_write_errors: AtomicU64,
+    tap_offload_errors: AtomicU64,
+    tap_gso_reads: AtomicU64,
+    tap_gro_writes: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+/// The node and the state directory, which every worker reaches through one lock.
+pub struct Shared {
+    pub node: Node,
+    pub state: StateDir,
+}
+
+/// Lock poisoning would mean a worker panicked mid-update; the node's own invariants are
+/// checked by its tests, and the daemon keeps serving rather than cascading the panic.
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Buffers of a TAP opened with offloads: where super-frames are read, and the receive coalescer.
@@ -72,82 +116,140 @@ struct TapOffload {
     coalescer: Coalescer<Vec<u8>>,
 }
 
-pub struct Worker {
-    node: Node,
-    tap: AsyncDevice,
-    udp: Udp,
-    info: StaticInfo,
-    rx_bufs: Vec<Vec<u8>>,
-    rx_meta: Vec<RecvMeta>,
-    io_counters: IoCounters,
-    gso_buf: Vec<u8>,
-    offload: Option<TapOffload>,
-    state: StateDir,
-    /// The wildcard listen address whose port is advertised on every host address, when the
-    /// config does not name the addresses to advertise; they are re-read as the host changes.
-    auto_advertise: Option<std::net::SocketAddr>,
-    next_address_scan: Instant,
+/// Where one received data message sits in the receive buffers while it is opened.
+struct RxJob {
+    buffer: usize,
+    start: usize,
+    end: usize,
+    job: OpenJob,
 }
 
-/// How often the host's addresses are re-read for automatic advertising.
-const ADDRESS_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// What worker 0 does besides the data path.
+pub struct Duties {
+    pub info: StaticInfo,
+    pub control: mpsc::Receiver<ControlRequest>,
+    /// The wildcard listen address whose port is advertised on every host address, when the
+    /// config does not name the addresses to advertise; they are re-read as the host changes.
+    pub auto_advertise: Option<SocketAddr>,
+    /// Other workers' fatal errors (their TAP queue or socket failed): the daemon stops.
+    pub failures: mpsc::UnboundedReceiver<RunError>,
+}
+
+pub struct Worker {
+    lane: u8,
+    shared: Arc<Mutex<Shared>>,
+    io: Arc<IoCounters>,
+    tap: AsyncDevice,
+    udp: Udp,
+    rx_bufs: Vec<Vec<u8>>,
+    rx_meta: Vec<RecvMeta>,
+    rx_jobs: Vec<RxJob>,
+    /// Frames to write to the TAP: (receive buffer, range).
+    rx_frames: Vec<(usize, usize, usize)>,
+    /// Wire frames cut from the TAP, waiting for the node.
+    tx_frames: Vec<PacketBuf>,
+    /// Datagrams the node framed, waiting to be sealed, in the node's order.
+    unsealed: VecDeque<DeferredTransmit>,
+    /// Sealed datagrams waiting to be sent, in the node's order.
+    outbox: VecDeque<Transmit>,
+    /// Frames the node generated for the TAP (ICMP answers), waiting to be written.
+    tap_out: Vec<PacketBuf>,
+    /// Join replies to send, after their invitation was recorded as used.
+    replies: Vec<(SocketAddr, Vec<u8>)>,
+    pool: BufferPool,
+    gso_buf: Vec<u8>,
+    offload: Option<TapOffload>,
+    deadline: Option<Instant>,
+}
 
 impl Worker {
+    /// Worker number `lane` of the node in `shared`.
     pub fn new(
-        node: Node,
+        lane: u8,
+        shared: Arc<Mutex<Shared>>,
+        io: Arc<IoCounters>,
         tap: AsyncDevice,
         udp: Udp,
-        info: StaticInfo,
         offload: bool,
-        state: StateDir,
-        auto_advertise: Option<std::net::SocketAddr>,
     ) -> Worker {
+        let (max_frame, buffer_frame) = {
+            let guard = lock(&shared);
+            (guard.node.max_frame(), guard.node.buffer_frame_len())
+        };
         let per_buf = if udp.gro_segments() > 1 {
             MAX_DATAGRAM
         } else {
             // A relayed datagram carries a whole inner datagram plus the relay envelope.
-            node.max_frame() + 2 * DATA_OVERHEAD + RELAY_OVERHEAD
+            max_frame + 2 * DATA_OVERHEAD + RELAY_OVERHEAD
         };
+        let segments = BATCH * udp.gro_segments().clamp(1, SEGMENTS_PER_BUFFER);
         Worker {
+            lane,
+            shared,
+            io,
             rx_bufs: (0..BATCH).map(|_| vec![0u8; per_buf]).collect(),
             rx_meta: vec![RecvMeta::default(); BATCH],
-            node,
+            rx_jobs: Vec::with_capacity(segments),
+            rx_frames: Vec::with_capacity(segments),
+            tx_frames: Vec::with_capacity(TAP_BATCH),
+            unsealed: VecDeque::with_capacity(4 * TAP_BATCH),
+            outbox: VecDeque::with_capacity(4 * TAP_BATCH),
+            tap_out: Vec::new(),
+            replies: Vec::new(),
+            pool: BufferPool::new(buffer_frame, LOCAL_POOL_IDLE_MAX),
             tap,
             udp,
-            info,
-            io_counters: IoCounters::default(),
-            state,
-            auto_advertise,
-            next_address_scan: Instant::now() + ADDRESS_SCAN_INTERVAL,
             gso_buf: Vec::with_capacity(GSO_MAX_BYTES + 2048),
             offload: offload.then(|| TapOffload {
                 read_staging: vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME_LEN],
                 coalescer: Coalescer::new(vec![0; COALESCE_STAGING_LEN], VnetHdrSize::Legacy),
             }),
+            deadline: None,
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut control: mpsc::Receiver<ControlRequest>,
-    ) -> Result<(), RunError> {
-        let mut sigterm = signal(SignalKind::terminate())
-            .map_err(|e| RunError(format!("installing SIGTERM handler: {e}")))?;
-        let mut sigint = signal(SignalKind::interrupt())
-            .map_err(|e| RunError(format!("installing SIGINT handler: {e}")))?;
+    /// Runs until SIGINT or SIGTERM (worker 0, which has the `duties`), or for good (the others,
+    /// which end with the process).
+    pub async fn run(mut self, duties: Option<Duties>) -> Result<(), RunError> {
+        let (duties, mut control, mut failures, mut sigterm, mut sigint, mut rescan) = match duties
+        {
+            Some(Duties {
+                info,
+                control,
+                auto_advertise,
+                failures,
+            }) => {
+                let term = signal(SignalKind::terminate())
+                    .map_err(|e| RunError(format!("installing SIGTERM handler: {e}")))?;
+                let int = signal(SignalKind::interrupt())
+                    .map_err(|e| RunError(format!("installing SIGINT handler: {e}")))?;
+                let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+                rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                (
+                    Some((info, auto_advertise)),
+                    Some(control),
+                    Some(failures),
+                    Some(term),
+                    Some(int),
+                    Some(rescan),
+                )
+            }
+            None => (None, None, None, None, None, None),
+        };
+        let mut next_address_scan = Instant::now() + ADDRESS_SCAN_INTERVAL;
         let timer = tokio::time::sleep_until(Instant::now().into());
         tokio::pin!(timer);
-        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
-        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.node.handle_timeout(Instant::now());
+        if duties.is_some() {
+            lock(&self.shared).node.handle_timeout(Instant::now());
+        }
         self.flush().await;
         loop {
-            if let Some(deadline) = self.node.poll_timeout() {
+            if let Some(deadline) = self.deadline {
                 timer.as_mut().reset(deadline.into());
             }
             tokio::select! {
-                _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); return Ok(()) }
-                _ = sigint.recv() => { info!("SIGINT received, shutting down"); return Ok(()) }
+                _ = next_signal(&mut sigterm) => { info!("SIGTERM received, shutting down"); return Ok(()) }
+                _ = next_signal(&mut sigint) => { info!("SIGINT received, shutting down"); return Ok(()) }
                 r = self.tap.readable() => {
                     r.map_err(|e| RunError(format!("TAP device failed: {e}")))?;
                     self.read_tap();
@@ -156,104 +258,135 @@ impl Worker {
                     r.map_err(|e| RunError(format!("UDP socket failed: {e}")))?;
                     self.read_udp().await;
                 }
-                _ = &mut timer => {
-                    self.node.handle_timeout(Instant::now());
+                _ = &mut timer, if self.deadline.is_some() => {
+                    self.deadline = None;
+                    lock(&self.shared).node.handle_timeout(Instant::now());
                 }
-                Some(request) = control.recv() => self.answer(request),
-                _ = rescan.tick() => {
+                Some(failure) = next_message(&mut failures) => return Err(failure),
+                Some(request) = next_message(&mut control) => {
+                    if let Some((info, _)) = duties.as_ref() {
+                        self.answer(info, request);
+                    }
+                }
+                _ = next_tick(&mut rescan) => {
                     let now = Instant::now();
-                    self.state.refresh(&mut self.node);
-                    self.state.refresh_revocations(now, &mut self.node);
-                    self.state.remember_members(now, &self.node);
-                    self.rescan_addresses(now);
+                    let auto = duties.as_ref().and_then(|(_, auto)| *auto);
+                    let mut guard = lock(&self.shared);
+                    let Shared { node, state } = &mut *guard;
+                    state.refresh(node);
+                    state.refresh_revocations(now, node);
+                    state.remember_members(now, node);
+                    if let Some(listen) = auto {
+                        if now >= next_address_scan {
+                            next_address_scan = now + ADDRESS_SCAN_INTERVAL;
+                            rescan_addresses(node, listen);
+                        }
+                    }
                 }
             }
-            self.handle_events().await;
             self.flush().await;
         }
+    }
+
+    fn take_buffer(&mut self) -> PacketBuf {
+        self.pool.take()
     }
 
     fn read_tap(&mut self) {
         if self.offload.is_some() {
             return self.read_tap_offload();
         }
-        let now = Instant::now();
         for _ in 0..TAP_BATCH {
-            let mut buf = self.node.take_buffer();
+            let mut buf = self.take_buffer();
             match self.tap.try_recv(buf.frame_area()) {
                 Ok(n) => {
                     buf.set_frame_len(n);
-                    self.node.handle_tap_frame(now, buf);
+                    self.tx_frames.push(buf);
                 }
                 Err(e) => {
-                    self.node.recycle(buf);
+                    self.pool.give(buf);
                     if e.kind() != io::ErrorKind::WouldBlock {
-                        self.io_counters.tap_read_errors += 1;
+                        bump(&self.io.tap_read_errors);
                         warn!(error = %e, "TAP read failed");
                     }
-                    return;
+                    break;
                 }
             }
+        }
+        self.hand_tap_frames(Instant::now());
+    }
+
+    /// Gives the frames read from the TAP to the node, under one lock.
+    fn hand_tap_frames(&mut self, now: Instant) {
+        if self.tx_frames.is_empty() {
+            return;
+        }
+        let mut guard = lock(&self.shared);
+        for frame in self.tx_frames.drain(..) {
+            guard.node.handle_tap_frame(now, frame);
         }
     }
 
     /// Reads super-frames behind their virtio-net header and cuts each into wire-sized frames.
     fn read_tap_offload(&mut self) {
-        let now = Instant::now();
-        let Some(offload) = self.offload.as_mut() else {
-            return;
-        };
         for _ in 0..TAP_OFFLOAD_BATCH {
+            let Some(offload) = self.offload.as_mut() else {
+                return;
+            };
             let n = match self.tap.try_recv(&mut offload.read_staging) {
                 Ok(n) => n,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
-                        self.io_counters.tap_read_errors += 1;
+                        bump(&self.io.tap_read_errors);
                         warn!(error = %e, "TAP read failed");
                     }
                     return;
                 }
             };
+            let now = Instant::now();
             let read = &offload.read_staging[..n];
             let Ok(header) = VnetHdr::new_checked(read, VnetHdrSize::Legacy) else {
-                self.io_counters.tap_offload_errors += 1;
+                bump(&self.io.tap_offload_errors);
                 continue;
             };
             let fields = header.fields();
             if fields.gso() != GsoType::None {
-                self.io_counters.tap_gso_reads += 1;
+                bump(&self.io.tap_gso_reads);
             }
             // TCP super-frames are cut to fit the path to where they go, so TCP never needs an
             // ICMP round trip; anything else too big is answered by the node.
-            let max_frame = EthernetFrame::new_checked(header.frame())
-                .map_or(usize::MAX, |eth| self.node.frame_limit_for(now, eth.dst()));
+            let max_frame = match EthernetFrame::new_checked(header.frame()) {
+                Ok(eth) => lock(&self.shared).node.frame_limit_for(now, eth.dst()),
+                Err(_) => usize::MAX,
+            };
             let mut segments = match Segmenter::with_max_frame(&fields, header.frame(), max_frame) {
                 Ok(s) => s,
                 Err(e) => {
-                    self.io_counters.tap_offload_errors += 1;
+                    bump(&self.io.tap_offload_errors);
                     debug!(error = %e, "TAP super-frame not segmentable");
                     continue;
                 }
             };
             loop {
-                let mut buf = self.node.take_buffer();
+                let mut buf = self.pool.take();
                 match segments.next_into(buf.frame_area()) {
                     Ok(Some(len)) => {
                         buf.set_frame_len(len);
-                        self.node.handle_tap_frame(now, buf);
+                        self.tx_frames.push(buf);
                     }
                     Ok(None) => {
-                        self.node.recycle(buf);
+                        self.pool.give(buf);
                         break;
                     }
                     Err(e) => {
-                        self.node.recycle(buf);
-                        self.io_counters.tap_offload_errors += 1;
+                        self.pool.give(buf);
+                        bump(&self.io.tap_offload_errors);
                         debug!(error = %e, "TAP super-frame segmentation failed");
                         break;
                     }
                 }
             }
+            self.hand_tap_frames(now);
         }
     }
 
@@ -266,124 +399,210 @@ impl Worker {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) => {
-                    self.io_counters.udp_recv_errors += 1;
+                    bump(&self.io.udp_recv_errors);
                     debug!(error = %e, "UDP receive failed");
                     return;
                 }
             };
             let now = Instant::now();
-            for i in 0..count {
-                let meta = self.rx_meta[i];
-                let stride = meta.stride.max(1);
-                let buf = &mut self.rx_bufs[i][..meta.len];
-                if buf.is_empty() {
-                    // A zero-length datagram is still a datagram: the core counts it as malformed.
-                    let _ = self.node.handle_datagram(now, meta.addr, buf);
-                    continue;
-                }
-                for segment in buf.chunks_mut(stride) {
-                    if segment.get(1) == Some(&u8::from(MessageType::JoinRequest)) {
-                        // `meshd invite` may have written the invitation a moment ago.
-                        self.state.refresh_for_join(now, &mut self.node);
-                    }
-                    if let Received::Frame(range) =
-                        self.node.handle_datagram(now, meta.addr, segment)
-                    {
-                        match self.offload.as_mut() {
-                            Some(offload) => {
-                                let (tap, counters) = (&self.tap, &mut self.io_counters);
-                                offload
-                                    .coalescer
-                                    .push(&segment[range], |w| write_tap_vnet(tap, w, counters));
-                            }
-                            None => {
-                                write_tap(&self.tap, &segment[range], &mut self.io_counters).await
-                            }
-                        }
-                    }
-                }
+            self.begin_batch(now, count);
+            // The AEAD, outside the lock: other workers' batches go on meanwhile.
+            for job in &mut self.rx_jobs {
+                job.job
+                    .open(&mut self.rx_bufs[job.buffer][job.start..job.end]);
             }
-            if let Some(offload) = self.offload.as_mut() {
-                let (tap, counters) = (&self.tap, &mut self.io_counters);
-                offload
-                    .coalescer
-                    .flush(|w| write_tap_vnet(tap, w, counters));
-            }
+            self.finish_batch(now);
+            self.write_received().await;
             // Sends queued by handshakes or keepalives go out between batches, not after all.
             self.flush().await;
         }
     }
 
-    /// Re-reads the host's addresses (automatic advertising only), so a host that was given a
-    /// new address tells the members where to find it.
-    fn rescan_addresses(&mut self, now: Instant) {
-        let Some(listen) = self.auto_advertise else {
-            return;
-        };
-        if now < self.next_address_scan {
+    /// The first half of a receive batch, under one lock: every datagram is checked, and data
+    /// messages for live sessions become jobs to open.
+    fn begin_batch(&mut self, now: Instant, count: usize) {
+        let mut guard = lock(&self.shared);
+        let Shared { node, state } = &mut *guard;
+        for i in 0..count {
+            let meta = self.rx_meta[i];
+            let stride = meta.stride.max(1);
+            let buf = &mut self.rx_bufs[i][..meta.len];
+            if buf.is_empty() {
+                // A zero-length datagram is still a datagram: the core counts it as malformed.
+                let _ = node.handle_datagram(now, meta.addr, buf);
+                continue;
+            }
+            let mut start = 0;
+            for segment in buf.chunks_mut(stride) {
+                let end = start + segment.len();
+                if segment.get(1) == Some(&u8::from(MessageType::JoinRequest)) {
+                    // `meshd invite` may have written the invitation a moment ago.
+                    state.refresh_for_join(now, node);
+                }
+                match node.begin_datagram(now, meta.addr, segment) {
+                    Inbound::Open(job) => self.rx_jobs.push(RxJob {
+                        buffer: i,
+                        start,
+                        end,
+                        job,
+                    }),
+                    Inbound::Done(Received::Frame(range)) => {
+                        self.rx_frames
+                            .push((i, start + range.start, start + range.end))
+                    }
+                    Inbound::Done(Received::Nothing) => {}
+                }
+                start = end;
+            }
+        }
+    }
+
+    /// The second half, under one lock again: replay windows, MAC learning, delivery decisions.
+    fn finish_batch(&mut self, now: Instant) {
+        if self.rx_jobs.is_empty() {
             return;
         }
-        self.next_address_scan = now + ADDRESS_SCAN_INTERVAL;
-        let endpoints = crate::enroll::advertised_endpoints(&[], listen);
-        if !endpoints.is_empty() {
-            self.node.set_advertise(endpoints);
+        let mut guard = lock(&self.shared);
+        for RxJob {
+            buffer,
+            start,
+            end,
+            job,
+        } in self.rx_jobs.drain(..)
+        {
+            let datagram = &mut self.rx_bufs[buffer][start..end];
+            if let Received::Frame(range) = guard.node.finish_datagram(now, job, datagram) {
+                self.rx_frames
+                    .push((buffer, start + range.start, start + range.end));
+            }
         }
+    }
+
+    /// Writes the frames of a receive batch to this worker's TAP queue, coalescing TCP segments.
+    async fn write_received(&mut self) {
+        for (buffer, start, end) in self.rx_frames.drain(..) {
+            let frame = &self.rx_bufs[buffer][start..end];
+            match self.offload.as_mut() {
+                Some(offload) => {
+                    let (tap, io) = (&self.tap, &*self.io);
+                    offload
+                        .coalescer
+                        .push(frame, |w| write_tap_vnet(tap, w, io));
+                }
+                None => write_tap(&self.tap, frame, &self.io).await,
+            }
+        }
+        if let Some(offload) = self.offload.as_mut() {
+            let (tap, io) = (&self.tap, &*self.io);
+            offload.coalescer.flush(|w| write_tap_vnet(tap, w, io));
+        }
+    }
+
+    /// Takes what the node queued (datagrams, generated frames, events) under one lock, then
+    /// seals and sends without it.
+    async fn flush(&mut self) {
+        self.collect();
+        self.write_generated_frames().await;
+        let replies = std::mem::take(&mut self.replies);
+        for (destination, reply) in &replies {
+            send_counted(&mut self.udp, &self.io, *destination, reply, None).await;
+        }
+        self.replies = replies;
+        self.replies.clear();
+        self.send_outbox().await;
+    }
+
+    fn collect(&mut self) {
+        let mut guard = lock(&self.shared);
+        let Shared { node, state } = &mut *guard;
+        handle_events(node, state, &mut self.replies);
+        while let Some(frame) = node.poll_tap_frame() {
+            self.tap_out.push(frame);
+        }
+        // Sealing is the expensive part; it happens in `send_outbox`, after the lock is dropped.
+        while let Some(deferred) = node.poll_deferred_transmit() {
+            self.unsealed.push_back(deferred);
+        }
+        // Keep the node's own pool stocked from this worker's spare buffers, so floods and
+        // handshakes do not allocate while buffers circulate through the workers.
+        while node.idle_buffers() < NODE_POOL_TOP_UP && self.pool.idle() > NODE_POOL_TOP_UP {
+            node.recycle(self.pool.take());
+        }
+        self.deadline = node.poll_timeout();
     }
 
     /// Writes the frames the node generated for the TAP (ICMP too-big answers to containers).
     async fn write_generated_frames(&mut self) {
-        while let Some(frame) = self.node.poll_tap_frame() {
+        let frames = std::mem::take(&mut self.tap_out);
+        for frame in &frames {
             if self.offload.is_some() {
                 // A plain frame behind an all-zero virtio-net header: no offload requested.
                 let header = [0u8; VNET_HDR_LEN];
                 let slices = [IoSlice::new(&header), IoSlice::new(frame.bytes())];
                 if let Err(e) = self.tap.try_send_vectored(&slices) {
-                    self.io_counters.tap_write_errors += 1;
+                    bump(&self.io.tap_write_errors);
                     debug!(error = %e, "TAP write failed");
                 }
             } else {
-                write_tap(&self.tap, frame.bytes(), &mut self.io_counters).await;
+                write_tap(&self.tap, frame.bytes(), &self.io).await;
             }
-            self.node.recycle(frame);
+        }
+        self.tap_out = frames;
+        for frame in self.tap_out.drain(..) {
+            self.pool.give(frame);
         }
     }
 
-    /// Sends everything the core queued. Runs of equal-sized datagrams to one destination (the
-    /// common case under load: full-MTU frames to one peer) are coalesced into one GSO send; a lone
+    /// Seals what the node framed and sends it. Runs of equal-sized datagrams to one destination
+    /// (the common case under load: full-MTU frames to one peer) leave in one GSO send; a lone
     /// datagram goes straight from its pooled buffer, without the staging copy.
-    async fn flush(&mut self) {
-        self.write_generated_frames().await;
+    async fn send_outbox(&mut self) {
+        let mut failed = 0;
+        while let Some(deferred) = self.unsealed.pop_front() {
+            match deferred.seal(self.lane) {
+                Ok(transmit) => self.outbox.push_back(transmit),
+                Err(buf) => {
+                    failed += 1;
+                    self.pool.give(buf);
+                }
+            }
+        }
+        if failed > 0 {
+            let mut guard = lock(&self.shared);
+            for _ in 0..failed {
+                guard.node.count_seal_failure();
+            }
+        }
         let max_segments = self.udp.max_gso_segments().max(1);
-        while let Some(first) = self.node.poll_transmit() {
+        while let Some(first) = self.outbox.pop_front() {
             let destination = first.destination;
             let segment = first.packet.len();
-            let continues_run = |t: &crate::core::Transmit| {
-                t.destination == destination && t.packet.len() <= segment
-            };
-            if max_segments == 1 || !self.node.peek_transmit().is_some_and(continues_run) {
+            let continues_run =
+                |t: &Transmit| t.destination == destination && t.packet.len() <= segment;
+            if max_segments == 1 || !self.outbox.front().is_some_and(continues_run) {
                 send_counted(
                     &mut self.udp,
-                    &mut self.io_counters,
+                    &self.io,
                     destination,
                     first.packet.bytes(),
                     None,
                 )
                 .await;
-                self.node.recycle(first.packet);
+                self.pool.give(first.packet);
                 continue;
             }
             self.gso_buf.clear();
             self.gso_buf.extend_from_slice(first.packet.bytes());
-            self.node.recycle(first.packet);
+            self.pool.give(first.packet);
             let mut segments = 1;
             while segments < max_segments && self.gso_buf.len() + segment <= GSO_MAX_BYTES {
-                if !self.node.peek_transmit().is_some_and(continues_run) {
+                if !self.outbox.front().is_some_and(continues_run) {
                     break;
                 }
-                let t = self.node.poll_transmit().expect("peeked");
+                let t = self.outbox.pop_front().expect("peeked");
                 let last = t.packet.len() < segment;
                 self.gso_buf.extend_from_slice(t.packet.bytes());
-                self.node.recycle(t.packet);
+                self.pool.give(t.packet);
                 segments += 1;
                 if last {
                     break;
@@ -392,7 +611,7 @@ impl Worker {
             let segment_size = (segments > 1).then_some(segment);
             send_counted(
                 &mut self.udp,
-                &mut self.io_counters,
+                &self.io,
                 destination,
                 &self.gso_buf,
                 segment_size,
@@ -401,66 +620,32 @@ impl Worker {
         }
     }
 
-    /// Acts on what the core decided that needs the disk: an admitted join is recorded as used
-    /// before its reply is sent (if recording fails the reply is withheld; the joiner retries).
-    async fn handle_events(&mut self) {
-        while let Some(event) = self.node.poll_event() {
-            match event {
-                NodeEvent::JoinAdmitted {
-                    invite_id,
-                    name,
-                    key,
-                    reply,
-                    destination,
-                } => {
-                    if let Err(e) =
-                        super::invites::mark_used(self.state.root(), &invite_id, &name, &key)
-                    {
-                        warn!(%name, error = %e, "cannot record the invitation as used; not answering the join");
-                        continue;
-                    }
-                    send_counted(
-                        &mut self.udp,
-                        &mut self.io_counters,
-                        destination,
-                        &reply,
-                        None,
-                    )
-                    .await;
-                }
-                NodeEvent::Revoked(revocation) => self.state.persist_revocation(&revocation),
-                NodeEvent::CertificateRenewed(certificate) => {
-                    self.state.persist_certificate(&certificate)
-                }
-            }
-        }
-    }
-
-    fn answer(&mut self, request: ControlRequest) {
+    fn answer(&mut self, info: &StaticInfo, request: ControlRequest) {
         match request {
             ControlRequest::Status(reply) => {
                 let now = Instant::now();
-                let core = self.node.status(now);
+                let core = lock(&self.shared).node.status(now);
                 let mut counters = core.counters;
-                let io = &self.io_counters;
+                let io = &*self.io;
                 for (k, v) in [
-                    ("io_udp_send_errors", io.udp_send_errors),
-                    ("io_udp_gso_restored", self.udp.gso_restored),
-                    ("io_udp_recv_errors", io.udp_recv_errors),
-                    ("io_tap_read_errors", io.tap_read_errors),
-                    ("io_tap_write_errors", io.tap_write_errors),
-                    ("io_tap_offload_errors", io.tap_offload_errors),
-                    ("io_tap_gso_reads", io.tap_gso_reads),
-                    ("io_tap_gro_writes", io.tap_gro_writes),
+                    ("io_udp_send_errors", &io.udp_send_errors),
+                    ("io_udp_gso_restored", &io.udp_gso_restored),
+                    ("io_udp_recv_errors", &io.udp_recv_errors),
+                    ("io_tap_read_errors", &io.tap_read_errors),
+                    ("io_tap_write_errors", &io.tap_write_errors),
+                    ("io_tap_offload_errors", &io.tap_offload_errors),
+                    ("io_tap_gso_reads", &io.tap_gso_reads),
+                    ("io_tap_gro_writes", &io.tap_gro_writes),
                 ] {
-                    counters.insert(k.to_string(), v);
+                    counters.insert(k.to_string(), v.load(Relaxed));
                 }
                 let _ = reply.send(NodeStatus {
-                    name: self.info.name.clone(),
+                    name: info.name.clone(),
                     public_key: core.public_key,
-                    listen: self.info.listen.clone(),
-                    interface: self.info.interface.clone(),
-                    uptime_secs: now.duration_since(self.info.started).as_secs(),
+                    listen: info.listen.clone(),
+                    interface: info.interface.clone(),
+                    workers: info.workers,
+                    uptime_secs: now.duration_since(info.started).as_secs(),
                     network: core.network,
                     certificate_expires: core.certificate_expires,
                     members: core.members,
@@ -473,28 +658,107 @@ impl Worker {
     }
 }
 
+/// Acts on what the core decided that needs the disk: an admitted join is recorded as used
+/// before its reply is sent (if recording fails the reply is withheld; the joiner retries).
+fn handle_events(node: &mut Node, state: &mut StateDir, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    while let Some(event) = node.poll_event() {
+        match event {
+            NodeEvent::JoinAdmitted {
+                invite_id,
+                name,
+                key,
+                reply,
+                destination,
+            } => {
+                if let Err(e) = super::invites::mark_used(state.root(), &invite_id, &name, &key) {
+                    warn!(%name, error = %e, "cannot record the invitation as used; not answering the join");
+                    continue;
+                }
+                replies.push((destination, reply));
+            }
+            NodeEvent::Revoked(revocation) => state.persist_revocation(&revocation),
+            NodeEvent::CertificateRenewed(certificate) => state.persist_certificate(&certificate),
+        }
+    }
+}
+
+/// Re-reads the host's addresses (automatic advertising only), so a host that was given a new
+/// address tells the members where to find it.
+fn rescan_addresses(node: &mut Node, listen: SocketAddr) {
+    let endpoints = crate::enroll::advertised_endpoints(&[], listen);
+    if !endpoints.is_empty() {
+        node.set_advertise(endpoints);
+    }
+}
+
+/// The next signal, or never for a worker that does not handle them.
+async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message on a channel only worker 0 listens to; never for the others.
+async fn next_message<T, R: Receive<T>>(receiver: &mut Option<R>) -> Option<T> {
+    match receiver {
+        Some(r) => r.receive().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The one thing `next_message` needs of tokio's two receiver types.
+trait Receive<T> {
+    async fn receive(&mut self) -> Option<T>;
+}
+
+impl<T> Receive<T> for mpsc::Receiver<T> {
+    async fn receive(&mut self) -> Option<T> {
+        self.recv().await
+    }
+}
+
+impl<T> Receive<T> for mpsc::UnboundedReceiver<T> {
+    async fn receive(&mut self) -> Option<T> {
+        self.recv().await
+    }
+}
+
+async fn next_tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Sends one datagram (or a GSO run) and counts a failure; the underlay refusing a send (no
 /// route, a full queue) must not stop the worker.
 async fn send_counted(
     udp: &mut Udp,
-    counters: &mut IoCounters,
-    destination: std::net::SocketAddr,
+    io: &IoCounters,
+    destination: SocketAddr,
     contents: &[u8],
     segment_size: Option<usize>,
 ) {
+    let restored = udp.gso_restored;
     if let Err(e) = udp.send(destination, contents, segment_size).await {
-        counters.udp_send_errors += 1;
+        bump(&io.udp_send_errors);
         debug!(%destination, error = %e, "UDP send failed");
+    }
+    if udp.gso_restored != restored {
+        bump(&io.udp_gso_restored);
     }
 }
 
-async fn write_tap(tap: &AsyncDevice, frame: &[u8], counters: &mut IoCounters) {
+async fn write_tap(tap: &AsyncDevice, frame: &[u8], io: &IoCounters) {
     let result = match tap.try_send(frame) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => tap.send(frame).await,
         other => other,
     };
     if let Err(e) = result {
-        counters.tap_write_errors += 1;
+        bump(&io.tap_write_errors);
         debug!(error = %e, "TAP write failed");
     }
 }
@@ -502,7 +766,7 @@ async fn write_tap(tap: &AsyncDevice, frame: &[u8], counters: &mut IoCounters) {
 /// Writes one frame or super-frame behind its virtio-net header. A TAP write does not block in
 /// practice (the kernel queues it); if it would, the frame is dropped and counted rather than
 /// stalling the batch.
-fn write_tap_vnet(tap: &AsyncDevice, write: TapWrite<'_>, counters: &mut IoCounters) {
+fn write_tap_vnet(tap: &AsyncDevice, write: TapWrite<'_>, io: &IoCounters) {
     let result = match write.contiguous() {
         Some(bytes) => tap.try_send(bytes),
         None => tap.try_send_vectored(&[
@@ -511,10 +775,10 @@ fn write_tap_vnet(tap: &AsyncDevice, write: TapWrite<'_>, counters: &mut IoCount
         ]),
     };
     match result {
-        Ok(_) if write.segments() > 1 => counters.tap_gro_writes += 1,
+        Ok(_) if write.segments() > 1 => bump(&io.tap_gro_writes),
         Ok(_) => {}
         Err(e) => {
-            counters.tap_write_errors += 1;
+            bump(&io.tap_write_errors);
             debug!(error = %e, "TAP write failed");
         }
     }

@@ -54,7 +54,8 @@ pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
 const VERSION: usize = 0;
 const TYPE: usize = 1;
 const KIND: usize = 2;
-const RESERVED: usize = 3;
+/// The lane byte: 0 in handshakes and joins; in data, the sending worker (a steering hint).
+pub const LANE: usize = 3;
 
 mod init {
     pub const SENDER: usize = super::HEADER_LEN;
@@ -99,7 +100,14 @@ fn write_header(bytes: &mut [u8], message_type: MessageType, kind: u8) {
     bytes[VERSION] = PROTOCOL_VERSION;
     bytes[TYPE] = message_type.into();
     bytes[KIND] = kind;
-    bytes[RESERVED] = 0;
+    bytes[LANE] = 0;
+}
+
+/// Writes the lane byte of a data header: the sending worker, which receivers with several
+/// workers steer by (see docs/wire-format.md). Part of the authenticated header, so it is set
+/// before sealing.
+pub fn set_lane(header: &mut [u8], lane: u8) {
+    header[LANE] = lane;
 }
 
 /// The header check alone: length and version. Cheap enough to run on every datagram before dispatch.

@@ -27,10 +27,10 @@ pub mod vnet;
 mod tests;
 
 pub use datagram::{
-    classify, emit_data_header, handshake_init_len, handshake_response_len, Data, HandshakeInit,
-    HandshakeResponse, Header, DATA_HEADER_LEN, DATA_MIN_LEN, DATA_OVERHEAD,
+    classify, emit_data_header, handshake_init_len, handshake_response_len, set_lane, Data,
+    HandshakeInit, HandshakeResponse, Header, DATA_HEADER_LEN, DATA_MIN_LEN, DATA_OVERHEAD,
     HANDSHAKE_INIT_MAX_LEN, HANDSHAKE_INIT_MIN_LEN, HANDSHAKE_PAYLOAD_MAX,
-    HANDSHAKE_RESPONSE_MAX_LEN, HANDSHAKE_RESPONSE_MIN_LEN, HEADER_LEN, MAC_LEN,
+    HANDSHAKE_RESPONSE_MAX_LEN, HANDSHAKE_RESPONSE_MIN_LEN, HEADER_LEN, LANE, MAC_LEN,
     NOISE_INIT_OVERHEAD, NOISE_RESPONSE_OVERHEAD, PROTOCOL_VERSION, TAG_LEN,
 };
 pub use ethernet::{
