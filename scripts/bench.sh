@@ -7,28 +7,34 @@
 # 10.202.0.2, MTU 1500). Each round measures, one system after the other:
 #   raw veth     the underlay itself                                    (target 10.202.0.2)
 #   meshd        release build, TAP in `address` mode                    (10.90.0.1 -> 10.90.0.2)
+#   relay        scripts/bench-relay.c: a plaintext TAP<->UDP relay in C  (10.93.0.1 -> 10.93.0.2)
 #   tinc 1.0     Debian `tinc`, Mode = switch, default cipher and digest  (10.91.0.1 -> 10.91.0.2)
 # and for each: one iperf3 TCP flow h1 -> h2 (SECS seconds), four parallel flows (-P 4), the average
 # of 100 pings 10 ms apart, and the daemons' CPU seconds (user+system of both daemons, from
 # /proc/PID/stat around the single-flow run) per GB received. The VPN daemons are started before
-# and stopped after their measurement, so only one runs at a time.
+# and stopped after their measurement, so only one runs at a time. The relay does the least any
+# userspace TAP tunnel must do per packet (no crypto, no offloads, one poll loop): its RTT is the
+# floor a userspace design reaches on this machine, which meshd's RTT is set against.
 #
 # Scaling: then, in the same round, meshd's aggregate throughput against the cores it may use. A
 # third host md-bench-h3 joins h1 and h2 on a second underlay, a Linux bridge inside the namespace
 # md-bench-u (10.205.0.1-3, MTU 1500), where a 3-node meshd network (10.92.0.1-3, TAP in `address`
-# mode) is formed once the operator's way (init on h1, invite/join into h2 and h3). For W = 1 and
-# then W = 2, the three daemons start afresh with `workers = W` in every config, and 4 TCP flows
-# run at once for SECS seconds: iperf3 -P 2 from h2 and -P 2 from h3, each to its own iperf3 server
-# on h1's overlay address. Recorded: the sum of both clients' received rates, and the three daemons'
-# CPU seconds during it per GB received.
+# mode) is formed once the operator's way (init on h1, invite/join into h2 and h3). For each of
+# (C cores, W workers) = (1, 1), (N, 1), (N, N) with N = min(nproc, 4), the three daemons start
+# afresh with `workers = W` in every config and are confined to CPUs 0..C-1 (taskset), and 4 TCP
+# flows run at once for SECS seconds: iperf3 -P 2 from h2 and -P 2 from h3, each to its own iperf3
+# server on h1's overlay address (iperf3 and the kernel may use every CPU). Recorded: the sum of
+# both clients' received rates, the three daemons' CPU seconds during it per GB received, and the
+# cores the receiving daemon (h1, which carries all 4 flows) kept busy.
 #
 # Prints one line per system and round, then a markdown table of the medians with the ratios
-# meshd/tinc and meshd/raw, a second table "4 flows between 3 hosts (h2, h3 -> h1)" with meshd at
-# 1 and 2 workers and their ratio, the machine and the command. --out FILE writes those tables
+# meshd/tinc, meshd/raw and meshd/relay and the RTT each adds to raw, a second table "4 flows
+# between 3 hosts (h2, h3 -> h1)" with one row per (cores, workers) and their ratios to the
+# one-core row, the machine and the command. --out FILE writes those tables
 # into FILE between the markers `<!-- bench.sh:begin -->` and `<!-- bench.sh:end -->` (replacing
 # the previous run; appended when the markers are absent; the file is created when missing).
 #
-# Environment: SECS (iperf3 seconds, default 5), BENCH_SKIP_MESHD=1, BENCH_SKIP_TINC=1,
+# Environment: SECS (iperf3 seconds, default 5), BENCH_SKIP_MESHD=1, BENCH_SKIP_TINC=1, BENCH_SKIP_RELAY=1,
 # BENCH_SKIP_SCALING=1 (leave the 3-host scaling part out; implied by BENCH_SKIP_MESHD=1),
 # BENCH_NO_WORKERS_KEY=1 (for meshd builds without the key: the scaling part runs without setting
 # `workers`, so both of its rows use the build's default), MESHD_BIN (use this binary instead of
@@ -70,6 +76,7 @@ SECS=${SECS:-5}
 SKIP_MESHD=${BENCH_SKIP_MESHD:-0}
 SKIP_TINC=${BENCH_SKIP_TINC:-0}
 SKIP_SCALING=${BENCH_SKIP_SCALING:-0}
+SKIP_RELAY=${BENCH_SKIP_RELAY:-0}
 [[ $SKIP_MESHD == 1 ]] && SKIP_SCALING=1
 NO_WORKERS_KEY=${BENCH_NO_WORKERS_KEY:-0}
 
@@ -80,7 +87,11 @@ H3=${PREFIX}h3
 UNDERLAY=${PREFIX}u
 IPERF_PORT=5201
 SCALING_PORTS=(5202 5203) # h1's iperf3 servers for the clients in h2 and h3
-SCALING_WORKERS=(1 2)
+SCALING_MAX_CORES=$(nproc)
+((SCALING_MAX_CORES <= 4)) || SCALING_MAX_CORES=4
+# "CORES:WORKERS" per scaling measurement: one core, then N cores with 1 worker and with N workers.
+SCALING_RUNS=("1:1")
+((SCALING_MAX_CORES == 1)) || SCALING_RUNS+=("$SCALING_MAX_CORES:1" "$SCALING_MAX_CORES:$SCALING_MAX_CORES")
 WORK=''
 MESHD=''
 declare -a DAEMON_PIDS=()
@@ -238,7 +249,7 @@ scaling_setup() {
 		md_die "the scaling underlay does not answer pings (h2 -> 10.205.0.3)"
 	SCALING_DIR=$WORK/meshd-3
 	md_meshd_mesh_setup "$MESHD" "$SCALING_DIR" 10.205.0 10.92.0 "$H1" "$H2" "$H3"
-	scaling_configure "${SCALING_WORKERS[0]}" # a build without the key fails here, before any measurement
+	scaling_configure 1 # a build without the key fails here, before any measurement
 }
 
 # Sets `workers = W` in the three configs (unless BENCH_NO_WORKERS_KEY=1) and checks meshd accepts them.
@@ -255,11 +266,15 @@ scaling_configure() { # WORKERS
 	done
 }
 
-scaling_up() { # WORKERS
-	scaling_configure "$1"
+scaling_up() { # CORES WORKERS: the daemons run with `workers = WORKERS` on CPUs 0..CORES-1 only
+	local pid
+	scaling_configure "$2"
 	MD_MESH_PIDS=()
 	md_meshd_mesh_up "$MESHD" "$SCALING_DIR" 10.92.0 "$H1" "$H2" "$H3"
 	DAEMON_PIDS=("${MD_MESH_PIDS[@]}")
+	for pid in "${DAEMON_PIDS[@]}"; do # -a: every thread; threads made later inherit the mask
+		taskset -a -p -c "0-$(($1 - 1))" "$pid" >/dev/null || md_die "taskset could not confine meshd (pid $pid) to $1 core(s)"
+	done
 }
 
 json_sum() { # FIELD FILE... -> sum of end.sum_received.FIELD over the files, or "nan"
@@ -271,10 +286,11 @@ except Exception:
     print("nan")' "$@"
 }
 
-# Prints and records "round workers gbps cpu_s_per_gb": 2 flows h2 -> h1 and 2 flows h3 -> h1 at once.
-measure_scaling() { # ROUND WORKERS DAEMON_PID...
-	local round=$1 w=$2 c0 c1 i bps bytes cpu_per_gb
-	shift 2
+# Prints and records "round cores workers bps cpu_s_per_gb h1_cores": 2 flows h2 -> h1 and 2 flows
+# h3 -> h1 at once; h1_cores = the CPU seconds of h1's daemon (the first pid) per second of the flows.
+measure_scaling() { # ROUND CORES WORKERS DAEMON_PID...
+	local round=$1 cores=$2 w=$3 c0 c1 r0 r1 t0 t1 i bps bytes cpu_per_gb h1_cores
+	shift 3
 	local -a pids=("$@") servers=() clients=() files=()
 	for i in 0 1; do
 		md_spawn "$H1" "$WORK/scaling-server-$i.log" iperf3 -s -1 -B 10.92.0.1 -p "${SCALING_PORTS[i]}"
@@ -284,6 +300,8 @@ measure_scaling() { # ROUND WORKERS DAEMON_PID...
 		md_wait_tcp_listen "$H1" "${SCALING_PORTS[i]}" || md_warn "scaling: iperf3 server on port ${SCALING_PORTS[i]} did not start"
 	done
 	c0=$(md_cpu_ticks "${pids[@]}")
+	r0=$(md_cpu_ticks "${pids[0]}")
+	t0=$(date +%s.%N)
 	for i in 0 1; do # the clients in h2 and h3, started together
 		files+=("$WORK/scaling-w$w-h$((i + 2)).json")
 		md_spawn "${PREFIX}h$((i + 2))" "${files[i]}" iperf3 -c 10.92.0.1 -p "${SCALING_PORTS[i]}" -t "$SECS" -P 2 -J
@@ -293,15 +311,47 @@ measure_scaling() { # ROUND WORKERS DAEMON_PID...
 		wait "${clients[i]}" || md_warn "scaling, workers=$w: iperf3 from h$((i + 2)) failed (see ${files[i]})"
 	done
 	c1=$(md_cpu_ticks "${pids[@]}")
+	r1=$(md_cpu_ticks "${pids[0]}")
+	t1=$(date +%s.%N)
 	for i in 0 1; do md_stop "${servers[i]}" 2; done
 	bps=$(json_sum bits_per_second "${files[@]}")
 	bytes=$(json_sum bytes "${files[@]}")
 	cpu_per_gb=$(cpu_s_per_gb "$c0" "$c1" "$bytes")
-	printf '%s\t%s\t%s\t%s\n' "$round" "$w" "$bps" "$cpu_per_gb" >>"$SCALING_RESULTS"
+	h1_cores=$(python3 -c 'import sys
+ticks, secs = int(sys.argv[2]) - int(sys.argv[1]), float(sys.argv[4]) - float(sys.argv[3])
+print(f"{ticks / int(sys.argv[5]) / secs:.2f}" if secs > 0 else "nan")' "$r0" "$r1" "$t0" "$t1" "$(getconf CLK_TCK)")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$cores" "$w" "$bps" "$cpu_per_gb" "$h1_cores" >>"$SCALING_RESULTS"
 	python3 -c 'import sys
-r, w, b, cpu = sys.argv[1:]
-print(f"    round {r}  meshd  3 hosts, 4 flows, workers={w}  gbps={float(b) / 1e9:.3f}  cpu_s_per_gb={cpu}")' \
-		"$round" "$w" "$bps" "$cpu_per_gb"
+r, c, w, b, cpu, h1 = sys.argv[1:]
+print(f"    round {r}  meshd  3 hosts, 4 flows, cores={c} workers={w}  gbps={float(b) / 1e9:.3f}  "
+      f"cpu_s_per_gb={cpu}  h1_daemon_cores={h1}")' \
+		"$round" "$cores" "$w" "$bps" "$cpu_per_gb" "$h1_cores"
+}
+
+# -------------------------------------------------------------------------------------------------
+# The userspace floor: scripts/bench-relay.c, built here, one relay per host on UDP port 6656 with
+# a TAP `mdrelay` holding 10.93.0.I/24.
+
+RELAY=''
+relay_setup() {
+	RELAY=$WORK/bench-relay
+	cc -O2 -o "$RELAY" "$MD_REPO/scripts/bench-relay.c" || md_die "building scripts/bench-relay.c failed"
+}
+
+relay_up() {
+	local i
+	DAEMON_PIDS=()
+	for i in 1 2; do
+		md_spawn "${PREFIX}h$i" "$WORK/relay-h$i.log" "$RELAY" mdrelay 6656 "10.202.0.$((3 - i))" 6656
+		DAEMON_PIDS+=("$MD_LAST_PID")
+		md_wait_until 5 ip -n "${PREFIX}h$i" link show mdrelay || {
+			cat "$WORK/relay-h$i.log" >&2
+			md_die "bench-relay did not create its TAP in h$i"
+		}
+		ip -n "${PREFIX}h$i" addr add "10.93.0.$i/24" dev mdrelay
+		ip -n "${PREFIX}h$i" link set mdrelay up
+	done
+	md_wait_until 10 ip netns exec "$H1" ping -c 1 -W 1 10.93.0.2 || md_die "relay: 10.93.0.2 does not answer"
 }
 
 # -------------------------------------------------------------------------------------------------
@@ -357,13 +407,14 @@ daemons_down() {
 
 # -------------------------------------------------------------------------------------------------
 [[ $SKIP_MESHD == 1 ]] || meshd_setup
+[[ $SKIP_RELAY == 1 ]] || relay_setup
 [[ $SKIP_TINC == 1 ]] || tinc_setup
 [[ $SKIP_SCALING == 1 ]] || scaling_setup
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 md_section "Measuring: $ROUNDS round(s), iperf3 ${SECS}s per run (1 flow and -P 4), ping -c 100 -i 0.01"
 if [[ $SKIP_SCALING != 1 ]]; then
-	md_info "then meshd on 3 hosts, 4 flows at once (h2 -P 2 and h3 -P 2 -> h1), workers = ${SCALING_WORKERS[*]}"
+	md_info "then meshd on 3 hosts, 4 flows at once (h2 -P 2 and h3 -P 2 -> h1), cores:workers = ${SCALING_RUNS[*]}"
 	[[ $NO_WORKERS_KEY != 1 ]] ||
 		md_warn "BENCH_NO_WORKERS_KEY=1: \`workers\` is not set, so every scaling run uses the build's default"
 fi
@@ -374,15 +425,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		measure "$r" meshd 10.90.0.2 "${DAEMON_PIDS[@]}"
 		daemons_down
 	fi
+	if [[ $SKIP_RELAY != 1 ]]; then
+		relay_up
+		measure "$r" relay 10.93.0.2 "${DAEMON_PIDS[@]}"
+		daemons_down
+	fi
 	if [[ $SKIP_TINC != 1 ]]; then
 		tinc_up
 		measure "$r" tinc 10.91.0.2 "${DAEMON_PIDS[@]}"
 		daemons_down
 	fi
 	if [[ $SKIP_SCALING != 1 ]]; then
-		for w in "${SCALING_WORKERS[@]}"; do
-			scaling_up "$w"
-			measure_scaling "$r" "$w" "${DAEMON_PIDS[@]}"
+		for run in "${SCALING_RUNS[@]}"; do
+			scaling_up "${run%%:*}" "${run##*:}"
+			measure_scaling "$r" "${run%%:*}" "${run##*:}" "${DAEMON_PIDS[@]}"
 			daemons_down
 		done
 	fi
@@ -408,6 +464,7 @@ cmd="sudo scripts/bench.sh"
 env_note="SECS=$SECS"
 [[ $SKIP_MESHD == 1 ]] && env_note+=", BENCH_SKIP_MESHD=1"
 [[ $SKIP_TINC == 1 ]] && env_note+=", BENCH_SKIP_TINC=1"
+[[ $SKIP_RELAY == 1 ]] && env_note+=", BENCH_SKIP_RELAY=1"
 [[ ${BENCH_SKIP_SCALING:-0} == 1 ]] && env_note+=", BENCH_SKIP_SCALING=1"
 [[ $SKIP_SCALING != 1 && $NO_WORKERS_KEY == 1 ]] && env_note+=", BENCH_NO_WORKERS_KEY=1"
 
@@ -429,10 +486,11 @@ def num(s):
     return None if math.isnan(v) else v
 
 rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
-systems = [s for s in ("raw", "meshd", "tinc") if any(r[1] == s for r in rows)]
+systems = [s for s in ("raw", "meshd", "relay", "tinc") if any(r[1] == s for r in rows)]
 labels = {
     "raw": ("raw veth (no VPN)", "-"),
     "meshd": (f"meshd {meshd_v}", "L2, TAP (address mode)"),
+    "relay": ("plaintext relay (scripts/bench-relay.c)", "L2, TAP, no crypto: userspace floor"),
     "tinc": (f"tinc {tinc_v}", "switch (L2, TAP)"),
 }
 # column -> (index in a row, scale, format)
@@ -470,7 +528,7 @@ lines.append("|---|---|---:|---:|---:|---:|")
 for s in systems:
     name, mode = labels[s]
     lines.append(f"| {name} | {mode} | {fmt(s, 'g1')} | {fmt(s, 'g4')} | {fmt(s, 'rtt')} | {fmt(s, 'cpu')} |")
-ratios = [(f"meshd / {b}", b) for b in ("tinc", "raw") if "meshd" in med and b in med]
+ratios = [(f"meshd / {b}", b) for b in ("tinc", "raw", "relay") if "meshd" in med and b in med]
 if ratios:
     lines.append("")
     lines.append("| ratio | TCP 1 flow | TCP 4 flows | RTT | CPU per GB |")
@@ -480,44 +538,57 @@ if ratios:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Throughput ratios above 1 and RTT or CPU ratios below 1 favour meshd.")
+if "raw" in med and med["raw"]["rtt"] is not None:
+    added = [f"{s} +{med[s]['rtt'] - med['raw']['rtt']:.3f} ms" for s in systems
+             if s != "raw" and med[s]["rtt"] is not None]
+    if added:
+        lines.append("")
+        lines.append("RTT added to the raw veth's: " + ", ".join(added) + ".")
 
-# Scaling: rows "round workers bps cpu_s_per_gb".
+# Scaling: rows "round cores workers bps cpu_s_per_gb h1_cores".
 srows = [line.rstrip("\n").split("\t") for line in open(scaling_results) if line.strip()]
-workers = sorted({int(r[1]) for r in srows})
+runs = []
+for r in srows:
+    key = (int(r[1]), int(r[2]))
+    if key not in runs:
+        runs.append(key)
 
-def smedian(w, idx, scale):
-    vals = [num(r[idx]) for r in srows if int(r[1]) == w]
+def smedian(run, idx, scale):
+    vals = [num(r[idx]) for r in srows if (int(r[1]), int(r[2])) == run]
     vals = [v * scale for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 
-smed = {w: (smedian(w, 2, 1e-9), smedian(w, 3, 1)) for w in workers}
+smed = {run: (smedian(run, 3, 1e-9), smedian(run, 4, 1), smedian(run, 5, 1)) for run in runs}
 sfmt = lambda v, f: "-" if v is None else f.format(v)
-wlabel = lambda w: f"meshd, {w} worker" + ("" if w == 1 else "s")
+plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")
+rlabel = lambda run: f"meshd on {plural(run[0], 'core')}, {plural(run[1], 'worker')}"
 if srows:
     lines.append("")
     lines.append("#### 4 flows between 3 hosts (h2, h3 -> h1)")
     lines.append("")
     lines.append(f"Three network namespaces on a Linux bridge underlay (its own namespace, veth ports, MTU 1500), one "
-                 f"meshd network of three nodes; for each worker count the daemons restart with `workers = N` in all "
-                 f"three configs, then iperf3 -P 2 from h2 and iperf3 -P 2 from h3 run at once ({secs} s) to two servers "
-                 f"on h1. Gbit/s = sum of both clients' received rates; CPU = user+system seconds of the three daemons "
-                 f"during the flows, per GB received.")
+                 f"meshd network of three nodes; for each row the daemons restart with `workers = W` in all three "
+                 f"configs and are confined to C cores (`taskset`; iperf3 and the kernel may use every core), then "
+                 f"iperf3 -P 2 from h2 and iperf3 -P 2 from h3 run at once ({secs} s) to two servers on h1. Gbit/s = sum "
+                 f"of both clients' received rates; CPU = user+system seconds of the three daemons during the flows, "
+                 f"per GB received; h1 cores = CPU seconds per second of h1's daemon, which carries all four flows.")
     if no_workers_key == "1":
         lines.append("")
         lines.append("**`workers` was not set (BENCH_NO_WORKERS_KEY=1, a meshd build without the key): every row ran "
-                     "with the build's default, so the rows differ only by noise.**")
+                     "with the build's default worker count.**")
     lines.append("")
-    lines.append("| system | TCP 4 flows Gbit/s | daemon CPU s per GB |")
-    lines.append("|---|---:|---:|")
-    for w in workers:
-        g, c = smed[w]
-        lines.append(f"| {wlabel(w)} | {sfmt(g, '{:.3f}')} | {sfmt(c, '{:.1f}')} |")
-    if 1 in smed and 2 in smed:
+    lines.append("| system | TCP 4 flows Gbit/s | daemon CPU s per GB | h1 daemon cores |")
+    lines.append("|---|---:|---:|---:|")
+    for run in runs:
+        g, c, h = smed[run]
+        lines.append(f"| {rlabel(run)} | {sfmt(g, '{:.3f}')} | {sfmt(c, '{:.1f}')} | {sfmt(h, '{:.2f}')} |")
+    base = runs[0]
+    for run in runs[1:]:
         cells = []
-        for k in (0, 1):
-            x, y = smed[2][k], smed[1][k]
+        for k in (0, 1, 2):
+            x, y = smed[run][k], smed[base][k]
             cells.append("-" if x is None or not y else f"{x / y:.2f}")
-        lines.append(f"| ratio 2 workers / 1 worker | {cells[0]} | {cells[1]} |")
+        lines.append(f"| ratio ({run[0]} cores, {run[1]} w) / ({base[0]} core, {base[1]} w) | " + " | ".join(cells) + " |")
 
 lines.append("")
 lines.append("<details><summary>Every round</summary>")
@@ -529,11 +600,11 @@ for r in rows:
     lines.append(f"| {r[0]} | {r[1]} | {g(r[2])} | {g(r[3])} | {r[4]} | {r[5]} |")
 if srows:
     lines.append("")
-    lines.append("| round | 4 flows between 3 hosts | TCP 4 flows Gbit/s | CPU s per GB |")
-    lines.append("|---:|---|---:|---:|")
+    lines.append("| round | 4 flows between 3 hosts | TCP 4 flows Gbit/s | CPU s per GB | h1 daemon cores |")
+    lines.append("|---:|---|---:|---:|---:|")
     for r in srows:
-        g = "-" if num(r[2]) is None else f"{num(r[2]) / 1e9:.3f}"
-        lines.append(f"| {r[0]} | {wlabel(int(r[1]))} | {g} | {r[3]} |")
+        g = "-" if num(r[3]) is None else f"{num(r[3]) / 1e9:.3f}"
+        lines.append(f"| {r[0]} | {rlabel((int(r[1]), int(r[2])))} | {g} | {r[4]} | {r[5]} |")
 lines.append("")
 lines.append("</details>")
 lines.append("<!-- bench.sh:end -->")
