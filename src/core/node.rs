@@ -308,7 +308,12 @@ pub struct Node {
     by_index: IndexMap,
     fdb: Fdb,
     limiter: HandshakeLimiter,
-    transmits: VecDeque<DeferredTransmit>,
+    /// Datagrams to send, one queue per lane (data-path worker). What a worker's input produces
+    /// is queued on its lane and leaves through its socket, so one flow's datagrams are never
+    /// split between two workers sending at once, which would reorder them on the wire.
+    transmits: Vec<VecDeque<DeferredTransmit>>,
+    /// The lane whose queue receives the datagrams produced from now on (see `set_lane`).
+    lane: usize,
     /// Whether datagrams on direct routes leave the node unsealed, for the caller to seal.
     defer_sealing: bool,
     pool: BufferPool,
@@ -395,7 +400,8 @@ impl Node {
             by_index: IndexMap::default(),
             fdb: Fdb::new(config.fdb),
             limiter: HandshakeLimiter::new(config.now),
-            transmits: VecDeque::new(),
+            transmits: vec![VecDeque::new()],
+            lane: 0,
             defer_sealing: false,
             // Buffers also carry handshake messages, and either inside a relay envelope.
             pool: BufferPool::new(
@@ -620,9 +626,9 @@ impl Node {
         self.pool.idle()
     }
 
-    /// The next datagram to send, sealed.
+    /// The next datagram to send, sealed, from any lane.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        while let Some(deferred) = self.transmits.pop_front() {
+        while let Some(deferred) = self.transmits.iter_mut().find_map(VecDeque::pop_front) {
             match deferred.seal(0) {
                 Ok(transmit) => return Some(transmit),
                 Err(packet) => {
@@ -634,11 +640,35 @@ impl Node {
         None
     }
 
-    /// The next datagram to send, possibly still to be sealed by the caller (only when
+    /// The next datagram queued on `lane`, possibly still to be sealed by the caller (only when
     /// [`Node::set_deferred_sealing`] is on). Sealing is what costs; this lets it run outside the
     /// lock of a node shared by several workers.
-    pub fn poll_deferred_transmit(&mut self) -> Option<DeferredTransmit> {
-        self.transmits.pop_front()
+    pub fn poll_deferred_transmit(&mut self, lane: u8) -> Option<DeferredTransmit> {
+        let lane = usize::from(lane) % self.transmits.len();
+        self.transmits[lane].pop_front()
+    }
+
+    /// Gives the node `lanes` transmit queues, one per data-path worker (at least one). Called
+    /// before the node runs; datagrams already queued stay on lane 0.
+    pub fn set_lanes(&mut self, lanes: u8) {
+        let lanes = usize::from(lanes.max(1));
+        let dropped: Vec<_> = self
+            .transmits
+            .drain(lanes.min(self.transmits.len())..)
+            .collect();
+        self.transmits.resize_with(lanes, VecDeque::new);
+        self.transmits[0].extend(dropped.into_iter().flatten());
+        self.lane %= lanes;
+    }
+
+    /// Makes `lane` the queue for the datagrams produced by the inputs that follow: a worker
+    /// sets its own lane each time it takes the node, and later drains that lane alone.
+    pub fn set_lane(&mut self, lane: u8) {
+        self.lane = usize::from(lane) % self.transmits.len();
+    }
+
+    fn queue_transmit(&mut self, transmit: DeferredTransmit) {
+        self.transmits[self.lane].push_back(transmit);
     }
 
     /// Whether data datagrams on direct routes are queued unsealed (see
@@ -977,7 +1007,7 @@ impl Node {
                 let Route::Direct(destination) = route else {
                     unreachable!("only direct routes defer sealing")
                 };
-                self.transmits.push_back(DeferredTransmit {
+                self.queue_transmit(DeferredTransmit {
                     destination,
                     packet,
                     seal: Some(seal),
@@ -1001,7 +1031,7 @@ impl Node {
     fn transmit(&mut self, now: Instant, id: PeerId, route: Route, packet: PacketBuf) {
         let relay = match route {
             Route::Direct(destination) => {
-                self.transmits.push_back(DeferredTransmit {
+                self.queue_transmit(DeferredTransmit {
                     destination,
                     packet,
                     seal: None,
@@ -1177,7 +1207,7 @@ impl Node {
                 info!(%from, reason = reason.as_str(), "refused a join request");
                 let mut packet = self.pool.take();
                 packet.copy_frame_from(&reply);
-                self.transmits.push_back(DeferredTransmit {
+                self.queue_transmit(DeferredTransmit {
                     destination: from,
                     packet,
                     seal: None,

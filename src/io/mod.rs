@@ -185,8 +185,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         now,
         unix_nanos_at_now,
     });
-    // The workers seal outside the node's lock (src/io/worker.rs).
+    // The workers seal outside the node's lock, each draining its own lane (src/io/worker.rs).
     node.set_deferred_sealing(true);
+    node.set_lanes(u8::try_from(workers).unwrap_or(u8::MAX));
     info!(
         name = %config.name,
         key = %node.public_key(),

@@ -102,12 +102,16 @@ pub struct Shared {
     pub state: StateDir,
 }
 
-/// Lock poisoning would mean a worker panicked mid-update; the node's own invariants are
-/// checked by its tests, and the daemon keeps serving rather than cascading the panic.
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared
+/// Takes the node for worker `lane`: what the node produces until the guard drops is queued on
+/// that worker's lane, which only that worker drains (see `Node::set_lane`). Lock poisoning would
+/// mean a worker panicked mid-update; the node's own invariants are checked by its tests, and the
+/// daemon keeps serving rather than cascading the panic.
+fn lock(shared: &Mutex<Shared>, lane: u8) -> MutexGuard<'_, Shared> {
+    let mut guard = shared
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    guard.node.set_lane(lane);
+    guard
 }
 
 /// Buffers of a TAP opened with offloads: where super-frames are read, and the receive coalescer.
@@ -173,7 +177,7 @@ impl Worker {
         offload: bool,
     ) -> Worker {
         let (max_frame, buffer_frame) = {
-            let guard = lock(&shared);
+            let guard = lock(&shared, lane);
             (guard.node.max_frame(), guard.node.buffer_frame_len())
         };
         let per_buf = if udp.gro_segments() > 1 {
@@ -240,7 +244,9 @@ impl Worker {
         let timer = tokio::time::sleep_until(Instant::now().into());
         tokio::pin!(timer);
         if duties.is_some() {
-            lock(&self.shared).node.handle_timeout(Instant::now());
+            lock(&self.shared, self.lane)
+                .node
+                .handle_timeout(Instant::now());
         }
         self.flush().await;
         loop {
@@ -260,7 +266,7 @@ impl Worker {
                 }
                 _ = &mut timer, if self.deadline.is_some() => {
                     self.deadline = None;
-                    lock(&self.shared).node.handle_timeout(Instant::now());
+                    lock(&self.shared, self.lane).node.handle_timeout(Instant::now());
                 }
                 Some(failure) = next_message(&mut failures) => return Err(failure),
                 Some(request) = next_message(&mut control) => {
@@ -271,7 +277,7 @@ impl Worker {
                 _ = next_tick(&mut rescan) => {
                     let now = Instant::now();
                     let auto = duties.as_ref().and_then(|(_, auto)| *auto);
-                    let mut guard = lock(&self.shared);
+                    let mut guard = lock(&self.shared, self.lane);
                     let Shared { node, state } = &mut *guard;
                     state.refresh(node);
                     state.refresh_revocations(now, node);
@@ -321,7 +327,7 @@ impl Worker {
         if self.tx_frames.is_empty() {
             return;
         }
-        let mut guard = lock(&self.shared);
+        let mut guard = lock(&self.shared, self.lane);
         for frame in self.tx_frames.drain(..) {
             guard.node.handle_tap_frame(now, frame);
         }
@@ -356,7 +362,9 @@ impl Worker {
             // TCP super-frames are cut to fit the path to where they go, so TCP never needs an
             // ICMP round trip; anything else too big is answered by the node.
             let max_frame = match EthernetFrame::new_checked(header.frame()) {
-                Ok(eth) => lock(&self.shared).node.frame_limit_for(now, eth.dst()),
+                Ok(eth) => lock(&self.shared, self.lane)
+                    .node
+                    .frame_limit_for(now, eth.dst()),
                 Err(_) => usize::MAX,
             };
             let mut segments = match Segmenter::with_max_frame(&fields, header.frame(), max_frame) {
@@ -421,7 +429,7 @@ impl Worker {
     /// The first half of a receive batch, under one lock: every datagram is checked, and data
     /// messages for live sessions become jobs to open.
     fn begin_batch(&mut self, now: Instant, count: usize) {
-        let mut guard = lock(&self.shared);
+        let mut guard = lock(&self.shared, self.lane);
         let Shared { node, state } = &mut *guard;
         for i in 0..count {
             let meta = self.rx_meta[i];
@@ -462,7 +470,7 @@ impl Worker {
         if self.rx_jobs.is_empty() {
             return;
         }
-        let mut guard = lock(&self.shared);
+        let mut guard = lock(&self.shared, self.lane);
         for RxJob {
             buffer,
             start,
@@ -513,14 +521,14 @@ impl Worker {
     }
 
     fn collect(&mut self) {
-        let mut guard = lock(&self.shared);
+        let mut guard = lock(&self.shared, self.lane);
         let Shared { node, state } = &mut *guard;
         handle_events(node, state, &mut self.replies);
         while let Some(frame) = node.poll_tap_frame() {
             self.tap_out.push(frame);
         }
         // Sealing is the expensive part; it happens in `send_outbox`, after the lock is dropped.
-        while let Some(deferred) = node.poll_deferred_transmit() {
+        while let Some(deferred) = node.poll_deferred_transmit(self.lane) {
             self.unsealed.push_back(deferred);
         }
         // Keep the node's own pool stocked from this worker's spare buffers, so floods and
@@ -568,7 +576,7 @@ impl Worker {
             }
         }
         if failed > 0 {
-            let mut guard = lock(&self.shared);
+            let mut guard = lock(&self.shared, self.lane);
             for _ in 0..failed {
                 guard.node.count_seal_failure();
             }
@@ -624,7 +632,7 @@ impl Worker {
         match request {
             ControlRequest::Status(reply) => {
                 let now = Instant::now();
-                let core = lock(&self.shared).node.status(now);
+                let core = lock(&self.shared, self.lane).node.status(now);
                 let mut counters = core.counters;
                 let io = &*self.io;
                 for (k, v) in [
