@@ -24,8 +24,9 @@
 # afresh with `workers = W` in every config and are confined to CPUs 0..C-1 (taskset), and 4 TCP
 # flows run at once for SECS seconds: iperf3 -P 2 from h2 and -P 2 from h3, each to its own iperf3
 # server on h1's overlay address (iperf3 and the kernel may use every CPU). Recorded: the sum of
-# both clients' received rates, the three daemons' CPU seconds during it per GB received, and the
-# cores the receiving daemon (h1, which carries all 4 flows) kept busy.
+# both clients' received rates, the three daemons' CPU seconds during it per GB received, the
+# cores the receiving daemon (h1, which carries all 4 flows) kept busy, and the senders' TCP
+# retransmits (reordering inside the tunnel shows up there first).
 #
 # Prints one line per system and round, then a markdown table of the medians with the ratios
 # meshd/tinc, meshd/raw and meshd/relay and the RTT each adds to raw, a second table "4 flows
@@ -167,6 +168,15 @@ except Exception:
     print("nan")' "$1" "$2"
 }
 
+json_retransmits() { # FILE... -> sum of end.sum_sent.retransmits over the files, or "nan"
+	python3 -c '
+import json, sys
+try:
+    print(sum(json.load(open(f))["end"]["sum_sent"]["retransmits"] for f in sys.argv[1:]))
+except Exception:
+    print("nan")' "$@"
+}
+
 cpu_s_per_gb() { # TICKS_BEFORE TICKS_AFTER BYTES -> CPU seconds per GB, or "nan"
 	python3 -c 'import sys
 t, b = (int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]), float(sys.argv[4])
@@ -177,7 +187,7 @@ measure() { # ROUND NAME TARGET_IP [DAEMON_PID...]
 	local round=$1 name=$2 target=$3
 	shift 3
 	local -a pids=("$@")
-	local c0 c1 bps1 bytes1 bps4 rtt cpu_per_gb
+	local c0 c1 bps1 bytes1 bps4 rtt cpu_per_gb retr1 retr4
 
 	c0=$(md_cpu_ticks "${pids[@]}")
 	iperf_json "$target" "$WORK/$name-1.json" || md_warn "$name: single-flow iperf3 failed (see $WORK/$name-1.json)"
@@ -187,6 +197,8 @@ measure() { # ROUND NAME TARGET_IP [DAEMON_PID...]
 
 	iperf_json "$target" "$WORK/$name-4.json" -P 4 || md_warn "$name: 4-flow iperf3 failed (see $WORK/$name-4.json)"
 	bps4=$(json_field "$WORK/$name-4.json" bits_per_second)
+	retr1=$(json_retransmits "$WORK/$name-1.json")
+	retr4=$(json_retransmits "$WORK/$name-4.json")
 
 	rtt=$(ip netns exec "$H1" ping -c 100 -i 0.01 -q "$target" 2>/dev/null | awk -F/ '/^(rtt|round-trip)/ { print $5 }')
 	rtt=${rtt:-nan}
@@ -196,12 +208,13 @@ measure() { # ROUND NAME TARGET_IP [DAEMON_PID...]
 	else
 		cpu_per_gb=$(cpu_s_per_gb "$c0" "$c1" "$bytes1")
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$bps1" "$bps4" "$rtt" "$cpu_per_gb" >>"$RESULTS"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$bps1" "$bps4" "$rtt" "$cpu_per_gb" \
+		"$retr1" "$retr4" >>"$RESULTS"
 	python3 -c 'import sys
-r, n, b1, b4, rtt, cpu = sys.argv[1:]
+r, n, b1, b4, rtt, cpu, t1, t4 = sys.argv[1:]
 g = lambda v: f"{float(v) / 1e9:.3f}"
-print(f"    round {r}  {n:<6} gbps={g(b1)}  gbps_P4={g(b4)}  rtt_ms={rtt}  cpu_s_per_gb={cpu}")' \
-		"$round" "$name" "$bps1" "$bps4" "$rtt" "$cpu_per_gb"
+print(f"    round {r}  {n:<6} gbps={g(b1)}  gbps_P4={g(b4)}  rtt_ms={rtt}  cpu_s_per_gb={cpu}  retransmits={t1}/{t4}")' \
+		"$round" "$name" "$bps1" "$bps4" "$rtt" "$cpu_per_gb" "$retr1" "$retr4"
 }
 
 # -------------------------------------------------------------------------------------------------
@@ -289,7 +302,7 @@ except Exception:
 # Prints and records "round cores workers bps cpu_s_per_gb h1_cores": 2 flows h2 -> h1 and 2 flows
 # h3 -> h1 at once; h1_cores = the CPU seconds of h1's daemon (the first pid) per second of the flows.
 measure_scaling() { # ROUND CORES WORKERS DAEMON_PID...
-	local round=$1 cores=$2 w=$3 c0 c1 r0 r1 t0 t1 i bps bytes cpu_per_gb h1_cores
+	local round=$1 cores=$2 w=$3 c0 c1 r0 r1 t0 t1 i bps bytes cpu_per_gb h1_cores retr
 	shift 3
 	local -a pids=("$@") servers=() clients=() files=()
 	for i in 0 1; do
@@ -317,15 +330,16 @@ measure_scaling() { # ROUND CORES WORKERS DAEMON_PID...
 	bps=$(json_sum bits_per_second "${files[@]}")
 	bytes=$(json_sum bytes "${files[@]}")
 	cpu_per_gb=$(cpu_s_per_gb "$c0" "$c1" "$bytes")
+	retr=$(json_retransmits "${files[@]}")
 	h1_cores=$(python3 -c 'import sys
 ticks, secs = int(sys.argv[2]) - int(sys.argv[1]), float(sys.argv[4]) - float(sys.argv[3])
 print(f"{ticks / int(sys.argv[5]) / secs:.2f}" if secs > 0 else "nan")' "$r0" "$r1" "$t0" "$t1" "$(getconf CLK_TCK)")
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$cores" "$w" "$bps" "$cpu_per_gb" "$h1_cores" >>"$SCALING_RESULTS"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$cores" "$w" "$bps" "$cpu_per_gb" "$h1_cores" "$retr" >>"$SCALING_RESULTS"
 	python3 -c 'import sys
-r, c, w, b, cpu, h1 = sys.argv[1:]
+r, c, w, b, cpu, h1, retr = sys.argv[1:]
 print(f"    round {r}  meshd  3 hosts, 4 flows, cores={c} workers={w}  gbps={float(b) / 1e9:.3f}  "
-      f"cpu_s_per_gb={cpu}  h1_daemon_cores={h1}")' \
-		"$round" "$cores" "$w" "$bps" "$cpu_per_gb" "$h1_cores"
+      f"cpu_s_per_gb={cpu}  h1_daemon_cores={h1}  retransmits={retr}")' \
+		"$round" "$cores" "$w" "$bps" "$cpu_per_gb" "$h1_cores" "$retr"
 }
 
 # -------------------------------------------------------------------------------------------------
@@ -558,7 +572,7 @@ def smedian(run, idx, scale):
     vals = [v * scale for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 
-smed = {run: (smedian(run, 3, 1e-9), smedian(run, 4, 1), smedian(run, 5, 1)) for run in runs}
+smed = {run: (smedian(run, 3, 1e-9), smedian(run, 4, 1), smedian(run, 5, 1), smedian(run, 6, 1)) for run in runs}
 sfmt = lambda v, f: "-" if v is None else f.format(v)
 plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")
 rlabel = lambda run: f"meshd on {plural(run[0], 'core')}, {plural(run[1], 'worker')}"
@@ -571,40 +585,41 @@ if srows:
                  f"configs and are confined to C cores (`taskset`; iperf3 and the kernel may use every core), then "
                  f"iperf3 -P 2 from h2 and iperf3 -P 2 from h3 run at once ({secs} s) to two servers on h1. Gbit/s = sum "
                  f"of both clients' received rates; CPU = user+system seconds of the three daemons during the flows, "
-                 f"per GB received; h1 cores = CPU seconds per second of h1's daemon, which carries all four flows.")
+                 f"per GB received; h1 cores = CPU seconds per second of h1's daemon, which carries all four flows; "
+                 f"TCP retransmits = segments both clients sent again (reordering in the tunnel shows there).")
     if no_workers_key == "1":
         lines.append("")
         lines.append("**`workers` was not set (BENCH_NO_WORKERS_KEY=1, a meshd build without the key): every row ran "
                      "with the build's default worker count.**")
     lines.append("")
-    lines.append("| system | TCP 4 flows Gbit/s | daemon CPU s per GB | h1 daemon cores |")
-    lines.append("|---|---:|---:|---:|")
+    lines.append("| system | TCP 4 flows Gbit/s | daemon CPU s per GB | h1 daemon cores | TCP retransmits |")
+    lines.append("|---|---:|---:|---:|---:|")
     for run in runs:
-        g, c, h = smed[run]
-        lines.append(f"| {rlabel(run)} | {sfmt(g, '{:.3f}')} | {sfmt(c, '{:.1f}')} | {sfmt(h, '{:.2f}')} |")
+        g, c, h, t = smed[run]
+        lines.append(f"| {rlabel(run)} | {sfmt(g, '{:.3f}')} | {sfmt(c, '{:.1f}')} | {sfmt(h, '{:.2f}')} | {sfmt(t, '{:.0f}')} |")
     base = runs[0]
     for run in runs[1:]:
         cells = []
         for k in (0, 1, 2):
             x, y = smed[run][k], smed[base][k]
             cells.append("-" if x is None or not y else f"{x / y:.2f}")
-        lines.append(f"| ratio ({run[0]} cores, {run[1]} w) / ({base[0]} core, {base[1]} w) | " + " | ".join(cells) + " |")
+        lines.append(f"| ratio ({run[0]} cores, {run[1]} w) / ({base[0]} core, {base[1]} w) | " + " | ".join(cells) + " | |")
 
 lines.append("")
 lines.append("<details><summary>Every round</summary>")
 lines.append("")
-lines.append("| round | system | TCP 1 flow Gbit/s | TCP 4 flows Gbit/s | RTT ms | CPU s per GB |")
-lines.append("|---:|---|---:|---:|---:|---:|")
+lines.append("| round | system | TCP 1 flow Gbit/s | TCP 4 flows Gbit/s | RTT ms | CPU s per GB | TCP retransmits, 1 / 4 flows |")
+lines.append("|---:|---|---:|---:|---:|---:|---:|")
 for r in rows:
     g = lambda v: "-" if num(v) is None else f"{num(v) / 1e9:.3f}"
-    lines.append(f"| {r[0]} | {r[1]} | {g(r[2])} | {g(r[3])} | {r[4]} | {r[5]} |")
+    lines.append(f"| {r[0]} | {r[1]} | {g(r[2])} | {g(r[3])} | {r[4]} | {r[5]} | {r[6]} / {r[7]} |")
 if srows:
     lines.append("")
-    lines.append("| round | 4 flows between 3 hosts | TCP 4 flows Gbit/s | CPU s per GB | h1 daemon cores |")
-    lines.append("|---:|---|---:|---:|---:|")
+    lines.append("| round | 4 flows between 3 hosts | TCP 4 flows Gbit/s | CPU s per GB | h1 daemon cores | TCP retransmits |")
+    lines.append("|---:|---|---:|---:|---:|---:|")
     for r in srows:
         g = "-" if num(r[3]) is None else f"{num(r[3]) / 1e9:.3f}"
-        lines.append(f"| {r[0]} | {rlabel((int(r[1]), int(r[2])))} | {g} | {r[4]} | {r[5]} |")
+        lines.append(f"| {r[0]} | {rlabel((int(r[1]), int(r[2])))} | {g} | {r[4]} | {r[5]} | {r[6]} |")
 lines.append("")
 lines.append("</details>")
 lines.append("<!-- bench.sh:end -->")
