@@ -466,7 +466,8 @@ if [[ -n $MESHD ]]; then
 		meshd_version=$(awk -F'"' '/^version *=/ { print $2; exit }' "$MD_REPO/Cargo.toml")
 	rev=$(git -C "$MD_REPO" rev-parse --short HEAD 2>/dev/null) || rev=''
 	if [[ -n $rev ]]; then
-		git -C "$MD_REPO" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
+		# Only code makes the binary differ; the output file itself is often being edited meanwhile.
+		git -C "$MD_REPO" diff --quiet HEAD -- . ":(exclude)docs" ":(exclude)*.md" 2>/dev/null || rev+="+dirty"
 		meshd_version+=" (git $rev)"
 	fi
 fi
