@@ -28,16 +28,21 @@ fn seal_open(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("seal", size), &size, |b, &size| {
             b.iter(|| {
                 let counter = send.next_counter().unwrap();
-                send.seal_in_place(counter, &aad, &mut buf[..size]).unwrap()
+                send.sealer()
+                    .seal_in_place(counter, &aad, &mut buf[..size])
+                    .unwrap()
             })
         });
         let mut sealed = vec![0u8; size + TAG_LEN];
-        let tag = send.seal_in_place(0, &aad, &mut sealed[..size]).unwrap();
+        let tag = send
+            .sealer()
+            .seal_in_place(0, &aad, &mut sealed[..size])
+            .unwrap();
         sealed[size..].copy_from_slice(&tag);
         group.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
             b.iter_batched_ref(
                 || sealed.clone(),
-                |packet| recv.open_in_place(0, &aad, packet).unwrap().len(),
+                |packet| recv.opener().open_in_place(0, &aad, packet).unwrap().len(),
                 BatchSize::SmallInput,
             )
         });

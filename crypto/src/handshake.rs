@@ -349,23 +349,29 @@ mod tests {
     fn assert_delivers(from: &mut SendKey, to: &RecvKey, message: &[u8]) {
         let counter = from.next_counter().unwrap();
         let mut buf = message.to_vec();
-        let tag = from.seal_in_place(counter, b"hdr", &mut buf).unwrap();
+        let tag = from
+            .sealer()
+            .seal_in_place(counter, b"hdr", &mut buf)
+            .unwrap();
         if !message.is_empty() {
             assert_ne!(buf, message);
         }
         buf.extend_from_slice(&tag);
-        let plain = to.open_in_place(counter, b"hdr", &mut buf).unwrap();
+        let plain = to
+            .opener()
+            .open_in_place(counter, b"hdr", &mut buf)
+            .unwrap();
         assert_eq!(plain, message);
     }
 
     fn fails_to_deliver(from: &mut SendKey, to: &RecvKey) -> bool {
         let counter = from.next_counter().unwrap();
         let mut buf = *b"ping....";
-        let tag = from.seal_in_place(counter, &[], &mut buf).unwrap();
+        let tag = from.sealer().seal_in_place(counter, &[], &mut buf).unwrap();
         let mut sealed = [0u8; 8 + TAG_LEN];
         sealed[..8].copy_from_slice(&buf);
         sealed[8..].copy_from_slice(&tag);
-        to.open_in_place(counter, &[], &mut sealed) == Err(CryptoError::Decrypt)
+        to.opener().open_in_place(counter, &[], &mut sealed) == Err(CryptoError::Decrypt)
     }
 
     #[test]

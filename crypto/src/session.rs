@@ -122,9 +122,10 @@ impl SendKey {
         }
     }
 
-    /// A handle that seals with this key, for sealing away from the session's owner.
-    pub fn sealer(&self) -> Sealer {
-        self.key.clone()
+    /// The key's sealing handle: seal with it here, or clone it to seal away from the session's
+    /// owner. Counters come only from [`SendKey::next_counter`].
+    pub fn sealer(&self) -> &Sealer {
+        &self.key
     }
 
     /// Hands out the next unused counter; fails once [`REJECT_AFTER_MESSAGES`] are used.
@@ -141,18 +142,6 @@ impl SendKey {
     pub fn counter(&self) -> u64 {
         self.next
     }
-
-    /// Encrypts `in_out` in place under `counter` (from [`SendKey::next_counter`], each used
-    /// once) and authenticates `aad` with it. Returns the tag, which goes right after the
-    /// ciphertext on the wire.
-    pub fn seal_in_place(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<[u8; TAG_LEN], CryptoError> {
-        self.key.seal_in_place(counter, aad, in_out)
-    }
 }
 
 /// The receiving half of a session.
@@ -168,21 +157,10 @@ impl RecvKey {
         }
     }
 
-    /// A handle that opens with this key, for opening away from the session's owner.
-    pub fn opener(&self) -> Opener {
-        self.key.clone()
-    }
-
-    /// Authenticates and decrypts `in_out_with_tag` (ciphertext then tag) in place, returning
-    /// the plaintext prefix. On failure the buffer's contents are unspecified and must be
-    /// dropped.
-    pub fn open_in_place<'a>(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        in_out_with_tag: &'a mut [u8],
-    ) -> Result<&'a mut [u8], CryptoError> {
-        self.key.open_in_place(counter, aad, in_out_with_tag)
+    /// The key's opening handle: open with it here, or clone it to open away from the session's
+    /// owner (and its replay window).
+    pub fn opener(&self) -> &Opener {
+        &self.key
     }
 }
 
@@ -210,7 +188,7 @@ mod tests {
     fn sealed(send: &mut SendKey, plain: &[u8]) -> (u64, Vec<u8>) {
         let counter = send.next_counter().unwrap();
         let mut buf = plain.to_vec();
-        let tag = send.seal_in_place(counter, AAD, &mut buf).unwrap();
+        let tag = send.sealer().seal_in_place(counter, AAD, &mut buf).unwrap();
         buf.extend_from_slice(&tag);
         (counter, buf)
     }
@@ -229,7 +207,10 @@ mod tests {
         let plain = b"cross-implementation check of nonce layout and tag placement";
         for counter in [0u64, 1, 0x0102_0304_0506_0708, REJECT_AFTER_MESSAGES - 1] {
             let mut ours = plain.to_vec();
-            let tag = send.seal_in_place(counter, AAD, &mut ours).unwrap();
+            let tag = send
+                .sealer()
+                .seal_in_place(counter, AAD, &mut ours)
+                .unwrap();
             ours.extend_from_slice(&tag);
             let mut theirs = vec![0u8; plain.len() + TAG_LEN];
             assert_eq!(
@@ -251,7 +232,10 @@ mod tests {
             if len > 0 {
                 assert_ne!(&wire[..len], &plain[..]);
             }
-            let opened = recv.open_in_place(counter, AAD, &mut wire).unwrap();
+            let opened = recv
+                .opener()
+                .open_in_place(counter, AAD, &mut wire)
+                .unwrap();
             assert_eq!(opened, &plain[..]);
         }
     }
@@ -284,29 +268,38 @@ mod tests {
             let mut bad = wire.clone();
             bad[byte] ^= 0x01;
             assert_eq!(
-                recv.open_in_place(counter, AAD, &mut bad),
+                recv.opener().open_in_place(counter, AAD, &mut bad),
                 Err(CryptoError::Decrypt),
                 "byte {byte}"
             );
         }
         let mut copy = wire.clone();
-        assert!(recv.open_in_place(counter + 1, AAD, &mut copy).is_err());
+        assert!(recv
+            .opener()
+            .open_in_place(counter + 1, AAD, &mut copy)
+            .is_err());
         let mut copy = wire.clone();
         assert!(recv
+            .opener()
             .open_in_place(counter, b"outer headeR", &mut copy)
             .is_err());
         let mut copy = wire.clone();
-        assert!(recv.open_in_place(counter, &[], &mut copy).is_err());
+        assert!(recv
+            .opener()
+            .open_in_place(counter, &[], &mut copy)
+            .is_err());
         let mut copy = wire.clone();
         assert!(RecvKey::new([0x43; 32])
+            .opener()
             .open_in_place(counter, AAD, &mut copy)
             .is_err());
         let mut copy = wire.clone();
         assert!(recv
+            .opener()
             .open_in_place(counter, AAD, &mut copy[..wire.len() - 1])
             .is_err());
         let mut copy = wire;
-        assert!(recv.open_in_place(counter, AAD, &mut copy).is_ok());
+        assert!(recv.opener().open_in_place(counter, AAD, &mut copy).is_ok());
     }
 
     #[test]
@@ -314,7 +307,7 @@ mod tests {
         // Sealing under counter 1 must equal a raw ring seal with nonce 00000000 0100000000000000.
         let send = SendKey::new(KEY);
         let mut ours = *b"nonce layout";
-        let tag = send.seal_in_place(1, &[], &mut ours).unwrap();
+        let tag = send.sealer().seal_in_place(1, &[], &mut ours).unwrap();
         let reference = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &KEY).unwrap());
         let mut theirs = *b"nonce layout";
         let mut nonce_bytes = [0u8; NONCE_LEN];
@@ -336,17 +329,18 @@ mod tests {
         for len in 0..TAG_LEN {
             let mut buf = vec![0u8; len];
             assert_eq!(
-                recv.open_in_place(0, &[], &mut buf),
+                recv.opener().open_in_place(0, &[], &mut buf),
                 Err(CryptoError::Decrypt)
             );
         }
         let mut buf = [0u8; TAG_LEN + 4];
         assert_eq!(
-            recv.open_in_place(REJECT_AFTER_MESSAGES, &[], &mut buf),
+            recv.opener()
+                .open_in_place(REJECT_AFTER_MESSAGES, &[], &mut buf),
             Err(CryptoError::Decrypt)
         );
         assert_eq!(
-            recv.open_in_place(u64::MAX, &[], &mut buf),
+            recv.opener().open_in_place(u64::MAX, &[], &mut buf),
             Err(CryptoError::Decrypt)
         );
     }

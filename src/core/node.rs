@@ -991,11 +991,11 @@ impl Node {
                 emit_data_header(head, kind, remote, counter);
                 if defer {
                     return Ok::<Option<(Sealer, u64)>, CryptoError>(Some((
-                        send.sealer(),
+                        send.sealer().clone(),
                         counter,
                     )));
                 }
-                let tag = send.seal_in_place(counter, head, body)?;
+                let tag = send.sealer().seal_in_place(counter, head, body)?;
                 tail.copy_from_slice(&tag);
                 Ok(None)
             })
@@ -1292,7 +1292,7 @@ impl Node {
         }
         Ok(OpenJob {
             from,
-            opener: session.recv.opener(),
+            opener: session.recv.opener().clone(),
             index,
             counter,
             kind,
