@@ -1300,11 +1300,16 @@ impl Node {
         })
     }
 
-    fn session_by_index(&mut self, index: u32) -> Option<&mut Session> {
+    /// The peer and session slot that our local `index` names, if it still names one.
+    fn locate_index(&self, index: u32) -> Option<(PeerId, Slot)> {
         let &id = self.by_index.get(&index)?;
-        let peer = &mut self.peers[id as usize];
-        let slot = peer.slot_of(index)?;
-        peer.session_mut(slot)
+        let slot = self.peers[id as usize].slot_of(index)?;
+        Some((id, slot))
+    }
+
+    fn session_by_index(&mut self, index: u32) -> Option<&mut Session> {
+        let (id, slot) = self.locate_index(index)?;
+        self.peers[id as usize].session_mut(slot)
     }
 
     /// A data message after its decryption was tried: the replay window, then what it carries.
@@ -1329,16 +1334,12 @@ impl Node {
         };
         // Between the halves the session may have been replaced (a rekey on another worker) and
         // its index even reused: only the very key that opened the message may count it.
-        let Some(&id) = self.by_index.get(&index) else {
+        let Some((id, slot)) = self.locate_index(index) else {
             self.counters.rx_unknown_index += 1;
             return Received::Nothing;
         };
         let peer = &mut self.peers[id as usize];
-        let Some(slot) = peer.slot_of(index) else {
-            self.counters.rx_unknown_index += 1;
-            return Received::Nothing;
-        };
-        let session = peer.session_mut(slot).expect("slot_of found it");
+        let session = peer.session_mut(slot).expect("locate_index found it");
         if !session.recv.opener().same_key(&opener) {
             self.counters.rx_unknown_index += 1;
             return Received::Nothing;
