@@ -4,13 +4,18 @@
 //! (`handle_datagram`) and the passage of time (`handle_timeout`). Outputs: datagrams to send
 //! (`poll_transmit`), frames to write to the TAP (returned by `handle_datagram` as a range of the
 //! caller's buffer, so received frames are decrypted in place and never copied), and `poll_timeout`.
+//! For several workers sharing one node, the same inputs come split so the AEAD runs outside the
+//! node: `begin_datagram` / `OpenJob::open` / `finish_datagram`, and datagrams queued per lane
+//! (`set_lane`, `poll_deferred_transmit`) and sealed by the worker that drains them.
 //!
 //! Invariants: every local index in `by_index` belongs to exactly one session or pending initiation
 //! of the peer it maps to, and is removed when that session or initiation goes; a frame received
 //! from a peer is only ever delivered to the TAP (split horizon), so a full mesh cannot loop; a
 //! packet is authenticated before anything about it (endpoint, FDB, counters of good traffic) is
 //! believed; no Diffie-Hellman work is done for a handshake message before its mac1 verified and
-//! the rate limiter let it through.
+//! the rate limiter let it through; what an input produces is queued on the lane set when it
+//! came in, and only that lane's worker sends it, so one flow never leaves through two sockets at
+//! once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};

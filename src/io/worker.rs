@@ -9,7 +9,9 @@
 //! so N workers seal and open in parallel.
 //!
 //! Flows stay in order: the kernel hands all frames of one flow to one TAP queue (flow hash), so
-//! one worker seals them; the worker writes its index in each datagram's lane byte, and receivers
+//! one worker seals them. The node queues what a worker's input produced on that worker's lane
+//! and each worker drains only its own ([`Node::set_lane`]), so no other worker sends part of the
+//! flow at the same time. The worker writes its index in each datagram's lane byte, and receivers
 //! with several workers steer by it ([`super::udp`]), so one worker opens them. With offloads, a
 //! TAP read may be a 64 KiB TSO super-frame, cut into wire frames straight into pooled buffers
 //! (the one copy), and received TCP segments are coalesced back into one TAP write.
