@@ -189,6 +189,17 @@ impl PayloadKind {
             PayloadKind::Unknown(_) => "unknown",
         }
     }
+
+    /// Whether the payload is user traffic (frames, and datagrams relayed for other members)
+    /// rather than upkeep of the session or the mesh (keepalives, path probes and their answers,
+    /// gossip). Only data keeps an on-demand session wanted: gossip reaches a random member every
+    /// second, so counting it would keep every node's sessions with half the network alive.
+    pub const fn is_data(self) -> bool {
+        matches!(
+            self,
+            PayloadKind::Ethernet | PayloadKind::Relay | PayloadKind::Relayed
+        )
+    }
 }
 
 impl From<u8> for PayloadKind {

@@ -1,0 +1,381 @@
+//! Key agreement: answering initiations and responses after the cheap checks (length, mac1, rate
+//! limit), admission by certificate, and driving our own initiations with retransmission.
+//!
+//! Invariants: no Diffie-Hellman work before mac1 and the rate limiter; no peer entry before the
+//! certificate verified and the initiation proved newer than the last one accepted; every session
+//! change goes through `peer::Sessions`, whose retired indices leave the index table.
+
+use meshd_crypto::{
+    compute_mac1, respond, verify_mac1, CertError, Certificate, Initiator, PublicKey,
+};
+use tracing::{debug, info, warn};
+
+use super::api::{direct_address, Origin};
+use crate::core::peer::{
+    retry_delay, HandshakeProgress, Initiation, Route, Session, RELAY_AFTER_ATTEMPTS,
+};
+use crate::wire::{handshake_init_len, handshake_response_len, HandshakeInit, HandshakeResponse};
+
+/// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
+const TIMESTAMP_LEN: usize = 8;
+
+/// Why a handshake's certificate was refused.
+pub(super) enum Refusal {
+    Malformed,
+    Invalid(CertError),
+    WrongKey,
+    Revoked,
+}
+
+use super::*;
+
+impl Node {
+    /// Checks the certificate a handshake carried for the key the handshake proved.
+    pub(super) fn admit(
+        &self,
+        now: Instant,
+        bytes: &[u8],
+        proven: &PublicKey,
+    ) -> Result<Certificate, Refusal> {
+        let (certificate, used) = Certificate::decode(bytes).map_err(|_| Refusal::Malformed)?;
+        if used != bytes.len() {
+            return Err(Refusal::Malformed);
+        }
+        if certificate.static_key != *proven {
+            return Err(Refusal::WrongKey);
+        }
+        if self.revoked.contains(proven) {
+            return Err(Refusal::Revoked);
+        }
+        certificate
+            .verify(&self.network, self.unix_secs(now))
+            .map_err(Refusal::Invalid)?;
+        Ok(certificate)
+    }
+
+    pub(super) fn count_refusal(
+        &mut self,
+        now: Instant,
+        refusal: Refusal,
+        key: &PublicKey,
+        origin: Origin,
+    ) {
+        let reason = match refusal {
+            Refusal::Malformed => {
+                self.counters.rx_handshake_no_certificate += 1;
+                "no well-formed certificate".to_string()
+            }
+            Refusal::Invalid(e) => {
+                self.counters.rx_handshake_bad_certificate += 1;
+                e.to_string()
+            }
+            Refusal::WrongKey => {
+                self.counters.rx_handshake_bad_certificate += 1;
+                "certificate names another key".to_string()
+            }
+            Refusal::Revoked => {
+                self.counters.rx_handshake_revoked += 1;
+                "key is revoked".to_string()
+            }
+        };
+        // The sender controls how often this happens, so say it rarely.
+        if self.next_admission_warning.is_none_or(|t| now >= t) {
+            self.next_admission_warning = Some(now + ADMISSION_WARNING_INTERVAL);
+            warn!(key = %key, ?origin, %reason, "refused a handshake: not an admitted member of this network");
+        }
+    }
+
+    /// The initiator has proven it holds the keys of the session we answered: start using it.
+    pub(super) fn promote_next(&mut self, now: Instant, id: PeerId) {
+        let peer = &mut self.peers[id as usize];
+        let Some((retired, was_up)) = peer.sessions.promote_next() else {
+            return;
+        };
+        peer.handshake = HandshakeProgress::default();
+        self.retire(retired);
+        if !was_up {
+            info!(peer = %self.peers[id as usize].name, "peer up");
+        }
+        self.flush_pending(now, id);
+    }
+
+    pub(super) fn on_handshake_init(&mut self, now: Instant, origin: Origin, datagram: &[u8]) {
+        let init = match HandshakeInit::new_checked(datagram) {
+            Ok(m) => m,
+            Err(e) => return self.count_wire_error(e),
+        };
+        if !verify_mac1(&self.our_mac1_key, init.mac1_covered(), init.mac1()) {
+            self.counters.rx_bad_mac1 += 1;
+            return;
+        }
+        if !self.limiter_allows(now, origin) {
+            self.counters.rx_handshake_ratelimited += 1;
+            return;
+        }
+        let responder = match respond(&self.secret, NOISE_PROLOGUE, &mut self.rng, init.noise()) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.rx_handshake_failed += 1;
+                return;
+            }
+        };
+        let remote = responder.remote_static();
+        if let Origin::Relayed { source, .. } = origin {
+            if source != remote {
+                self.counters.rx_relay_mismatch += 1;
+                return;
+            }
+        }
+        let payload = responder.payload();
+        let Some((timestamp, certificate)) = payload.split_first_chunk::<TIMESTAMP_LEN>() else {
+            self.counters.rx_handshake_no_certificate += 1;
+            return;
+        };
+        let timestamp = u64::from_be_bytes(*timestamp);
+        let certificate = match self.admit(now, certificate, &remote) {
+            Ok(c) => c,
+            Err(refusal) => return self.count_refusal(now, refusal, &remote, origin),
+        };
+        // Checked before the peer is added, so a replay never creates or updates an entry.
+        let last_accepted = self
+            .by_key
+            .get(&remote)
+            .map_or(0, |&id| self.peers[id as usize].last_init_timestamp);
+        if timestamp <= last_accepted {
+            self.counters.rx_handshake_replayed += 1;
+            return;
+        }
+        let Some(id) = self.add_member(&certificate, direct_address(origin)) else {
+            self.counters.rx_member_table_full += 1;
+            return;
+        };
+        let sender_index = init.sender_index();
+        let local_index = self.by_index.allocate(&mut self.rng, id);
+        let mut packet = self.pool.take();
+        let len = handshake_response_len(self.certificate_bytes.len());
+        let area = &mut packet.frame_area()[..len];
+        let mut msg = HandshakeResponse::new_emit(area).expect("buffer holds a response");
+        msg.fill_header();
+        msg.set_sender_index(local_index);
+        msg.set_receiver_index(sender_index);
+        let keys = match responder.write_response(&self.certificate_bytes, msg.noise_mut()) {
+            Ok((_, keys)) => keys,
+            Err(_) => {
+                self.counters.rx_handshake_failed += 1;
+                self.by_index.release_unused(local_index);
+                self.pool.give(packet);
+                return;
+            }
+        };
+        let peer = &mut self.peers[id as usize];
+        let mac1 = compute_mac1(&peer.mac1_key, msg.mac1_covered());
+        msg.set_mac1(&mac1);
+        msg.set_mac2(&[0; 16]);
+        packet.set_frame_len(len);
+
+        peer.last_init_timestamp = timestamp;
+        peer.last_handshake = Some(now);
+        let session = Session::new(local_index, sender_index, keys, now, false);
+        let retired = peer.sessions.install_answered(session);
+        self.retire(retired);
+        self.counters.handshakes_completed += 1;
+        // The initiator chose the way it came (direct, or a relay after direct failed): answer
+        // and carry on the same way.
+        self.adopt_route(now, id, origin);
+        self.transmit(now, id, origin.route_back(), packet);
+        let seen_at = self.origin_address(origin);
+        self.membership
+            .session_established(now, &certificate, seen_at);
+        self.pump_membership(now);
+        debug!(peer = %self.peers[id as usize].name, ?origin, "answered handshake");
+    }
+
+    pub(super) fn on_handshake_response(&mut self, now: Instant, origin: Origin, datagram: &[u8]) {
+        let resp = match HandshakeResponse::new_checked(datagram) {
+            Ok(m) => m,
+            Err(e) => return self.count_wire_error(e),
+        };
+        if !verify_mac1(&self.our_mac1_key, resp.mac1_covered(), resp.mac1()) {
+            self.counters.rx_bad_mac1 += 1;
+            return;
+        }
+        let index = resp.receiver_index();
+        let Some(id) = self.by_index.lookup(index) else {
+            self.counters.rx_unknown_index += 1;
+            return;
+        };
+        if !self.limiter_allows(now, origin) {
+            self.counters.rx_handshake_ratelimited += 1;
+            return;
+        }
+        let peer = &mut self.peers[id as usize];
+        let Some(initiation) = peer.sessions.initiation_mut(index) else {
+            self.counters.rx_unknown_index += 1;
+            return;
+        };
+        // A forged response must not cancel the real one still on its way, so a failure leaves
+        // the initiation in place.
+        let (payload, keys) = match initiation.initiator.try_read_response(resp.noise()) {
+            Ok(done) => done,
+            Err(_) => {
+                self.counters.rx_handshake_failed += 1;
+                return;
+            }
+        };
+        let remote = peer.public_key;
+        let certificate = match self.admit(now, &payload, &remote) {
+            Ok(c) => c,
+            Err(refusal) => {
+                // The responder proved its key but is not a member: give up on this attempt.
+                let retired = self.peers[id as usize].sessions.abandon_initiation();
+                self.retire(retired);
+                return self.count_refusal(now, refusal, &remote, origin);
+            }
+        };
+        if let Origin::Relayed { source, .. } = origin {
+            if source != remote {
+                self.counters.rx_relay_mismatch += 1;
+                return;
+            }
+        }
+        self.add_member(&certificate, direct_address(origin));
+        let peer = &mut self.peers[id as usize];
+        let session = Session::new(index, resp.sender_index(), keys, now, true);
+        let (retired, was_up) = peer.sessions.install_initiated(session);
+        peer.handshake = HandshakeProgress::default();
+        peer.last_handshake = Some(now);
+        self.counters.handshakes_completed += 1;
+        if !was_up {
+            info!(peer = %peer.name, ?origin, "peer up");
+        }
+        self.retire(retired);
+        self.adopt_route(now, id, origin);
+        self.flush_pending(now, id);
+        let seen_at = self.origin_address(origin);
+        self.membership
+            .session_established(now, &certificate, seen_at);
+        self.pump_membership(now);
+    }
+
+    /// The rate limiter's verdict for a handshake message: keyed by the sender's address, or by
+    /// the relay's for a relayed one (only members relay, and each relay is one source).
+    pub(super) fn limiter_allows(&mut self, now: Instant, origin: Origin) -> bool {
+        let ip = match origin {
+            Origin::Direct(from) => Some(from.ip()),
+            Origin::Relayed { relay, .. } => self.peers[relay as usize].endpoint.map(|e| e.ip()),
+        };
+        ip.is_none_or(|ip| self.limiter.allow(now, ip))
+    }
+
+    /// The address a datagram came from, or its relay's (for logs and the membership layer).
+    pub(super) fn origin_address(&self, origin: Origin) -> SocketAddr {
+        match origin {
+            Origin::Direct(from) => from,
+            Origin::Relayed { relay, .. } => self.peers[relay as usize]
+                .endpoint
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// Starts a handshake round with the peer unless one is already running.
+    pub(super) fn start_handshake(&mut self, now: Instant, id: PeerId) {
+        let peer = &mut self.peers[id as usize];
+        if peer.handshake.in_progress() || self.revoked.contains(&peer.public_key) {
+            return;
+        }
+        if peer.endpoint.is_none() && self.pick_relay(id, None, 0).is_none() {
+            return;
+        }
+        let peer = &mut self.peers[id as usize];
+        peer.handshake = HandshakeProgress {
+            attempts: 0,
+            started: Some(now),
+            next_attempt: Some(now),
+        };
+        self.send_initiation(now, id);
+    }
+
+    /// Sends a fresh initiation (new ephemeral key and index) and schedules the retransmission.
+    pub(super) fn send_initiation(&mut self, now: Instant, id: PeerId) {
+        let Some(route) = self.initiation_route(id) else {
+            self.peers[id as usize].handshake = HandshakeProgress::default();
+            return;
+        };
+        let retired = self.peers[id as usize].sessions.abandon_initiation();
+        self.retire(retired);
+        let remote = self.peers[id as usize].public_key;
+        let mut initiator = match Initiator::new(
+            &self.secret,
+            &remote,
+            NOISE_PROLOGUE,
+            &mut self.rng,
+        ) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(peer = %self.peers[id as usize].name, error = %e, "cannot start handshake");
+                return;
+            }
+        };
+        let timestamp = self.next_timestamp(now);
+        let local_index = self.by_index.allocate(&mut self.rng, id);
+        let mut packet = self.pool.take();
+        let mut payload = Vec::with_capacity(TIMESTAMP_LEN + self.certificate_bytes.len());
+        payload.extend_from_slice(&timestamp.to_be_bytes());
+        payload.extend_from_slice(&self.certificate_bytes);
+        let len = handshake_init_len(payload.len());
+        let area = &mut packet.frame_area()[..len];
+        let mut msg = HandshakeInit::new_emit(area).expect("buffer holds an initiation");
+        msg.fill_header();
+        msg.set_sender_index(local_index);
+        if initiator.write_init(&payload, msg.noise_mut()).is_err() {
+            self.by_index.release_unused(local_index);
+            self.pool.give(packet);
+            return;
+        }
+        let peer = &mut self.peers[id as usize];
+        let mac1 = compute_mac1(&peer.mac1_key, msg.mac1_covered());
+        msg.set_mac1(&mac1);
+        msg.set_mac2(&[0; 16]);
+        packet.set_frame_len(len);
+
+        // The old initiation was abandoned above, so nothing is retired here.
+        let retired = peer.sessions.start_initiation(Initiation {
+            initiator,
+            local_index,
+        });
+        let delay = retry_delay(peer.handshake.attempts);
+        let jitter_ms = self.rng.next_u32() as u64 % (delay.as_millis() as u64 / 4 + 1);
+        self.retire(retired);
+        let peer = &mut self.peers[id as usize];
+        peer.handshake.attempts += 1;
+        peer.handshake.next_attempt = Some(now + delay + Duration::from_millis(jitter_ms));
+        self.counters.handshakes_initiated += 1;
+        debug!(peer = %peer.name, attempt = peer.handshake.attempts, ?route, "sent handshake initiation");
+        self.transmit(now, id, route, packet);
+    }
+
+    /// Where an initiation goes. A rekey takes the route in use. A new session is tried directly
+    /// first; after [`RELAY_AFTER_ATTEMPTS`] unanswered attempts, attempts alternate between a
+    /// relay (a different one each time round) and direct, so whichever works first wins.
+    pub(super) fn initiation_route(&self, id: PeerId) -> Option<Route> {
+        let peer = &self.peers[id as usize];
+        if peer.sessions.is_up() {
+            if let Some(route) = self.route(id) {
+                return Some(route);
+            }
+        }
+        let attempts = peer.handshake.attempts;
+        let direct = peer.endpoint.map(Route::Direct);
+        let relayed = || {
+            let turn = attempts.saturating_sub(RELAY_AFTER_ATTEMPTS) / 2;
+            self.pick_relay(id, None, turn).map(Route::Relay)
+        };
+        let relay_turn =
+            attempts >= RELAY_AFTER_ATTEMPTS && (attempts - RELAY_AFTER_ATTEMPTS) % 2 == 0;
+        if relay_turn || direct.is_none() {
+            relayed().or(direct)
+        } else {
+            direct
+        }
+    }
+}
