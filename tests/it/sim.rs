@@ -61,8 +61,8 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
-/// Decides, per datagram (sender index, bytes), whether the network drops it.
-type DropFilter = Box<dyn FnMut(usize, &[u8]) -> bool>;
+/// Decides, per datagram (sender index, receiver index, bytes), whether the network drops it.
+type DropFilter = Box<dyn FnMut(usize, usize, &[u8]) -> bool>;
 
 struct SimHost {
     node: Node,
@@ -242,7 +242,7 @@ impl Sim {
                 cap.push((to, self.hosts[from].addr, bytes.clone()));
             }
             if let Some(filter) = &mut self.filter {
-                if filter(from, &bytes) {
+                if filter(from, to, &bytes) {
                     continue;
                 }
             }
@@ -626,7 +626,9 @@ fn lane_byte_is_authenticated() {
     sim.capture = Some(Vec::new());
     // Held back from host 2, so the copies below are its first sight of the datagram.
     let data = u8::from(MessageType::Data);
-    sim.filter = Some(Box::new(move |from, bytes| from == 0 && bytes[1] == data));
+    sim.filter = Some(Box::new(move |from, _, bytes| {
+        from == 0 && bytes[1] == data
+    }));
     let delivered = sim.hosts[1].delivered.len();
     sim.send_frame(0, &frame(mac(1, 1), mac(0, 1), 1, 100));
     sim.run_for(Duration::from_millis(10));
@@ -702,7 +704,7 @@ fn reordered_and_duplicated(sim: &mut Sim) {
 fn lost_handshake_messages_are_retransmitted() {
     let mut sim = Sim::new(2, 5);
     let mut dropped = 0;
-    sim.filter = Some(Box::new(move |_, bytes| {
+    sim.filter = Some(Box::new(move |_, _, bytes| {
         let is_handshake = bytes.len() > 1
             && matches!(
                 MessageType::from(bytes[1]),
@@ -779,7 +781,7 @@ fn simultaneous_initiation_settles_without_loss() {
 fn dead_peer_goes_down_and_comes_back() {
     let mut sim = Sim::new(2, 10);
     sim.run_for(Duration::from_millis(100));
-    sim.filter = Some(Box::new(|_, _| true)); // the underlay is cut
+    sim.filter = Some(Box::new(|_, _, _| true)); // the underlay is cut
     sim.run_for(Duration::from_secs(70));
     assert_eq!(sim.state(0, "h2"), "down");
     sim.filter = None;
@@ -970,6 +972,7 @@ fn status_reports_peers_fdb_and_counters() {
         .any(|e| e.mac == "02:77:00:00:01:01" && e.port == "local"));
 }
 
+mod on_demand;
 mod paths;
 
 mod random_input {
@@ -1118,7 +1121,7 @@ fn a_restarted_host_rejoins_through_remembered_members_when_its_bootstrap_is_gon
     let remembered = sim.hosts[3].node.reachable_members(8);
     assert_eq!(remembered.len(), N - 1);
     // The founder, host 3's only configured member, goes silent; host 3 restarts.
-    sim.filter = Some(Box::new(|from, _| from == 0));
+    sim.filter = Some(Box::new(|from, _, _| from == 0));
     let mut peers = sim.hosts[3].peers.clone();
     peers.extend(remembered.into_iter().filter(|p| p.public_key != hub));
     sim.hosts[3].peers = peers;
