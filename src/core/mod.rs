@@ -6,12 +6,12 @@
 pub mod buffer;
 pub mod counters;
 pub mod invite;
+pub mod limit;
 pub mod membership;
 pub mod node;
 pub mod offload;
 pub mod peer;
 pub mod pmtu;
-pub mod ratelimit;
 pub mod switch;
 pub mod toobig;
 

@@ -52,9 +52,9 @@ use rand_core::RngCore;
 use super::buffer::{BufferPool, PacketBuf};
 use super::counters::Counters;
 use super::invite::InviteBook;
+use super::limit::{HandshakeLimiter, TokenBucket};
 use super::membership::{Membership, MembershipConfig};
 use super::peer::{IndexTable, Peer, Retired};
-use super::ratelimit::HandshakeLimiter;
 use super::switch::{Fdb, PeerId};
 use crate::wire::{
     DATA_OVERHEAD, ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN, HANDSHAKE_INIT_MAX_LEN,
@@ -87,7 +87,7 @@ pub const BASE_DATAGRAM: usize = 1280 - 48;
 pub const DEFAULT_UNDERLAY_MTU: usize = 1500;
 /// ICMP too-big answers the node writes to the bridge per second, at most (a sender that ignores
 /// them must not turn the node into a packet generator).
-const TOO_BIG_ANSWERS_PER_SECOND: u32 = 100;
+const TOO_BIG_ANSWERS_PER_SECOND: u64 = 100;
 /// Frames the node itself generated for the TAP that may wait for the io layer.
 const TAP_OUT_MAX: usize = 256;
 /// Addresses other members saw this node's probes come from that are remembered (and published).
@@ -141,8 +141,8 @@ pub struct Node {
     underlay_mtu: usize,
     /// Frames the node generated for the TAP (ICMP too-big answers), for the io layer to write.
     tap_out: VecDeque<PacketBuf>,
-    /// Too-big answers left in the current one-second window, and when the window ends.
-    too_big_budget: (u32, Instant),
+    /// Bounds the too-big answers written to the bridge.
+    too_big_budget: TokenBucket,
     /// Addresses members saw our probes come from (newest last), published with `advertise`.
     observed: Vec<SocketAddr>,
     counters: Counters,
@@ -222,7 +222,11 @@ impl Node {
             max_frame: config.max_frame,
             underlay_mtu: config.underlay_mtu,
             tap_out: VecDeque::new(),
-            too_big_budget: (TOO_BIG_ANSWERS_PER_SECOND, config.now),
+            too_big_budget: TokenBucket::new(
+                config.now,
+                TOO_BIG_ANSWERS_PER_SECOND,
+                TOO_BIG_ANSWERS_PER_SECOND,
+            ),
             observed: Vec::new(),
             counters: Counters::default(),
             clock_base: (config.now, config.unix_nanos_at_now),

@@ -134,15 +134,11 @@ impl Node {
         let mut answer = self.pool.take();
         match too_big_reply(frame.bytes(), mtu, answer.frame_area()) {
             Ok(len) => {
-                if now >= self.too_big_budget.1 {
-                    self.too_big_budget =
-                        (TOO_BIG_ANSWERS_PER_SECOND, now + Duration::from_secs(1));
-                }
-                if self.too_big_budget.0 == 0 || self.tap_out.len() >= TAP_OUT_MAX {
+                // The queue is checked first so a full one does not spend a token.
+                if self.tap_out.len() >= TAP_OUT_MAX || !self.too_big_budget.try_take(now) {
                     self.counters.tx_too_big_ratelimited += 1;
                     self.pool.give(answer);
                 } else {
-                    self.too_big_budget.0 -= 1;
                     self.counters.tx_too_big_icmp += 1;
                     answer.set_frame_len(len);
                     self.tap_out.push_back(answer);

@@ -7,8 +7,8 @@
 
 use tracing::warn;
 
+use crate::core::limit::LIMITER_SWEEP_INTERVAL;
 use crate::core::peer::{PeerState, PeerTimer, DEAD_AFTER};
-use crate::core::ratelimit::LIMITER_SWEEP_INTERVAL;
 use crate::core::switch::Port;
 
 use super::*;

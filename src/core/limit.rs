@@ -1,6 +1,7 @@
-//! Token buckets that bound how much handshake (Diffie-Hellman) work the node does.
+//! The one token bucket type of the core, and the handshake limiter built from it.
 //!
-//! A flood of initiations that pass the cheap mac1 check must not starve the data path, so each one
+//! [`TokenBucket`] bounds any rate the node must not exceed whatever its input does: handshake
+//! (Diffie-Hellman) work, ICMP answers written to the bridge, membership pages and renewals. A flood of initiations that pass the cheap mac1 check must not starve the data path, so each one
 //! costs a token from a global bucket and from a bucket for its source address. The per-source table
 //! is bounded: when full it forgets idle sources, and if none are idle new sources are refused (the
 //! global bucket still lets known-good traffic through once the flood's sources go quiet).
@@ -21,6 +22,7 @@ pub struct TokenBucket {
 const NANO: u64 = 1_000_000_000;
 
 impl TokenBucket {
+    /// A full bucket of `burst` tokens that refills at `per_second`.
     pub fn new(now: Instant, per_second: u64, burst: u64) -> TokenBucket {
         TokenBucket {
             per_second,
