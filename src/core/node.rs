@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::buffer::{BufferPool, PacketBuf};
 use super::counters::Counters;
+use super::frames::{too_big_reply, Ipv4Fragmenter, NoReply};
 use super::invite::{InviteBook, JoinContext, JoinOutcome, PendingInvite};
 use super::membership::{
     Membership, MembershipConfig, MembershipError, MembershipEvent, Revocation,
@@ -47,7 +48,6 @@ use super::peer::{
 use super::pmtu::PmtuSearch;
 use super::ratelimit::{HandshakeLimiter, LIMITER_SWEEP_INTERVAL};
 use super::switch::{Fdb, FdbConfig, Forward, Learned, PeerId, Port};
-use super::toobig::{too_big_reply, Ipv4Fragmenter, NoReply};
 use crate::wire::{
     classify, emit_data_header, handshake_init_len, handshake_response_len, Data, EthernetFrame,
     HandshakeInit, HandshakeResponse, MessageType, PayloadKind, WireError, DATA_HEADER_LEN,
@@ -55,9 +55,8 @@ use crate::wire::{
 };
 use crate::wire::{BootstrapMember, InviteId, JoinRequest, MacAddr};
 use crate::wire::{
-    Probe, ProbeAck, RelayEnvelope, DATA_OVERHEAD, ETHERNET_HEADER_LEN, ETHERTYPE_QINQ,
-    ETHERTYPE_VLAN, PROBE_ACK_MAX_LEN, PROBE_MIN_LEN, RELAY_ENVELOPE_LEN, RELAY_OVERHEAD,
-    VLAN_TAG_LEN,
+    Probe, ProbeAck, RelayEnvelope, DATA_OVERHEAD, ETHERNET_HEADER_LEN, PROBE_ACK_MAX_LEN,
+    PROBE_MIN_LEN, RELAY_ENVELOPE_LEN, RELAY_OVERHEAD,
 };
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
@@ -93,16 +92,6 @@ const TOO_BIG_ANSWERS_PER_SECOND: u32 = 100;
 const TAP_OUT_MAX: usize = 256;
 /// Addresses other members saw this node's probes come from that are remembered (and published).
 const OBSERVED_MAX: usize = 2;
-/// The Ethernet header's length in front of an IP packet: 14, or 18 behind one VLAN tag.
-fn l2_header_len(frame: &[u8]) -> usize {
-    match frame.get(12..14) {
-        Some(&[a, b]) if matches!(u16::from_be_bytes([a, b]), ETHERTYPE_VLAN | ETHERTYPE_QINQ) => {
-            ETHERNET_HEADER_LEN + VLAN_TAG_LEN
-        }
-        _ => ETHERNET_HEADER_LEN,
-    }
-}
-
 /// The address a datagram came from when it came directly.
 fn direct_address(origin: Origin) -> Option<SocketAddr> {
     match origin {
@@ -831,7 +820,8 @@ impl Node {
         limit: usize,
         peer: Option<PeerId>,
     ) {
-        let l2 = l2_header_len(frame.bytes());
+        let l2 = EthernetFrame::new_checked(frame.bytes())
+            .map_or(ETHERNET_HEADER_LEN, |f| f.header_len());
         let mtu = u16::try_from(limit.saturating_sub(l2)).unwrap_or(u16::MAX);
         let mut answer = self.pool.take();
         match too_big_reply(frame.bytes(), mtu, answer.frame_area()) {
