@@ -332,3 +332,17 @@ proptest! {
         }
     }
 }
+
+/// The ethernet fuzz target's IP seeds are accepted whole, so the fuzzer starts inside the view.
+#[test]
+fn the_ethernet_fuzz_seeds_with_ip_are_accepted() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ethernet");
+    let tcp = std::fs::read(corpus.join("seed-ipv4-tcp-vlan")).unwrap();
+    let ip = IpFrame::new_checked(&tcp[..]).unwrap();
+    assert_eq!((ip.l3(), ip.header_len(), ip.end()), (18, 24, tcp.len()));
+    assert_eq!(ip.layout().unwrap().payload, tcp.len() - 5);
+    let udp = std::fs::read(corpus.join("seed-ipv6-udp-padded")).unwrap();
+    let ip = IpFrame::new_checked(&udp[..]).unwrap();
+    assert_eq!(ip.end(), udp.len() - 6);
+    assert_eq!(ip.layout().unwrap().payload, ip.end() - 4);
+}

@@ -1471,7 +1471,7 @@ fn frames_captured_from_linux_segment_cleanly() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Microbenchmarks: `cargo test --release --lib offload::tests::bench -- --ignored --nocapture`.
+// Microbenchmarks: `cargo test --release --lib frames::tests::bench -- --ignored --nocapture`.
 
 fn time_per_iteration(iterations: u32, mut f: impl FnMut()) -> f64 {
     for _ in 0..iterations / 10 {

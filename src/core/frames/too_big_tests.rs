@@ -1,9 +1,9 @@
-//! Tests for the too-big answers and the IPv4 fragmenter. Frames are built and replies parsed back here with a word-by-word checksum and offsets
-//! written out by hand, never with the code under test.
+//! Tests for the too-big answers and the IPv4 fragmenter, and the `toobig` fuzz seed check. Frames
+//! are built and replies parsed back here with a word-by-word checksum and offsets written out by
+//! hand, never with the code under test.
 
 use proptest::prelude::*;
 
-use super::Segmenter;
 use super::*;
 use crate::wire::{VnetHdr, VnetHdrFields, VnetHdrSize, VNET_GSO_TCPV6, VNET_HDR_LEN_MRG};
 
