@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use meshd::core::frames::Segmenter;
 use meshd::core::node::{NodeConfig, PeerSpec, Received};
-use meshd::core::offload::Segmenter;
 use meshd::core::switch::{Fdb, FdbConfig, Port};
 use meshd::core::{Node, PacketBuf};
 use meshd::wire::{classify, Data, MacAddr, VnetHdr, VnetHdrSize};

@@ -3,15 +3,19 @@
 //! at most gso_size payload bytes behind the super-frame's headers and has valid IPv4 and L4
 //! checksums; the segments' payloads concatenate to the input's; coalescing loses, duplicates and
 //! reorders nothing, and its super-frames verify once their checksum is completed as the kernel
-//! would. The raw frame is also fed to the coalescer as if a peer had sent it.
+//! would. The raw frame is also fed to the coalescer as if a peer had sent it. A GSO frame the
+//! segmenter accepts is one the `IpFrame` view accepts, and the view's TCP/UDP layout ends where
+//! the segmenter's copied headers do.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshd::core::offload::{
-    complete_checksum, Checksum, Coalescer, Segmenter, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
+use meshd::core::frames::{
+    complete_checksum, Coalescer, Segmenter, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
 };
-use meshd::wire::{GsoType, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_NEEDS_CSUM};
+use meshd::wire::{
+    Checksum, GsoType, IpFrame, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_NEEDS_CSUM,
+};
 
 fuzz_target!(|bytes: &[u8]| {
     let Ok(view) = VnetHdr::new_checked(bytes, VnetHdrSize::Mergeable) else {
@@ -56,6 +60,11 @@ fn check_round_trip(hdr: &VnetHdrFields, frame: &[u8], verify: bool) {
     let gso = hdr.gso() != GsoType::None;
     let headers = segmenter.header_len();
     let count = segmenter.segment_count();
+    if gso {
+        let ip = IpFrame::new_checked(frame).expect("segmented frames are IP");
+        assert_eq!(ip.end(), frame.len());
+        assert_eq!(ip.layout().map(|l| l.payload), Ok(headers));
+    }
     let mut out = [0u8; 9216];
     let mut segments: Vec<Vec<u8>> = Vec::with_capacity(count.min(4096));
     loop {
@@ -65,7 +74,7 @@ fn check_round_trip(hdr: &VnetHdrFields, frame: &[u8], verify: bool) {
             // Fixed jumbo-sized buffers: larger segments are refused without being consumed.
             Err(e) => {
                 assert!(
-                    matches!(e, meshd::core::offload::OffloadError::OutputTooSmall { needed } if needed > out.len())
+                    matches!(e, meshd::core::frames::OffloadError::OutputTooSmall { needed } if needed > out.len())
                 );
                 return;
             }
@@ -92,7 +101,7 @@ fn check_round_trip(hdr: &VnetHdrFields, frame: &[u8], verify: bool) {
         Coalescer::new(&mut staging[..], VnetHdrSize::Mergeable).verify_tcp_checksums(verify);
     let mut merged_payload = Vec::with_capacity(frame.len());
     let mut carried = 0;
-    let mut emit = |w: meshd::core::offload::TapWrite<'_>| {
+    let mut emit = |w: meshd::core::frames::TapWrite<'_>| {
         carried += w.segments();
         assert!(w.frame().len() <= MAX_SUPER_FRAME_LEN);
         let out_hdr = VnetHdr::new_checked(w.vnet_header(), VnetHdrSize::Mergeable)

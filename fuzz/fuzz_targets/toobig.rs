@@ -5,14 +5,15 @@
 //! kept, valid checksums, the MTU, a prefix of the original within 576 (IPv4) or 1280 (IPv6)
 //! bytes. Every fragment from `Ipv4Fragmenter` fits the frame limit and has a valid header, and
 //! the fragments' data joins to the original's at contiguous offsets. `Segmenter::with_max_frame`
-//! keeps TCP segments within the limit and their payloads join to the super-frame's.
+//! keeps TCP segments within the limit and their payloads join to the super-frame's. The
+//! `IpFrame` view the three read through agrees with their verdicts: a frame it refuses is neither
+//! answered nor fragmented, for the reason its error maps to.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshd::core::offload::{Checksum, OffloadError, Segmenter};
-use meshd::core::toobig::{too_big_reply, Ipv4Fragmenter};
-use meshd::wire::{GsoType, VnetHdr, VnetHdrFields, VnetHdrSize};
+use meshd::core::frames::{too_big_reply, Ipv4Fragmenter, NoReply, OffloadError, Segmenter};
+use meshd::wire::{Checksum, GsoType, IpFrame, VnetHdr, VnetHdrFields, VnetHdrSize};
 
 fuzz_target!(|bytes: &[u8]| {
     let Some((limits, read)) = bytes.split_first_chunk::<4>() else {
@@ -24,6 +25,7 @@ fuzz_target!(|bytes: &[u8]| {
         return;
     };
     let frame = view.frame();
+    check_view(frame, mtu, max_frame);
     check_reply(frame, mtu, 1518);
     check_reply(frame, mtu, max_frame.min(1518));
     check_fragments(frame, max_frame);
@@ -39,6 +41,30 @@ fn l3_of(frame: &[u8]) -> usize {
         18
     } else {
         14
+    }
+}
+
+/// A frame the view refuses gets the refusal its error maps to from both the answer and the
+/// fragmenter; one it accepts is never refused as not IP.
+fn check_view(frame: &[u8], mtu: u16, max_frame: usize) {
+    let mut out = [0u8; 1518];
+    let reply = too_big_reply(frame, mtu, &mut out);
+    let fragments = Ipv4Fragmenter::new(frame, max_frame).map(|f| f.fragment_count());
+    match IpFrame::new_checked(frame) {
+        Err(e) => {
+            assert_eq!(reply, Err(NoReply::from(e)));
+            assert_eq!(fragments.unwrap_err(), NoReply::from(e));
+        }
+        Ok(ip) => {
+            assert_ne!(reply, Err(NoReply::NotIp));
+            assert_eq!(
+                reply == Err(NoReply::FragmentsAllowed),
+                !ip.is_ipv6() && !ip.dont_fragment()
+            );
+            if ip.is_ipv6() {
+                assert_eq!(fragments.unwrap_err(), NoReply::NotIp);
+            }
+        }
     }
 }
 

@@ -5,15 +5,14 @@
 
 pub mod buffer;
 pub mod counters;
+pub mod frames;
 pub mod invite;
 pub mod limit;
 pub mod membership;
 pub mod node;
-pub mod offload;
 pub mod peer;
 pub mod pmtu;
 pub mod switch;
-pub mod toobig;
 
 pub use buffer::{BufferPool, PacketBuf};
 pub use counters::Counters;

@@ -38,10 +38,10 @@ use super::control::ControlRequest;
 use super::state::{StateDir, RESCAN_INTERVAL};
 use super::udp::{Udp, MAX_DATAGRAM};
 use super::RunError;
-use crate::core::node::NodeEvent;
-use crate::core::offload::{
+use crate::core::frames::{
     Coalescer, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
 };
+use crate::core::node::NodeEvent;
 use crate::core::{
     BufferPool, DeferredTransmit, Inbound, Node, OpenJob, PacketBuf, Received, Transmit,
 };

@@ -1,13 +1,15 @@
 //! The inner Ethernet frame carried in data messages, and the MAC address type the switch keys on.
 //!
-//! Invariant: a checked [`EthernetFrame`] holds at least [`ETHERNET_HEADER_LEN`] bytes. Ethernet fields
+//! Invariant: a checked [`EthernetFrame`] holds at least [`ETHERNET_HEADER_LEN`] bytes. At most one
+//! 802.1Q or 802.1ad tag is looked through ([`EthernetFrame::header_len`]); behind a second tag
+//! (QinQ) the inner EtherType is that tag's TPID, so such a frame is not IP to [`super::IpFrame`]. Ethernet fields
 //! are big-endian (network order) because they are the frame's own bytes, unlike meshd's little-endian
 //! outer header. The frame has no FCS (TAP devices neither deliver nor expect one).
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::WireError;
+use super::{IpError, IpVersion, WireError};
 
 /// Destination, source and EtherType.
 pub const ETHERNET_HEADER_LEN: usize = 14;
@@ -192,6 +194,38 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         }
         let tag = self.buffer.as_ref().get(TCI..TCI + VLAN_TAG_LEN)?;
         Some(u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff)
+    }
+
+    /// Bytes in front of the payload proper: 18 when the outer EtherType is a VLAN TPID (802.1Q
+    /// or 802.1ad, one tag), else 14. Only the EtherType is read, so a tagged frame that ends
+    /// inside its tag still says 18.
+    pub fn header_len(&self) -> usize {
+        if matches!(self.ethertype(), ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
+            ETHERNET_HEADER_LEN + VLAN_TAG_LEN
+        } else {
+            ETHERNET_HEADER_LEN
+        }
+    }
+
+    /// The EtherType of the payload: the one behind the tag of a tagged frame (`None` if the frame
+    /// ends inside the tag), else the outer one.
+    pub fn inner_ethertype(&self) -> Option<u16> {
+        let at = self.header_len() - 2;
+        let bytes = self.buffer.as_ref().get(at..at + 2)?;
+        Some(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
+    /// Where the IP header starts (14, or 18 behind a tag) and its version, read from the
+    /// EtherType alone: the IP header itself is not looked at (that is [`super::IpFrame`]'s job).
+    /// [`IpError::Truncated`] if the frame ends inside its tag, [`IpError::NotIp`] for any
+    /// EtherType but IPv4 and IPv6.
+    pub fn ip_offset(&self) -> Result<(usize, IpVersion), IpError> {
+        match self.inner_ethertype() {
+            None => Err(IpError::Truncated),
+            Some(ETHERTYPE_IPV4) => Ok((self.header_len(), IpVersion::V4)),
+            Some(ETHERTYPE_IPV6) => Ok((self.header_len(), IpVersion::V6)),
+            Some(_) => Err(IpError::NotIp),
+        }
     }
 
     /// Everything after the 14-byte header (for a tagged frame this starts with the tag's TCI).

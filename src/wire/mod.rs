@@ -1,4 +1,5 @@
-//! Checked zero-copy views over meshd's untrusted bytes: the outer UDP datagram and the inner Ethernet frame.
+//! Checked zero-copy views over meshd's untrusted bytes: the outer UDP datagram and the inner Ethernet frame
+//! with the IP packet it carries ([`IpFrame`]), and the Internet checksum over such bytes ([`Checksum`]).
 //!
 //! This module owns the byte layout and nothing else: no state, no crypto, no allocation. Every view wraps
 //! a buffer `T: AsRef<[u8]>`; `new_checked` validates everything the accessors rely on (cheapest checks
@@ -12,20 +13,25 @@
 //! the join payloads (`join.rs`: [`RequestPayload`] and [`ResponsePayload`], parsed into owned values
 //! after Noise decrypted them). The join datagrams themselves are views like the others.
 //!
-//! Invariants: all integers in meshd's own header are little-endian; Ethernet fields are network order
+//! Invariants: all integers in meshd's own header are little-endian; Ethernet and IP fields are network order
 //! (big-endian) because they are the frame's own bytes. The layout is documented in docs/wire-format.md,
 //! which must change together with this module.
 
+pub mod checksum;
 mod datagram;
 mod ethernet;
+pub mod ip;
 mod join;
 mod path;
 mod token;
 pub mod vnet;
 
 #[cfg(test)]
+mod ip_tests;
+#[cfg(test)]
 mod tests;
 
+pub use checksum::{checksum, pseudo_header_sum, Checksum};
 pub use datagram::{
     classify, emit_data_header, handshake_init_len, handshake_response_len, set_lane, Data,
     HandshakeInit, HandshakeResponse, Header, DATA_HEADER_LEN, DATA_MIN_LEN, DATA_OVERHEAD,
@@ -37,6 +43,7 @@ pub use ethernet::{
     EthernetFrame, MacAddr, MacParseError, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
 };
+pub use ip::{IpError, IpFrame, IpLayout, IpVersion};
 pub use join::{
     emit_join_refused, BootstrapMember, JoinRefused, JoinRequest, JoinResponse, RefusalReason,
     RequestPayload, ResponsePayload, JOIN_MAX_LEN, JOIN_REFUSED_LEN, JOIN_REQUEST_MIN_LEN,

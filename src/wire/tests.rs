@@ -103,7 +103,13 @@ fn exercise_all(bytes: &[u8]) {
             frame.ethertype(),
             frame.vlan_id(),
             frame.payload(),
+            frame.header_len(),
+            frame.ip_offset(),
         );
+    }
+    if let Ok(ip) = IpFrame::new_checked(bytes) {
+        let _ = (ip.packet(), ip.payload(), ip.src_addr(), ip.dst_addr());
+        let _ = (ip.protocol(), ip.ident(), ip.fragment_offset(), ip.layout());
     }
 }
 
@@ -536,6 +542,21 @@ fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ETHERTYPE_QINQ,
         &[0x00, 0x0a, 0x81, 0x00, 0x00, 0x64, 0x08, 0x00],
     );
+    // Complete IP frames, so the fuzzer starts from what IpFrame accepts: tagged IPv4 with a NOP
+    // option and TCP with a timestamp-sized option, and IPv6 with UDP and Ethernet padding.
+    let mut ipv4_tcp = vec![0x00, 0x64, 0x08, 0x00];
+    ipv4_tcp.extend_from_slice(&[0x46, 0, 0, 24 + 32 + 5, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    ipv4_tcp.extend_from_slice(&[10, 77, 0, 1, 10, 77, 0, 2, 1, 1, 1, 0]);
+    ipv4_tcp.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 1, 0, 0, 0, 2, 0, 0x80, 0x18]);
+    ipv4_tcp.extend_from_slice(&[1, 0, 0, 0, 0, 0]);
+    ipv4_tcp.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+    ipv4_tcp.extend_from_slice(b"hello");
+    let ipv4_tcp_frame = sample_frame(host_b, host_a, ETHERTYPE_VLAN, &ipv4_tcp);
+    let mut ipv6_udp = vec![0x60, 0, 0, 0, 0, 12, 17, 64];
+    ipv6_udp.extend((0..32).map(|i| if i % 16 == 0 { 0xfd } else { i as u8 }));
+    ipv6_udp.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 12, 0, 0, 1, 2, 3, 4]);
+    ipv6_udp.extend_from_slice(&[0; 6]);
+    let ipv6_udp_frame = sample_frame(host_b, host_a, ETHERTYPE_IPV6, &ipv6_udp);
 
     let noise_init: [u8; NOISE_INIT_LEN] = std::array::from_fn(|i| (i * 7) as u8);
     let noise_response: [u8; NOISE_RESPONSE_LEN] = std::array::from_fn(|i| (i * 13) as u8);
@@ -582,6 +603,8 @@ fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("ethernet", "ipv6-multicast", ipv6_nd_frame),
         ("ethernet", "vlan-tagged", tagged_frame),
         ("ethernet", "qinq", qinq_frame),
+        ("ethernet", "ipv4-tcp-vlan", ipv4_tcp_frame),
+        ("ethernet", "ipv6-udp-padded", ipv6_udp_frame),
         ("ethernet", "mac-text", b"02:6d:65:73:68:01".to_vec()),
     ]
 }

@@ -57,8 +57,7 @@ use super::membership::{Membership, MembershipConfig};
 use super::peer::{IndexTable, Peer, Retired};
 use super::switch::{Fdb, PeerId};
 use crate::wire::{
-    DATA_OVERHEAD, ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN, HANDSHAKE_INIT_MAX_LEN,
-    PROBE_MIN_LEN, RELAY_OVERHEAD, VLAN_TAG_LEN,
+    DATA_OVERHEAD, ETHERNET_HEADER_LEN, HANDSHAKE_INIT_MAX_LEN, PROBE_MIN_LEN, RELAY_OVERHEAD,
 };
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
@@ -92,16 +91,6 @@ const TOO_BIG_ANSWERS_PER_SECOND: u64 = 100;
 const TAP_OUT_MAX: usize = 256;
 /// Addresses other members saw this node's probes come from that are remembered (and published).
 const OBSERVED_MAX: usize = 2;
-/// The Ethernet header's length in front of an IP packet: 14, or 18 behind one VLAN tag.
-fn l2_header_len(frame: &[u8]) -> usize {
-    match frame.get(12..14) {
-        Some(&[a, b]) if matches!(u16::from_be_bytes([a, b]), ETHERTYPE_VLAN | ETHERTYPE_QINQ) => {
-            ETHERNET_HEADER_LEN + VLAN_TAG_LEN
-        }
-        _ => ETHERNET_HEADER_LEN,
-    }
-}
-
 /// Size of a liveness probe datagram: the smallest probe.
 const LIVENESS_PROBE_LEN: usize = DATA_OVERHEAD + PROBE_MIN_LEN;
 

@@ -9,9 +9,9 @@ use meshd_crypto::{CryptoError, Sealer, REKEY_AFTER_MESSAGES};
 use tracing::debug;
 
 use super::api::DeferredTransmit;
+use crate::core::frames::{too_big_reply, Ipv4Fragmenter, NoReply};
 use crate::core::peer::{Route, PENDING_FRAMES_MAX};
 use crate::core::switch::{Forward, Learned, Port};
-use crate::core::toobig::{too_big_reply, Ipv4Fragmenter, NoReply};
 use crate::wire::{emit_data_header, EthernetFrame, MacAddr, PayloadKind, RELAY_ENVELOPE_LEN};
 
 use super::*;
@@ -129,7 +129,8 @@ impl Node {
         limit: usize,
         peer: Option<PeerId>,
     ) {
-        let l2 = l2_header_len(frame.bytes());
+        let l2 = EthernetFrame::new_checked(frame.bytes())
+            .map_or(ETHERNET_HEADER_LEN, |f| f.header_len());
         let mtu = u16::try_from(limit.saturating_sub(l2)).unwrap_or(u16::MAX);
         let mut answer = self.pool.take();
         match too_big_reply(frame.bytes(), mtu, answer.frame_area()) {

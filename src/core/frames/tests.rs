@@ -5,8 +5,9 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::wire::ip::{TCP_CWR, TCP_FIN, TCP_PSH, TCP_SYN, TCP_URG};
 use crate::wire::{
-    GsoType, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM,
+    Checksum, GsoType, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM,
     VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP, VNET_GSO_UDP_L4,
     VNET_HDR_LEN_MRG,
 };
@@ -1412,7 +1413,7 @@ fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Keeps fuzz/corpus/offload/seed-* equal to `fuzz_seeds()`. Regenerate with
-/// `MESHD_WRITE_FUZZ_SEEDS=1 cargo test --lib offload::tests::offload_fuzz_seeds_are_current`.
+/// `MESHD_WRITE_FUZZ_SEEDS=1 cargo test --lib frames::tests::offload_fuzz_seeds_are_current`.
 #[test]
 fn offload_fuzz_seeds_are_current() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/offload");
@@ -1470,7 +1471,7 @@ fn frames_captured_from_linux_segment_cleanly() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Microbenchmarks: `cargo test --release --lib offload::tests::bench -- --ignored --nocapture`.
+// Microbenchmarks: `cargo test --release --lib frames::tests::bench -- --ignored --nocapture`.
 
 fn time_per_iteration(iterations: u32, mut f: impl FnMut()) -> f64 {
     for _ in 0..iterations / 10 {

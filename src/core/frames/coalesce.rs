@@ -22,16 +22,16 @@
 //! computed them; [`Coalescer::verify_tcp_checksums`] checks them at the cost of one pass over the
 //! payload, so that a segment corrupted before encryption cannot be laundered into a valid one.
 
+use crate::wire::ip::{
+    be16, be32, put16, IPPROTO_TCP, IPV4_HEADER_LEN, IPV4_OFFSET_MASK, IPV6_HEADER_LEN,
+    TCP_CHECKSUM_AT, TCP_CWR, TCP_FIN, TCP_HEADER_LEN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+};
 use crate::wire::{
-    VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_TCPV4,
-    VNET_GSO_TCPV6, VNET_HDR_LEN_MRG,
+    Checksum, EthernetFrame, IpLayout, IpVersion, VnetHdr, VnetHdrFields, VnetHdrSize,
+    VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_HDR_LEN_MRG,
 };
 
-use super::{
-    be16, be32, ip_offset, parse_layout, put16, Checksum, Layout, IPPROTO_TCP, IPV4_HEADER_LEN,
-    IPV6_HEADER_LEN, MAX_SUPER_FRAME_LEN, TCP_CHECKSUM_AT, TCP_CWR, TCP_FIN, TCP_HEADER_LEN,
-    TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-};
+use super::{segment_layout, MAX_SUPER_FRAME_LEN};
 
 /// A staging buffer of this size holds the largest super-frame with a 12-byte header.
 pub const COALESCE_STAGING_LEN: usize = VNET_HDR_LEN_MRG + MAX_SUPER_FRAME_LEN;
@@ -95,7 +95,7 @@ pub struct Coalescer<B: AsMut<[u8]>> {
 /// unchanged (except PSH) until the flush, so later segments are compared against them.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
-    layout: Layout,
+    layout: IpLayout,
     len: usize,
     gso_size: usize,
     next_seq: u32,
@@ -106,7 +106,7 @@ struct Pending {
 /// A frame that could be merged with others of its flow.
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
-    layout: Layout,
+    layout: IpLayout,
     seq: u32,
     flags: u8,
     ip_id: u16,
@@ -293,9 +293,14 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
         };
         let header_len = self.size.header_len();
         let staged = &self.staging.as_mut()[header_len..header_len + p.len];
-        let Ok((l3, ipv6)) = ip_offset(frame) else {
+        // The EtherType alone: a malformed IP header may still be the flow's.
+        let Some((l3, version)) = EthernetFrame::new_checked(frame)
+            .ok()
+            .and_then(|eth| eth.ip_offset().ok())
+        else {
             return false;
         };
+        let ipv6 = version == IpVersion::V6;
         let addresses = p.layout.addresses();
         if l3 != p.layout.l3
             || ipv6 != p.layout.ipv6
@@ -316,7 +321,7 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
             if frame[l3 + 9] != IPPROTO_TCP {
                 return false;
             }
-            if be16(frame, l3 + 6) & 0x1fff != 0 {
+            if be16(frame, l3 + 6) & IPV4_OFFSET_MASK != 0 {
                 return true;
             }
             l3 + usize::from(frame[l3] & 0x0f) * 4
@@ -343,11 +348,11 @@ fn fits(p: &Pending, add: usize, capacity: usize) -> bool {
 /// Classifies a frame as mergeable: TCP over IPv4 without options (valid header checksum) or IPv6
 /// without extension headers, lengths consistent, a payload, and none of SYN/FIN/RST/URG.
 fn candidate(frame: &[u8], verify_tcp_checksum: bool) -> Option<Candidate> {
-    let layout = parse_layout(frame).ok()?;
+    let layout = segment_layout(frame).ok()?;
     if layout.protocol != IPPROTO_TCP {
         return None;
     }
-    let Layout {
+    let IpLayout {
         l3, l4, payload, ..
     } = layout;
     if !layout.ipv6
@@ -381,7 +386,7 @@ fn candidate(frame: &[u8], verify_tcp_checksum: bool) -> Option<Candidate> {
 /// Rewrites the staged headers for the merged length and returns the virtio-net header that
 /// describes the super-frame.
 fn finish_super_frame(p: &Pending, frame: &mut [u8]) -> VnetHdrFields {
-    let Layout {
+    let IpLayout {
         l3,
         ipv6,
         l4,

@@ -8,13 +8,13 @@
 //! L4 checksum (pseudo-header, header, payload). The input is never modified, and a segment is
 //! only consumed once it has been written.
 
-use crate::wire::{GsoType, VnetHdrFields};
-
-use super::{
-    be16, be32, parse_layout, put16, put32, Checksum, Layout, OffloadError, IPPROTO_TCP,
-    IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MAX_SUPER_FRAME_LEN, TCP_CHECKSUM_AT, TCP_CWR,
-    TCP_FIN, TCP_PSH, UDP_CHECKSUM_AT,
+use crate::wire::ip::{
+    be16, be32, put16, put32, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+    TCP_CHECKSUM_AT, TCP_CWR, TCP_FIN, TCP_PSH, UDP_CHECKSUM_AT,
 };
+use crate::wire::{Checksum, GsoType, IpLayout, VnetHdrFields};
+
+use super::{segment_layout, OffloadError, MAX_SUPER_FRAME_LEN};
 
 /// The least TCP payload per segment [`Segmenter::with_max_frame`] accepts, the same floor IPv4
 /// fragmentation has (one 8-byte fragment unit).
@@ -70,7 +70,7 @@ enum Plan {
 
 #[derive(Debug, Clone, Copy)]
 struct Split {
-    layout: Layout,
+    layout: IpLayout,
     /// `gso_size`, or less for TCP when the path is narrower (see [`Segmenter::with_max_frame`]).
     segment_size: usize,
     payload_len: usize,
@@ -127,7 +127,7 @@ impl<'a> Segmenter<'a> {
         if hdr.gso_size == 0 {
             return Err(OffloadError::ZeroGsoSize);
         }
-        let layout = parse_layout(frame)?;
+        let layout = segment_layout(frame)?;
         let ip_matches = match hdr.gso() {
             GsoType::TcpV4 => !layout.ipv6,
             GsoType::TcpV6 => layout.ipv6,
@@ -257,7 +257,7 @@ impl Split {
 
     /// Fills `out` (exactly the segment's length) with segment `index` of `count`.
     fn write(&self, frame: &[u8], index: usize, count: usize, out: &mut [u8]) {
-        let Layout {
+        let IpLayout {
             l3,
             ipv6,
             l4,
@@ -270,7 +270,7 @@ impl Split {
 
         let len = out.len();
         if ipv6 {
-            // Fits: parse_layout checked the whole payload length against a u16.
+            // Fits: segment_layout checked the whole payload length against a u16.
             put16(out, l3 + 4, (len - l3 - IPV6_HEADER_LEN) as u16);
         } else {
             put16(out, l3 + 2, (len - l3) as u16);
