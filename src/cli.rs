@@ -330,7 +330,7 @@ fn invite(path: &Path, name: Option<&str>, expires: std::time::Duration) -> Resu
         ));
     }
     let key = config.load_private_key()?;
-    let endpoints = enroll::advertised_endpoints(&config.advertise, config.listen);
+    let endpoints = crate::io::host::advertised_endpoints(&config.advertise, config.listen);
     if endpoints.is_empty() {
         return Err(CliError::Usage(
             "no address to put in the token: set `advertise = [\"ADDR:PORT\"]` or a specific `listen` address".into(),
@@ -398,7 +398,7 @@ fn join(
             .parse()
             .expect("constant address parses")
     });
-    let endpoints = enroll::advertised_endpoints(&[], listen_addr);
+    let endpoints = crate::io::host::advertised_endpoints(&[], listen_addr);
     let mut client = JoinClient::new(&token, &secret, &name, endpoints, &mut rng, unix_now())
         .map_err(|e| CliError::Runtime(e.to_string()))?;
 

@@ -10,7 +10,9 @@
 //! never half of one; a used invitation stays marked used across restarts, so `load_pending` never
 //! returns it again; a file that does not parse or does not check out (id not matching its hash,
 //! file name not matching its id, an invalid reserved name) is skipped with a warning and never
-//! stops the daemon. The directory is created with mode 0700.
+//! stops the daemon. The directory is created with mode 0700. Every operation refuses to run
+//! while its thread holds the node (src/io/node_lock.rs): the daemon reads and marks invitations
+//! with the data-path lock released.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -22,6 +24,7 @@ use meshd_crypto::{valid_member_name, PublicKey};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::node_lock::ensure_unlocked;
 use crate::core::invite::PendingInvite;
 use crate::wire::{invite_id, InviteId, InviteSecret, INVITE_ID_LEN};
 
@@ -119,6 +122,7 @@ fn invalid(message: impl Into<String>) -> io::Error {
 
 /// Writes `contents` to `dir/name` atomically with mode 0600.
 fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    ensure_unlocked("writing an invitation")?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -141,6 +145,7 @@ fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
 }
 
 fn read_file(path: &Path) -> io::Result<InviteFile> {
+    ensure_unlocked("reading an invitation")?;
     let mut text = String::new();
     File::open(path)?
         .take(MAX_FILE_LEN + 1)
@@ -178,6 +183,7 @@ pub fn create_invite(
     let secret_hash = secret.hash();
     let id = invite_id(&secret_hash);
     let dir = invites_dir(state_dir);
+    ensure_unlocked("creating the invites directory")?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -213,6 +219,7 @@ pub fn load_pending(state_dir: &Path) -> io::Result<Vec<PendingInvite>> {
 
 /// [`load_pending`] at an explicit time (Unix seconds).
 pub fn load_pending_at(state_dir: &Path, now_unix: u64) -> io::Result<Vec<PendingInvite>> {
+    ensure_unlocked("reading invitations")?;
     let dir = invites_dir(state_dir);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
