@@ -18,7 +18,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshd_crypto::{valid_member_name, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -108,12 +107,6 @@ fn invites_dir(state_dir: &Path) -> PathBuf {
 
 fn file_name(id: &InviteId) -> String {
     format!("{}.json", to_hex(id))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn invalid(message: impl Into<String>) -> io::Error {
@@ -214,7 +207,7 @@ pub fn create_invite(
 /// The invitations that are neither used nor expired (by the system clock). A missing directory
 /// is no invitations; a file that does not check out is skipped with a warning.
 pub fn load_pending(state_dir: &Path) -> io::Result<Vec<PendingInvite>> {
-    load_pending_at(state_dir, unix_now())
+    load_pending_at(state_dir, super::unix_now())
 }
 
 /// [`load_pending`] at an explicit time (Unix seconds).
@@ -287,7 +280,7 @@ pub fn mark_used(state_dir: &Path, id: &InviteId, name: &str, key: &PublicKey) -
     file.used = Some(UsedBy {
         name: name.to_owned(),
         key: key_text,
-        at: unix_now(),
+        at: super::unix_now(),
     });
     write_file(&dir, &file, id)
 }

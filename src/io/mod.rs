@@ -17,6 +17,7 @@ pub mod control;
 pub mod duties;
 pub mod host;
 pub mod invites;
+pub mod join;
 pub mod metrics;
 pub mod netlink;
 pub mod node_lock;
@@ -59,6 +60,13 @@ impl std::error::Error for RunError {}
 
 fn fail(context: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |e| RunError(format!("{context}: {e}"))
+}
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seeds the core's random generator from the OS.
