@@ -6,7 +6,9 @@
 //! rule every duty follows: disk and system calls first without the node, then the data-path lock
 //! only to hand the node what was read (or to read from it what to write), then the writes after
 //! the lock is released. Invariants: no file I/O, fsync or `getifaddrs` runs under the data-path
-//! lock (src/io/node_lock.rs refuses it), so a slow disk never stalls the workers; the node lock
+//! lock (src/io/node_lock.rs refuses it), so a slow disk stalls at most the thread that writes
+//! (worker 0 for the duties' own writes, the worker that took an event for [`persist_events`]),
+//! never the data path of the others; the node lock
 //! and the state lock are never held together (the state lock is only taken without the node), so
 //! they cannot deadlock; an invitation is recorded as used on disk before its join reply leaves
 //! ([`persist_events`]); after changing the node, the duties wake worker 0, which sends what was

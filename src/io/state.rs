@@ -301,4 +301,29 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(load_remembered_members(&dir).is_empty());
     }
+
+    #[test]
+    fn a_join_rereads_invitations_when_they_change_and_at_most_every_interval_otherwise() {
+        let dir = std::env::temp_dir().join(format!("meshd-state-join-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut state = StateDir::new(dir.clone());
+        let t0 = Instant::now();
+        // No invites directory yet: read (forced), found empty.
+        assert_eq!(state.invites_for_join(t0), Some(Vec::new()));
+        let invite = super::super::invites::create_invite(&dir, u64::MAX, None, [5; 32]).unwrap();
+        // The directory appeared: read again even within the interval.
+        assert_eq!(
+            state.invites_for_join(t0 + Duration::from_millis(10)),
+            Some(vec![invite.clone()])
+        );
+        // Unchanged and within the interval: nothing read.
+        assert_eq!(state.invites_for_join(t0 + Duration::from_millis(50)), None);
+        // Unchanged but the interval passed: read anyway (coarse directory timestamps).
+        let later = t0 + JOIN_RESCAN_MIN_INTERVAL + Duration::from_millis(1);
+        assert_eq!(state.invites_for_join(later), Some(vec![invite]));
+        // The periodic rescan only reads on a change.
+        assert_eq!(state.scan_invites(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
