@@ -255,7 +255,7 @@ fn init(
     let mut network_seed = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rng, &mut network_seed);
     let network = NetworkSecret::from_seed(network_seed);
-    let now = unix_now();
+    let now = crate::io::unix_now();
     let lifetime = config::DEFAULT_CERTIFICATE_LIFETIME_DAYS * 86_400;
     let certificate = Certificate::issue(
         &network,
@@ -330,7 +330,7 @@ fn invite(path: &Path, name: Option<&str>, expires: std::time::Duration) -> Resu
         ));
     }
     let key = config.load_private_key()?;
-    let endpoints = enroll::advertised_endpoints(&config.advertise, config.listen);
+    let endpoints = crate::io::host::advertised_endpoints(&config.advertise, config.listen);
     if endpoints.is_empty() {
         return Err(CliError::Usage(
             "no address to put in the token: set `advertise = [\"ADDR:PORT\"]` or a specific `listen` address".into(),
@@ -338,7 +338,7 @@ fn invite(path: &Path, name: Option<&str>, expires: std::time::Duration) -> Resu
     }
     let seed = crate::io::os_seed().map_err(|e| CliError::Runtime(e.to_string()))?;
     let secret = InviteSecret::generate(&mut CoreRng::from_seed(seed));
-    let expires_at = unix_now().saturating_add(expires.as_secs());
+    let expires_at = crate::io::unix_now().saturating_add(expires.as_secs());
     crate::io::invites::create_invite(&config.state_dir, expires_at, name, *secret.expose())
         .map_err(|e| {
             CliError::Runtime(format!(
@@ -372,7 +372,6 @@ fn join(
     address: Option<Cidr>,
     token_text: &str,
 ) -> Result<(), CliError> {
-    use crate::core::invite::{JoinClient, JOIN_GIVE_UP_AFTER, JOIN_RETRY_INTERVAL};
     let token = InviteToken::parse(token_text).map_err(|e| CliError::Runtime(e.to_string()))?;
     let name = match (name, token.name()) {
         (Some(n), _) => n,
@@ -398,65 +397,8 @@ fn join(
             .parse()
             .expect("constant address parses")
     });
-    let endpoints = enroll::advertised_endpoints(&[], listen_addr);
-    let mut client = JoinClient::new(&token, &secret, &name, endpoints, &mut rng, unix_now())
+    let result = crate::io::join::join(&token, &secret, &name, listen_addr, &mut rng)
         .map_err(|e| CliError::Runtime(e.to_string()))?;
-
-    let v6 = token.endpoints().iter().all(|e| e.is_ipv6());
-    let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }
-        .parse()
-        .expect("constant address parses");
-    let socket = std::net::UdpSocket::bind(bind)
-        .map_err(|e| CliError::Runtime(format!("opening a UDP socket: {e}")))?;
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
-    let started = std::time::Instant::now();
-    let mut next_send = started;
-    let mut buf = vec![0u8; 65_536];
-    let result = loop {
-        let now = std::time::Instant::now();
-        if now.duration_since(started) >= JOIN_GIVE_UP_AFTER {
-            let tried: Vec<String> = token.endpoints().iter().map(|e| e.to_string()).collect();
-            return Err(CliError::Runtime(format!(
-                "the inviter at {} did not answer within {}s: is its daemon running and UDP reachable from here?",
-                tried.join(", "),
-                JOIN_GIVE_UP_AFTER.as_secs()
-            )));
-        }
-        if now >= next_send {
-            let request = client
-                .request()
-                .map_err(|e| CliError::Runtime(e.to_string()))?;
-            for endpoint in token.endpoints() {
-                // One unreachable address (say an IPv6 one on an IPv4 socket) must not stop the others.
-                let _ = socket.send_to(&request, endpoint);
-            }
-            next_send = now + JOIN_RETRY_INTERVAL;
-        }
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(CliError::Runtime(format!("receiving: {e}"))),
-        };
-        if !token.endpoints().contains(&from) {
-            continue;
-        }
-        match client.handle_reply(&buf[..n]) {
-            Ok(Some(result)) => break result,
-            Ok(None) => continue,
-            Err(e) => return Err(CliError::Runtime(e.to_string())),
-        }
-    };
 
     // The inviter is the one bootstrap member written down: it answered just now, and gossip
     // through it brings every other member within seconds.
@@ -544,7 +486,7 @@ fn revoke(path: &Path, name: &str) -> Result<(), CliError> {
         .public_key
         .parse()
         .map_err(|_| CliError::Runtime("the daemon reported a malformed key".into()))?;
-    let now = unix_now();
+    let now = crate::io::unix_now();
     let revocation = Revocation::issue(
         &network,
         key,
@@ -562,13 +504,6 @@ fn revoke(path: &Path, name: &str) -> Result<(), CliError> {
     println!("revoked {name} ({key})");
     eprintln!("the daemon applies it within a second and spreads it by gossip; every member then refuses {name}");
     Ok(())
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), CliError> {

@@ -7,7 +7,7 @@
 //! files; secret files are created with mode 0600 and never overwritten; the rendered config is
 //! parsed before it is written, so these commands cannot produce a config that fails to load.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use meshd_crypto::{Certificate, NetworkId, PublicKey};
@@ -134,6 +134,7 @@ pub fn render_config(files: &NodeFiles, new: &NewConfig<'_>) -> Result<String, C
 /// Creates the state directory (mode 0700) if needed.
 pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    crate::io::node_lock::ensure_unlocked("creating the state directory")?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -142,8 +143,12 @@ pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `text` to `path` through a temporary file and a rename, so readers see the old or
 /// the new content, never a mix.
+///
+/// Refuses to run while this thread holds the daemon's node (src/io/node_lock.rs): the write and
+/// its fsync must never stall the data path.
 pub fn write_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    crate::io::node_lock::ensure_unlocked("writing a file")?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -168,55 +173,22 @@ pub fn write_certificate(state_dir: &Path, certificate: &Certificate) -> std::io
     )
 }
 
-/// Addresses of this host's interfaces that other hosts may reach it on: every address that is
-/// up, not loopback and not IPv6 link-local. Used to advertise `listen = 0.0.0.0:PORT` nodes.
-pub fn local_addresses() -> Vec<std::net::IpAddr> {
-    use std::net::IpAddr;
-    let mut out = Vec::new();
-    // SAFETY: getifaddrs fills a linked list we only read and free with freeifaddrs.
-    unsafe {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
-        }
-        let mut cur = list;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            cur = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
-                continue;
-            }
-            let ip = match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes())
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::from(sin6.sin6_addr.s6_addr)
-                }
-                _ => continue,
-            };
-            let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
-            if !ip.is_loopback() && !ip.is_unspecified() && !link_local_v6 && !out.contains(&ip) {
-                out.push(ip);
-            }
-        }
-        libc::freeifaddrs(list);
-    }
-    out
-}
-
 /// The endpoints a node tells others to use: the configured `advertise` list, else `listen` if
-/// it names an address, else every local address with the listen port (IPv4 first).
-pub fn advertised_endpoints(advertise: &[SocketAddr], listen: SocketAddr) -> Vec<SocketAddr> {
+/// it names an address, else every address in `local` (this host's, see
+/// `crate::io::host::local_addresses`) with the listen port (IPv4 first). `local` is only read in
+/// the last case; [`needs_local_addresses`] says when it is.
+pub fn advertised_endpoints(
+    advertise: &[SocketAddr],
+    listen: SocketAddr,
+    local: &[IpAddr],
+) -> Vec<SocketAddr> {
     if !advertise.is_empty() {
         return advertise.to_vec();
     }
-    if !listen.ip().is_unspecified() {
+    if !needs_local_addresses(advertise, listen) {
         return vec![listen];
     }
-    let mut ips = local_addresses();
+    let mut ips = local.to_vec();
     if listen.is_ipv4() {
         ips.retain(|ip| ip.is_ipv4());
     }
@@ -225,4 +197,10 @@ pub fn advertised_endpoints(advertise: &[SocketAddr], listen: SocketAddr) -> Vec
         .take(8)
         .map(|ip| SocketAddr::new(ip, listen.port()))
         .collect()
+}
+
+/// Whether [`advertised_endpoints`] needs the host's addresses: nothing is configured to
+/// advertise and `listen` is a wildcard.
+pub fn needs_local_addresses(advertise: &[SocketAddr], listen: SocketAddr) -> bool {
+    advertise.is_empty() && listen.ip().is_unspecified()
 }

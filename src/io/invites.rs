@@ -10,18 +10,20 @@
 //! never half of one; a used invitation stays marked used across restarts, so `load_pending` never
 //! returns it again; a file that does not parse or does not check out (id not matching its hash,
 //! file name not matching its id, an invalid reserved name) is skipped with a warning and never
-//! stops the daemon. The directory is created with mode 0700.
+//! stops the daemon. The directory is created with mode 0700. Every operation refuses to run
+//! while its thread holds the node (src/io/node_lock.rs): the daemon reads and marks invitations
+//! with the data-path lock released.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshd_crypto::{valid_member_name, PublicKey};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::node_lock::ensure_unlocked;
 use crate::core::invite::PendingInvite;
 use crate::wire::{invite_id, InviteId, InviteSecret, INVITE_ID_LEN};
 
@@ -107,18 +109,13 @@ fn file_name(id: &InviteId) -> String {
     format!("{}.json", to_hex(id))
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
 
 /// Writes `contents` to `dir/name` atomically with mode 0600.
 fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    ensure_unlocked("writing an invitation")?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -141,6 +138,7 @@ fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
 }
 
 fn read_file(path: &Path) -> io::Result<InviteFile> {
+    ensure_unlocked("reading an invitation")?;
     let mut text = String::new();
     File::open(path)?
         .take(MAX_FILE_LEN + 1)
@@ -178,6 +176,7 @@ pub fn create_invite(
     let secret_hash = secret.hash();
     let id = invite_id(&secret_hash);
     let dir = invites_dir(state_dir);
+    ensure_unlocked("creating the invites directory")?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -208,11 +207,12 @@ pub fn create_invite(
 /// The invitations that are neither used nor expired (by the system clock). A missing directory
 /// is no invitations; a file that does not check out is skipped with a warning.
 pub fn load_pending(state_dir: &Path) -> io::Result<Vec<PendingInvite>> {
-    load_pending_at(state_dir, unix_now())
+    load_pending_at(state_dir, super::unix_now())
 }
 
 /// [`load_pending`] at an explicit time (Unix seconds).
 pub fn load_pending_at(state_dir: &Path, now_unix: u64) -> io::Result<Vec<PendingInvite>> {
+    ensure_unlocked("reading invitations")?;
     let dir = invites_dir(state_dir);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -280,7 +280,7 @@ pub fn mark_used(state_dir: &Path, id: &InviteId, name: &str, key: &PublicKey) -
     file.used = Some(UsedBy {
         name: name.to_owned(),
         key: key_text,
-        at: unix_now(),
+        at: super::unix_now(),
     });
     write_file(&dir, &file, id)
 }

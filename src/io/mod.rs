@@ -4,16 +4,23 @@
 //! `run` sets the host up (TAP, bridge, MTU, addresses), then starts the data-path `Worker`s: one
 //! per CPU by default (`workers` in the config), each with its own queue of a multi-queue TAP and
 //! its own UDP socket on the shared port (SO_REUSEPORT, steered by lane), all sharing the node
-//! state machine behind one lock (src/io/worker.rs). Workers feed batches of frames and datagrams
-//! into the sans-IO core with one clock reading per batch, and carry out what the core queued.
-//! Worker 0 runs on this thread and also serves the control socket and signals. On SIGINT/SIGTERM
-//! it stops, the process ends with every worker, the TAP is closed (the kernel removes a
-//! non-persistent TAP with its last file descriptor) and the control socket file is removed.
+//! state machine behind the data-path lock (src/io/node_lock.rs, src/io/worker.rs). Workers feed
+//! batches of frames and datagrams into the sans-IO core with one clock reading per batch, and
+//! carry out what the core queued. Worker 0 runs on this thread beside the `Duties`
+//! (src/io/duties.rs): signals, the control socket, rescans and state-directory writes, none of
+//! them under the data-path lock. On SIGINT/SIGTERM the duties stop, the process ends with every
+//! worker, the TAP is closed (the kernel removes a non-persistent TAP with its last file
+//! descriptor) and the control socket file is removed. `join` (src/io/join.rs) runs `meshd join`'s
+//! exchange with the inviter; `host` reads the host's addresses.
 
 pub mod control;
+pub mod duties;
+pub mod host;
 pub mod invites;
+pub mod join;
 pub mod metrics;
 pub mod netlink;
+pub mod node_lock;
 pub mod state;
 pub mod udp;
 pub mod worker;
@@ -29,9 +36,12 @@ use crate::config::{Config, MAX_WORKERS};
 use crate::core::switch::FdbConfig;
 use crate::core::{Node, NodeConfig, PeerSpec};
 use control::ControlServer;
+use duties::{Duties, StaticInfo};
 use netlink::Netlink;
+use node_lock::NodeLock;
+use tokio::sync::Notify;
 use udp::Udp;
-use worker::{Duties, IoCounters, Shared, StaticInfo, Worker};
+use worker::{IoCounters, Worker};
 
 /// Bytes an Ethernet frame adds to the TAP MTU: header (14) plus one 802.1Q tag (4).
 pub const ETHERNET_FRAME_OVERHEAD: usize = 18;
@@ -50,6 +60,13 @@ impl std::error::Error for RunError {}
 
 fn fail(context: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |e| RunError(format!("{context}: {e}"))
+}
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seeds the core's random generator from the OS.
@@ -147,7 +164,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let advertise = crate::enroll::advertised_endpoints(&config.advertise, listen);
+    let advertise = host::advertised_endpoints(&config.advertise, listen);
     // Configured bootstrap members first, then the members this node last had sessions with, so
     // a restart rejoins even when the configured ones are gone.
     let mut peers: Vec<PeerSpec> = config
@@ -225,10 +242,10 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         started: now,
         workers,
     };
-    let state = state::StateDir::new(config.state_dir.clone());
+    let state = Arc::new(Mutex::new(state::StateDir::new(config.state_dir.clone())));
     let auto_advertise =
         (config.advertise.is_empty() && listen.ip().is_unspecified()).then_some(listen);
-    let shared = Arc::new(Mutex::new(Shared { node, state }));
+    let node = Arc::new(NodeLock::new(node));
     let io_counters = Arc::new(IoCounters::default());
     let (failures_tx, failures) = mpsc::unbounded_channel();
     for (lane, queue) in (1..).zip(queues) {
@@ -237,7 +254,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             queue,
             listen,
             offload,
-            shared.clone(),
+            (node.clone(), state.clone()),
             io_counters.clone(),
             failures_tx.clone(),
         )?;
@@ -247,15 +264,24 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         udp.steer_by_lane(workers as u32)
             .map_err(fail("steering the UDP sockets by lane"))?;
     }
+    let wake = Arc::new(Notify::new());
     let duties = Duties {
+        node: node.clone(),
+        state: state.clone(),
+        io: io_counters.clone(),
+        wake: wake.clone(),
         info,
         control: control_rx,
         auto_advertise,
         failures,
     };
-    let result = Worker::new(0, shared, io_counters, tap, udp, offload)
-        .run(Some(duties))
-        .await;
+    let worker = Worker::new(0, node, state, Some(wake), io_counters, tap, udp, offload);
+    // Both on this thread: the duties end the daemon (signal, another worker's failure), worker 0
+    // ends it only by failing.
+    let result = tokio::select! {
+        r = duties.run() => r,
+        r = worker.run() => r,
+    };
     control_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
@@ -341,7 +367,7 @@ fn start_worker(
     queue: SyncDevice,
     listen: std::net::SocketAddr,
     offload: bool,
-    shared: Arc<Mutex<Shared>>,
+    (node, state): (Arc<NodeLock>, Arc<Mutex<state::StateDir>>),
     io_counters: Arc<IoCounters>,
     failures: mpsc::UnboundedSender<RunError>,
 ) -> Result<(), RunError> {
@@ -377,8 +403,8 @@ fn start_worker(
                         return;
                     }
                 };
-                let worker = Worker::new(lane, shared, io_counters, tap, udp, offload);
-                if let Err(e) = worker.run(None).await {
+                let worker = Worker::new(lane, node, state, None, io_counters, tap, udp, offload);
+                if let Err(e) = worker.run().await {
                     let _ = failures.send(RunError(format!("worker {lane}: {e}")));
                 }
             });

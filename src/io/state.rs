@@ -1,7 +1,10 @@
 //! The node's state directory as the running daemon sees it: invitations written by
 //! `meshd invite`, and (with membership) revocations and the renewed certificate.
 //!
-//! Owns re-reading the directory when it changes and persisting what the core decided. Invariant:
+//! Owns re-reading the directory when it changes and persisting what the core decided. Nothing
+//! here takes the node: reading and writing happen with the data-path lock released (every disk
+//! access checks it, src/io/node_lock.rs), and the callers hand the node what was read, or read
+//! from the node what to write, under the lock but without touching the disk. Invariant:
 //! an invitation is recorded as used on disk before the join reply leaves, so a token cannot work
 //! twice even across a crash; a directory that cannot be read is logged once per change, never
 //! fatal (the node keeps running with what it had).
@@ -14,6 +17,8 @@ use base64::Engine as _;
 use meshd_crypto::{Certificate, PublicKey};
 use tracing::{info, warn};
 
+use super::node_lock::ensure_unlocked;
+use crate::core::invite::PendingInvite;
 use crate::core::membership::Revocation;
 use crate::core::node::PeerSpec;
 use crate::core::Node;
@@ -36,6 +41,9 @@ pub const REMEMBER_INTERVAL: Duration = Duration::from_secs(30);
 /// A damaged file or line is skipped: the cache only ever adds contacts, never trust (every
 /// peer still proves its certificate in the handshake).
 pub fn load_remembered_members(state_dir: &Path) -> Vec<PeerSpec> {
+    if ensure_unlocked("reading remembered members").is_err() {
+        return Vec::new();
+    }
     let Ok(text) = std::fs::read_to_string(state_dir.join("members")) else {
         return Vec::new();
     };
@@ -88,6 +96,10 @@ fn revocation_file(state_dir: &Path, key: &PublicKey) -> PathBuf {
 /// Every revocation file in the state directory that parses (verification is the core's job).
 /// Unreadable files are skipped with a warning: one bad file must not hide the others.
 pub fn load_revocations(state_dir: &Path) -> Vec<Revocation> {
+    if let Err(e) = ensure_unlocked("reading revocations") {
+        warn!(error = %e, "not reading revocations");
+        return Vec::new();
+    }
     let dir = revocations_dir(state_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
@@ -114,6 +126,7 @@ pub fn load_revocations(state_dir: &Path) -> Vec<Revocation> {
 
 /// Stores a revocation (mode 0600 directory 0700), atomically; an existing one is replaced.
 pub fn write_revocation(state_dir: &Path, revocation: &Revocation) -> std::io::Result<()> {
+    ensure_unlocked("storing a revocation")?;
     let dir = revocations_dir(state_dir);
     crate::enroll::create_state_dir(&dir)?;
     let mut text = STANDARD.encode(revocation.encode());
@@ -125,6 +138,7 @@ pub fn write_revocation(state_dir: &Path, revocation: &Revocation) -> std::io::R
 }
 
 fn modified(dir: &Path) -> Option<SystemTime> {
+    ensure_unlocked("reading the state directory").ok()?;
     std::fs::metadata(dir).and_then(|m| m.modified()).ok()
 }
 
@@ -144,50 +158,64 @@ impl StateDir {
         &self.root
     }
 
-    /// Re-reads the invitations before a join request is handled (rate-limited), even when the
-    /// directory's timestamp has not visibly moved (coarse timestamps on some filesystems).
-    pub fn refresh_for_join(&mut self, now: Instant, node: &mut Node) {
-        // A stat is cheap: a new invitation file changes the directory's timestamp.
-        self.refresh(node);
-        if self
+    /// The invitations to hand the node before a join request is handled: re-read when the
+    /// directory changed, and also (rate-limited) when its timestamp has not visibly moved
+    /// (coarse timestamps on some filesystems). `None`: the node's list is current.
+    pub fn invites_for_join(&mut self, now: Instant) -> Option<Vec<PendingInvite>> {
+        let recently = self
             .last_join_rescan
-            .is_some_and(|t| now.saturating_duration_since(t) < JOIN_RESCAN_MIN_INTERVAL)
-        {
-            return;
+            .is_some_and(|t| now.saturating_duration_since(t) < JOIN_RESCAN_MIN_INTERVAL);
+        if !recently {
+            self.last_join_rescan = Some(now);
+            self.invites_seen = None;
         }
-        self.last_join_rescan = Some(now);
-        self.invites_seen = None;
-        self.refresh(node);
+        self.scan_invites()
     }
 
-    /// Applies revocations an admin's `meshd revoke` wrote since the last look.
-    pub fn refresh_revocations(&mut self, now: Instant, node: &mut Node) {
+    /// The current invitations if the invites directory changed since the last look (a stat is
+    /// cheap: a new invitation file changes the directory's timestamp). `None`: nothing changed,
+    /// or the directory could not be read (logged).
+    pub fn scan_invites(&mut self) -> Option<Vec<PendingInvite>> {
+        let dir = self.root.join(super::invites::INVITES_DIR);
+        let stamp = modified(&dir);
+        if stamp.is_some() && stamp == self.invites_seen {
+            return None;
+        }
+        self.invites_seen = stamp;
+        match super::invites::load_pending(&self.root) {
+            Ok(pending) => Some(pending),
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot read invitations");
+                None
+            }
+        }
+    }
+
+    /// The revocations on disk if an admin's `meshd revoke` wrote one since the last look, for
+    /// [`apply_revocations`]; empty otherwise.
+    pub fn scan_revocations(&mut self) -> Vec<Revocation> {
         let stamp = modified(&revocations_dir(&self.root));
         if stamp.is_none() || stamp == self.revocations_seen {
-            return;
+            return Vec::new();
         }
         self.revocations_seen = stamp;
-        for revocation in load_revocations(&self.root) {
-            if node.is_revoked(&revocation.static_key) {
-                continue;
-            }
-            let name = revocation.name.clone();
-            match node.apply_revocation(now, revocation) {
-                Ok(()) => info!(member = %name, "revocation applied and spreading"),
-                Err(e) => {
-                    warn!(member = %name, error = %e, "ignoring a revocation that does not verify")
-                }
-            }
-        }
+        load_revocations(&self.root)
     }
 
-    /// Rewrites the remembered members when they changed (at most every [`REMEMBER_INTERVAL`]).
-    pub fn remember_members(&mut self, now: Instant, node: &Node) {
+    /// Whether the remembered members are due for a refresh (at most every
+    /// [`REMEMBER_INTERVAL`]); when it says yes, the caller reads the node's reachable members
+    /// and hands them to [`StateDir::remember_members`].
+    pub fn remember_due(&mut self, now: Instant) -> bool {
         if self.next_remember.is_some_and(|t| now < t) {
-            return;
+            return false;
         }
         self.next_remember = Some(now + REMEMBER_INTERVAL);
-        let text = render_members(&node.reachable_members(REMEMBERED_MEMBERS));
+        true
+    }
+
+    /// Rewrites the remembered members when they changed.
+    pub fn remember_members(&mut self, members: &[PeerSpec]) {
+        let text = render_members(members);
         if text.is_empty() || text == self.remembered {
             return;
         }
@@ -210,18 +238,38 @@ impl StateDir {
             warn!(error = %e, "cannot store the renewed certificate; it holds until restart");
         }
     }
+}
 
-    /// Hands the node the current invitations if the invites directory changed since last time.
-    pub fn refresh(&mut self, node: &mut Node) {
-        let dir = self.root.join("invites");
-        let stamp = modified(&dir);
-        if stamp.is_some() && stamp == self.invites_seen {
-            return;
+/// Hands the node the revocations [`StateDir::scan_revocations`] read (the caller holds the node;
+/// nothing here touches the disk). Returns what to log once the node is released: each member's
+/// name and whether its revocation verified.
+pub fn apply_revocations(
+    now: Instant,
+    node: &mut Node,
+    revocations: Vec<Revocation>,
+) -> Vec<(String, Result<(), String>)> {
+    let mut outcomes = Vec::new();
+    for revocation in revocations {
+        if node.is_revoked(&revocation.static_key) {
+            continue;
         }
-        self.invites_seen = stamp;
-        match super::invites::load_pending(&self.root) {
-            Ok(pending) => node.set_pending_invites(pending),
-            Err(e) => warn!(dir = %dir.display(), error = %e, "cannot read invitations"),
+        let name = revocation.name.clone();
+        let outcome = node
+            .apply_revocation(now, revocation)
+            .map_err(|e| e.to_string());
+        outcomes.push((name, outcome));
+    }
+    outcomes
+}
+
+/// Logs what [`apply_revocations`] returned, after the node is released.
+pub fn log_revocations(outcomes: Vec<(String, Result<(), String>)>) {
+    for (name, outcome) in outcomes {
+        match outcome {
+            Ok(()) => info!(member = %name, "revocation applied and spreading"),
+            Err(e) => {
+                warn!(member = %name, error = %e, "ignoring a revocation that does not verify")
+            }
         }
     }
 }
@@ -252,5 +300,30 @@ mod tests {
         assert_eq!(loaded[0].endpoint, members[0].endpoint);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(load_remembered_members(&dir).is_empty());
+    }
+
+    #[test]
+    fn a_join_rereads_invitations_when_they_change_and_at_most_every_interval_otherwise() {
+        let dir = std::env::temp_dir().join(format!("meshd-state-join-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut state = StateDir::new(dir.clone());
+        let t0 = Instant::now();
+        // No invites directory yet: read (forced), found empty.
+        assert_eq!(state.invites_for_join(t0), Some(Vec::new()));
+        let invite = super::super::invites::create_invite(&dir, u64::MAX, None, [5; 32]).unwrap();
+        // The directory appeared: read again even within the interval.
+        assert_eq!(
+            state.invites_for_join(t0 + Duration::from_millis(10)),
+            Some(vec![invite.clone()])
+        );
+        // Unchanged and within the interval: nothing read.
+        assert_eq!(state.invites_for_join(t0 + Duration::from_millis(50)), None);
+        // Unchanged but the interval passed: read anyway (coarse directory timestamps).
+        let later = t0 + JOIN_RESCAN_MIN_INTERVAL + Duration::from_millis(1);
+        assert_eq!(state.invites_for_join(later), Some(vec![invite]));
+        // The periodic rescan only reads on a change.
+        assert_eq!(state.scan_invites(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

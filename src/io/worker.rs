@@ -1,51 +1,53 @@
 //! The data-path workers: one thread per core, each owning a TAP queue and a UDP socket, all
 //! sharing one node state machine.
 //!
-//! The node (sessions, switch, membership, timers) sits behind one mutex with the state
-//! directory. A worker takes the lock once per batch for the cheap decisions (FDB, session and
+//! Owns the data path and nothing else: TAP reads and writes, UDP batches, the node's timers, and
+//! sealing and opening. The node (sessions, switch, membership, timers) sits behind the data-path
+//! lock ([`NodeLock`]). A worker takes it once per batch for the cheap decisions (FDB, session and
 //! counter, replay window) and does the expensive work without it: reading and writing its own
 //! TAP queue and socket, cutting super-frames, and the AEAD. Frames leave the node framed but
-//! unsealed ([`Node::poll_deferred_transmit`]) and arrive as [`OpenJob`]s opened outside the lock,
+//! unsealed (`Node::poll_deferred_transmit`) and arrive as [`OpenJob`]s opened outside the lock,
 //! so N workers seal and open in parallel.
 //!
-//! Flows stay in order: the kernel hands all frames of one flow to one TAP queue (flow hash), so
-//! one worker seals them. The node queues what a worker's input produced on that worker's lane
-//! and each worker drains only its own ([`Node::set_lane`]), so no other worker sends part of the
+//! Invariants. No file I/O or fsync under the lock: what the node decided that needs the disk
+//! (events) is taken under the lock and written after it is released (src/io/duties.rs), and the
+//! invitations a join request needs are read before the lock is taken; src/io/node_lock.rs checks
+//! it. Flows stay in order: the kernel hands all frames of one flow to one TAP queue (flow hash),
+//! so one worker seals them. The node queues what a worker's input produced on that worker's lane
+//! and each worker drains only its own (`Node::set_lane`), so no other worker sends part of the
 //! flow at the same time. The worker writes its index in each datagram's lane byte, and receivers
 //! with several workers steer by it ([`super::udp`]), so one worker opens them. With offloads, a
 //! TAP read may be a 64 KiB TSO super-frame, cut into wire frames straight into pooled buffers
-//! (the one copy), and received TCP segments are coalesced back into one TAP write.
+//! (the one copy), and received TCP segments are coalesced back into one TAP write. Nothing on the
+//! data path allocates once pools are warm.
 //!
-//! Worker 0 also owns what is not per packet: signals, the control socket's requests, re-reading
-//! the state directory and the host's addresses. Any worker fires the node's timers (whichever
-//! armed them) and acts on its events. Nothing on the data path allocates once pools are warm.
+//! Signals, the control socket, rescans of the state directory and of the host's addresses are
+//! not here: they are [`super::duties`], which shares worker 0's thread and wakes it when it
+//! changed the node. Any worker fires the node's timers (whichever armed them) and acts on its
+//! events.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use quinn_udp::RecvMeta;
-use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
-use tokio::time::Interval;
-use tracing::{debug, info, warn};
+use tokio::sync::Notify;
+use tracing::{debug, warn};
 use tun_rs::AsyncDevice;
 
-use super::control::ControlRequest;
-use super::state::{StateDir, RESCAN_INTERVAL};
+use super::duties;
+use super::node_lock::NodeLock;
+use super::state::StateDir;
 use super::udp::{Udp, MAX_DATAGRAM};
 use super::RunError;
 use crate::core::frames::{
     Coalescer, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
 };
 use crate::core::node::NodeEvent;
-use crate::core::{
-    BufferPool, DeferredTransmit, Inbound, Node, OpenJob, PacketBuf, Received, Transmit,
-};
-use crate::status::{InterfaceStatus, NodeStatus};
+use crate::core::{BufferPool, DeferredTransmit, Inbound, OpenJob, PacketBuf, Received, Transmit};
 use crate::wire::{
     EthernetFrame, GsoType, MessageType, VnetHdr, VnetHdrSize, DATA_OVERHEAD, RELAY_OVERHEAD,
     VNET_HDR_LEN,
@@ -66,18 +68,6 @@ const NODE_POOL_TOP_UP: usize = 64;
 /// Datagrams one GRO receive buffer may hold, so the per-batch job lists never reallocate.
 const SEGMENTS_PER_BUFFER: usize = 64;
 
-/// How often the host's addresses are re-read for automatic advertising.
-const ADDRESS_SCAN_INTERVAL: Duration = Duration::from_secs(5);
-
-/// What status needs that the core does not know.
-pub struct StaticInfo {
-    pub name: String,
-    pub listen: String,
-    pub interface: InterfaceStatus,
-    pub started: Instant,
-    pub workers: usize,
-}
-
 /// Failures and events of the io layer itself, reported beside the core's counters; shared by
 /// all workers.
 #[derive(Default)]
@@ -92,26 +82,25 @@ pub struct IoCounters {
     tap_gro_writes: AtomicU64,
 }
 
+impl IoCounters {
+    /// Every counter with the name status reports it under.
+    pub fn report(&self) -> [(&'static str, u64); 8] {
+        [
+            ("io_udp_send_errors", &self.udp_send_errors),
+            ("io_udp_gso_restored", &self.udp_gso_restored),
+            ("io_udp_recv_errors", &self.udp_recv_errors),
+            ("io_tap_read_errors", &self.tap_read_errors),
+            ("io_tap_write_errors", &self.tap_write_errors),
+            ("io_tap_offload_errors", &self.tap_offload_errors),
+            ("io_tap_gso_reads", &self.tap_gso_reads),
+            ("io_tap_gro_writes", &self.tap_gro_writes),
+        ]
+        .map(|(name, counter)| (name, counter.load(Relaxed)))
+    }
+}
+
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
-}
-
-/// The node and the state directory, which every worker reaches through one lock.
-pub struct Shared {
-    pub node: Node,
-    pub state: StateDir,
-}
-
-/// Takes the node for worker `lane`: what the node produces until the guard drops is queued on
-/// that worker's lane, which only that worker drains (see `Node::set_lane`). Lock poisoning would
-/// mean a worker panicked mid-update; the node's own invariants are checked by its tests, and the
-/// daemon keeps serving rather than cascading the panic.
-fn lock(shared: &Mutex<Shared>, lane: u8) -> MutexGuard<'_, Shared> {
-    let mut guard = shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    guard.node.set_lane(lane);
-    guard
 }
 
 /// Buffers of a TAP opened with offloads: where super-frames are read, and the receive coalescer.
@@ -128,20 +117,13 @@ struct RxJob {
     job: OpenJob,
 }
 
-/// What worker 0 does besides the data path.
-pub struct Duties {
-    pub info: StaticInfo,
-    pub control: mpsc::Receiver<ControlRequest>,
-    /// The wildcard listen address whose port is advertised on every host address, when the
-    /// config does not name the addresses to advertise; they are re-read as the host changes.
-    pub auto_advertise: Option<SocketAddr>,
-    /// Other workers' fatal errors (their TAP queue or socket failed): the daemon stops.
-    pub failures: mpsc::UnboundedReceiver<RunError>,
-}
-
 pub struct Worker {
     lane: u8,
-    shared: Arc<Mutex<Shared>>,
+    node: Arc<NodeLock>,
+    state: Arc<Mutex<StateDir>>,
+    /// Worker 0's: the duties notify it after changing the node, so what they queued on lane 0
+    /// leaves and the timer follows the node's new deadline.
+    wake: Option<Arc<Notify>>,
     io: Arc<IoCounters>,
     tap: AsyncDevice,
     udp: Udp,
@@ -158,6 +140,8 @@ pub struct Worker {
     outbox: VecDeque<Transmit>,
     /// Frames the node generated for the TAP (ICMP answers), waiting to be written.
     tap_out: Vec<PacketBuf>,
+    /// What the node decided that needs the disk, taken under the lock, written after it.
+    events: Vec<NodeEvent>,
     /// Join replies to send, after their invitation was recorded as used.
     replies: Vec<(SocketAddr, Vec<u8>)>,
     pool: BufferPool,
@@ -167,18 +151,21 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Worker number `lane` of the node in `shared`.
+    /// Worker number `lane` of `node`, with the state directory its events are written to.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         lane: u8,
-        shared: Arc<Mutex<Shared>>,
+        node: Arc<NodeLock>,
+        state: Arc<Mutex<StateDir>>,
+        wake: Option<Arc<Notify>>,
         io: Arc<IoCounters>,
         tap: AsyncDevice,
         udp: Udp,
         offload: bool,
     ) -> Worker {
         let (max_frame, buffer_frame) = {
-            let guard = lock(&shared, lane);
-            (guard.node.max_frame(), guard.node.buffer_frame_len())
+            let node = node.lock(lane);
+            (node.max_frame(), node.buffer_frame_len())
         };
         let per_buf = if udp.gro_segments() > 1 {
             MAX_DATAGRAM
@@ -189,7 +176,9 @@ impl Worker {
         let segments = BATCH * udp.gro_segments().clamp(1, SEGMENTS_PER_BUFFER);
         Worker {
             lane,
-            shared,
+            node,
+            state,
+            wake,
             io,
             rx_bufs: (0..BATCH).map(|_| vec![0u8; per_buf]).collect(),
             rx_meta: vec![RecvMeta::default(); BATCH],
@@ -199,6 +188,7 @@ impl Worker {
             unsealed: VecDeque::with_capacity(4 * TAP_BATCH),
             outbox: VecDeque::with_capacity(4 * TAP_BATCH),
             tap_out: Vec::new(),
+            events: Vec::new(),
             replies: Vec::new(),
             pool: BufferPool::new(buffer_frame, LOCAL_POOL_IDLE_MAX),
             tap,
@@ -212,50 +202,17 @@ impl Worker {
         }
     }
 
-    /// Runs until SIGINT or SIGTERM (worker 0, which has the `duties`), or for good (the others,
-    /// which end with the process).
-    pub async fn run(mut self, duties: Option<Duties>) -> Result<(), RunError> {
-        let (duties, mut control, mut failures, mut sigterm, mut sigint, mut rescan) = match duties
-        {
-            Some(Duties {
-                info,
-                control,
-                auto_advertise,
-                failures,
-            }) => {
-                let term = signal(SignalKind::terminate())
-                    .map_err(|e| RunError(format!("installing SIGTERM handler: {e}")))?;
-                let int = signal(SignalKind::interrupt())
-                    .map_err(|e| RunError(format!("installing SIGINT handler: {e}")))?;
-                let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
-                rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                (
-                    Some((info, auto_advertise)),
-                    Some(control),
-                    Some(failures),
-                    Some(term),
-                    Some(int),
-                    Some(rescan),
-                )
-            }
-            None => (None, None, None, None, None, None),
-        };
-        let mut next_address_scan = Instant::now() + ADDRESS_SCAN_INTERVAL;
+    /// Runs until its TAP queue or socket fails; otherwise for good (the daemon ends when the
+    /// duties stop it).
+    pub async fn run(mut self) -> Result<(), RunError> {
         let timer = tokio::time::sleep_until(Instant::now().into());
         tokio::pin!(timer);
-        if duties.is_some() {
-            lock(&self.shared, self.lane)
-                .node
-                .handle_timeout(Instant::now());
-        }
         self.flush().await;
         loop {
             if let Some(deadline) = self.deadline {
                 timer.as_mut().reset(deadline.into());
             }
             tokio::select! {
-                _ = next_signal(&mut sigterm) => { info!("SIGTERM received, shutting down"); return Ok(()) }
-                _ = next_signal(&mut sigint) => { info!("SIGINT received, shutting down"); return Ok(()) }
                 r = self.tap.readable() => {
                     r.map_err(|e| RunError(format!("TAP device failed: {e}")))?;
                     self.read_tap();
@@ -266,29 +223,9 @@ impl Worker {
                 }
                 _ = &mut timer, if self.deadline.is_some() => {
                     self.deadline = None;
-                    lock(&self.shared, self.lane).node.handle_timeout(Instant::now());
+                    self.node.lock(self.lane).handle_timeout(Instant::now());
                 }
-                Some(failure) = next_message(&mut failures) => return Err(failure),
-                Some(request) = next_message(&mut control) => {
-                    if let Some((info, _)) = duties.as_ref() {
-                        self.answer(info, request);
-                    }
-                }
-                _ = next_tick(&mut rescan) => {
-                    let now = Instant::now();
-                    let auto = duties.as_ref().and_then(|(_, auto)| *auto);
-                    let mut guard = lock(&self.shared, self.lane);
-                    let Shared { node, state } = &mut *guard;
-                    state.refresh(node);
-                    state.refresh_revocations(now, node);
-                    state.remember_members(now, node);
-                    if let Some(listen) = auto {
-                        if now >= next_address_scan {
-                            next_address_scan = now + ADDRESS_SCAN_INTERVAL;
-                            rescan_addresses(node, listen);
-                        }
-                    }
-                }
+                _ = next_wake(&self.wake) => {}
             }
             self.flush().await;
         }
@@ -327,9 +264,9 @@ impl Worker {
         if self.tx_frames.is_empty() {
             return;
         }
-        let mut guard = lock(&self.shared, self.lane);
+        let mut node = self.node.lock(self.lane);
         for frame in self.tx_frames.drain(..) {
-            guard.node.handle_tap_frame(now, frame);
+            node.handle_tap_frame(now, frame);
         }
     }
 
@@ -365,9 +302,7 @@ impl Worker {
         // TCP super-frames are cut to fit the path to where they go, so TCP never needs an
         // ICMP round trip; anything else too big is answered by the node.
         let max_frame = match EthernetFrame::new_checked(header.frame()) {
-            Ok(eth) => lock(&self.shared, self.lane)
-                .node
-                .frame_limit_for(now, eth.dst()),
+            Ok(eth) => self.node.lock(self.lane).frame_limit_for(now, eth.dst()),
             Err(_) => usize::MAX,
         };
         let mut segments = match Segmenter::with_max_frame(&fields, header.frame(), max_frame) {
@@ -429,10 +364,18 @@ impl Worker {
     }
 
     /// The first half of a receive batch, under one lock: every datagram is checked, and data
-    /// messages for live sessions become jobs to open.
+    /// messages for live sessions become jobs to open. A join request in the batch first has
+    /// the invitations re-read, before the lock: `meshd invite` may have written one a moment ago.
     fn begin_batch(&mut self, now: Instant, count: usize) {
-        let mut guard = lock(&self.shared, self.lane);
-        let Shared { node, state } = &mut *guard;
+        let invites = if self.batch_has_join_request(count) {
+            duties::lock_state(&self.state).invites_for_join(now)
+        } else {
+            None
+        };
+        let mut node = self.node.lock(self.lane);
+        if let Some(pending) = invites {
+            node.set_pending_invites(pending);
+        }
         for i in 0..count {
             let meta = self.rx_meta[i];
             let stride = meta.stride.max(1);
@@ -445,10 +388,6 @@ impl Worker {
             let mut start = 0;
             for segment in buf.chunks_mut(stride) {
                 let end = start + segment.len();
-                if segment.get(1) == Some(&u8::from(MessageType::JoinRequest)) {
-                    // `meshd invite` may have written the invitation a moment ago.
-                    state.refresh_for_join(now, node);
-                }
                 match node.begin_datagram(now, meta.addr, segment) {
                     Inbound::Open(job) => self.rx_jobs.push(RxJob {
                         buffer: i,
@@ -467,12 +406,25 @@ impl Worker {
         }
     }
 
+    /// Whether any datagram of the batch is a join request (one byte per datagram, no lock).
+    fn batch_has_join_request(&self, count: usize) -> bool {
+        let join = u8::from(MessageType::JoinRequest);
+        self.rx_meta[..count]
+            .iter()
+            .zip(&self.rx_bufs)
+            .any(|(meta, buf)| {
+                buf[..meta.len]
+                    .chunks(meta.stride.max(1))
+                    .any(|segment| segment.get(1) == Some(&join))
+            })
+    }
+
     /// The second half, under one lock again: replay windows, MAC learning, delivery decisions.
     fn finish_batch(&mut self, now: Instant) {
         if self.rx_jobs.is_empty() {
             return;
         }
-        let mut guard = lock(&self.shared, self.lane);
+        let mut node = self.node.lock(self.lane);
         for RxJob {
             buffer,
             start,
@@ -481,7 +433,7 @@ impl Worker {
         } in self.rx_jobs.drain(..)
         {
             let datagram = &mut self.rx_bufs[buffer][start..end];
-            if let Received::Frame(range) = guard.node.finish_datagram(now, job, datagram) {
+            if let Received::Frame(range) = node.finish_datagram(now, job, datagram) {
                 self.rx_frames
                     .push((buffer, start + range.start, start + range.end));
             }
@@ -509,9 +461,10 @@ impl Worker {
     }
 
     /// Takes what the node queued (datagrams, generated frames, events) under one lock, then
-    /// seals and sends without it.
+    /// writes what the events need to the disk, seals and sends, all without it.
     async fn flush(&mut self) {
         self.collect();
+        duties::persist_events(&self.state, &mut self.events, &mut self.replies);
         self.write_generated_frames().await;
         let replies = std::mem::take(&mut self.replies);
         for (destination, reply) in &replies {
@@ -523,9 +476,10 @@ impl Worker {
     }
 
     fn collect(&mut self) {
-        let mut guard = lock(&self.shared, self.lane);
-        let Shared { node, state } = &mut *guard;
-        handle_events(node, state, &mut self.replies);
+        let mut node = self.node.lock(self.lane);
+        while let Some(event) = node.poll_event() {
+            self.events.push(event);
+        }
         while let Some(frame) = node.poll_tap_frame() {
             self.tap_out.push(frame);
         }
@@ -578,9 +532,9 @@ impl Worker {
             }
         }
         if failed > 0 {
-            let mut guard = lock(&self.shared, self.lane);
+            let mut node = self.node.lock(self.lane);
             for _ in 0..failed {
-                guard.node.count_seal_failure();
+                node.count_seal_failure();
             }
         }
         let max_segments = self.udp.max_gso_segments().max(1);
@@ -629,116 +583,12 @@ impl Worker {
             .await;
         }
     }
-
-    fn answer(&mut self, info: &StaticInfo, request: ControlRequest) {
-        match request {
-            ControlRequest::Status(reply) => {
-                let now = Instant::now();
-                let core = lock(&self.shared, self.lane).node.status(now);
-                let mut counters = core.counters;
-                let io = &*self.io;
-                for (k, v) in [
-                    ("io_udp_send_errors", &io.udp_send_errors),
-                    ("io_udp_gso_restored", &io.udp_gso_restored),
-                    ("io_udp_recv_errors", &io.udp_recv_errors),
-                    ("io_tap_read_errors", &io.tap_read_errors),
-                    ("io_tap_write_errors", &io.tap_write_errors),
-                    ("io_tap_offload_errors", &io.tap_offload_errors),
-                    ("io_tap_gso_reads", &io.tap_gso_reads),
-                    ("io_tap_gro_writes", &io.tap_gro_writes),
-                ] {
-                    counters.insert(k.to_string(), v.load(Relaxed));
-                }
-                let _ = reply.send(NodeStatus {
-                    name: info.name.clone(),
-                    public_key: core.public_key,
-                    listen: info.listen.clone(),
-                    interface: info.interface.clone(),
-                    workers: info.workers,
-                    uptime_secs: now.duration_since(info.started).as_secs(),
-                    network: core.network,
-                    certificate_expires: core.certificate_expires,
-                    members: core.members,
-                    peers: core.peers,
-                    fdb: core.fdb,
-                    counters,
-                });
-            }
-        }
-    }
 }
 
-/// Acts on what the core decided that needs the disk: an admitted join is recorded as used
-/// before its reply is sent (if recording fails the reply is withheld; the joiner retries).
-fn handle_events(node: &mut Node, state: &mut StateDir, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
-    while let Some(event) = node.poll_event() {
-        match event {
-            NodeEvent::JoinAdmitted {
-                invite_id,
-                name,
-                key,
-                reply,
-                destination,
-            } => {
-                if let Err(e) = super::invites::mark_used(state.root(), &invite_id, &name, &key) {
-                    warn!(%name, error = %e, "cannot record the invitation as used; not answering the join");
-                    continue;
-                }
-                replies.push((destination, reply));
-            }
-            NodeEvent::Revoked(revocation) => state.persist_revocation(&revocation),
-            NodeEvent::CertificateRenewed(certificate) => state.persist_certificate(&certificate),
-        }
-    }
-}
-
-/// Re-reads the host's addresses (automatic advertising only), so a host that was given a new
-/// address tells the members where to find it.
-fn rescan_addresses(node: &mut Node, listen: SocketAddr) {
-    let endpoints = crate::enroll::advertised_endpoints(&[], listen);
-    if !endpoints.is_empty() {
-        node.set_advertise(endpoints);
-    }
-}
-
-/// The next signal, or never for a worker that does not handle them.
-async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
-    match signal {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next message on a channel only worker 0 listens to; never for the others.
-async fn next_message<T, R: Receive<T>>(receiver: &mut Option<R>) -> Option<T> {
-    match receiver {
-        Some(r) => r.receive().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The one thing `next_message` needs of tokio's two receiver types.
-trait Receive<T> {
-    async fn receive(&mut self) -> Option<T>;
-}
-
-impl<T> Receive<T> for mpsc::Receiver<T> {
-    async fn receive(&mut self) -> Option<T> {
-        self.recv().await
-    }
-}
-
-impl<T> Receive<T> for mpsc::UnboundedReceiver<T> {
-    async fn receive(&mut self) -> Option<T> {
-        self.recv().await
-    }
-}
-
-async fn next_tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
+/// The next time the duties changed the node, or never for a worker they do not wake.
+async fn next_wake(wake: &Option<Arc<Notify>>) {
+    match wake {
+        Some(w) => w.notified().await,
         None => std::future::pending().await,
     }
 }
