@@ -19,6 +19,7 @@
 mod datagram;
 mod ethernet;
 mod join;
+pub mod membership;
 mod path;
 mod token;
 pub mod vnet;
