@@ -29,8 +29,8 @@ use super::codec::{FocaRng, MemberId, MemberUpdates, WireCodec};
 use super::registry::{lock, Accepted, Handler, Registry};
 use super::{
     Membership, MembershipEvent, ANNOUNCE_DOWN_INTERVAL, ANNOUNCE_INTERVAL, FOCA_MAX_PACKET,
-    GOSSIP_FANOUT, GOSSIP_INTERVAL, INDIRECT_PROBES, PROBE_PERIOD, PROBE_RTT, REMOVE_DOWN_AFTER,
-    SUSPICION_MULTIPLIER,
+    FORGOTTEN_KEPT, GOSSIP_FANOUT, GOSSIP_INTERVAL, INDIRECT_PROBES, PROBE_PERIOD, PROBE_RTT,
+    REMOVE_DOWN_AFTER, SUSPICION_MULTIPLIER,
 };
 use crate::wire::membership::{emit_foca, FocaPacket};
 
@@ -428,6 +428,35 @@ impl Membership {
 
     /// Emits MemberUp/MemberDown so that the reported set is exactly the members with a
     /// verified record that foca considers alive.
+    /// foca's remove-down timer fired: forgets the member if it is still down in that
+    /// generation, remembering its record version for [`FORGOTTEN_KEPT`].
+    fn maybe_forget(&mut self, id: MemberId) {
+        let down = self
+            .live
+            .get(&id.key)
+            .is_some_and(|l| l.generation == id.generation && !l.active);
+        if !down {
+            return;
+        }
+        self.live.remove(&id.key);
+        let had_record = {
+            let mut registry = lock(&self.registry);
+            let version = registry.record(&id.key).map(|r| r.version);
+            if let Some(version) = version {
+                registry.slots.remove(&id.key);
+                let until = registry.now_unix.saturating_add(FORGOTTEN_KEPT.as_secs());
+                registry.forgotten.insert(id.key, (version, until));
+                self.counters.members_forgotten += 1;
+            }
+            version.is_some()
+        };
+        self.refresh_report(id.key);
+        if had_record {
+            self.events
+                .push_back(MembershipEvent::MemberForgotten { key: id.key });
+        }
+    }
+
     // -------------------------------------------------------------------- foca packets
 
     pub(super) fn on_foca_packet(&mut self, now: Instant, from: PublicKey, body: &[u8]) {
