@@ -65,7 +65,7 @@ const KEY_LEN: usize = 32;
 /// Length prefix of an item in a records page.
 const ITEM_LEN_PREFIX: usize = 2;
 
-const _: () = assert!(DIGEST_LEN <= MAX_PAYLOAD && 1 + WANT_MAX_KEYS * KEY_LEN <= MAX_PAYLOAD);
+const _: () = assert!(DIGEST_LEN <= MAX_PAYLOAD && WANT_MAX_KEYS * KEY_LEN < MAX_PAYLOAD);
 const _: () = assert!(INDEX_MAX_ENTRIES == 29);
 
 /// The key stored at `at`; callers checked that 32 bytes are there.

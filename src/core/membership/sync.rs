@@ -75,6 +75,7 @@ struct PageRun {
     more: bool,
 }
 
+/// A table pull from one member: pages asked for in bursts, taken in key order.
 pub(super) struct SyncRun {
     peer: PublicKey,
     /// Last key received in order; `None` before the first page.
