@@ -22,6 +22,7 @@ mod datagram;
 mod ethernet;
 pub mod ip;
 mod join;
+pub mod membership;
 mod path;
 mod token;
 pub mod vnet;

@@ -100,6 +100,67 @@ pub fn header_len(message: &Message<MemberId>) -> usize {
     2 * MEMBER_ID_LEN + 2 + 1 + body
 }
 
+/// The member updates a foca packet carries after its header: foca's own count (u16 BE), that
+/// many updates of [`MEMBER_UPDATE_LEN`] bytes, then whatever the message has after them. The
+/// membership layer reads the updates' keys, and may drop updates, before foca sees the packet.
+pub struct MemberUpdates<'a> {
+    /// The header, as it arrived.
+    head: &'a [u8],
+    updates: &'a [u8],
+    /// Everything after the updates.
+    tail: &'a [u8],
+}
+
+impl<'a> MemberUpdates<'a> {
+    /// Splits `packet`, whose header decoded to `message`. `None` for messages without an update
+    /// list (announce, turn-undead, broadcast) and for a list cut short (foca refuses it).
+    pub fn split(packet: &'a [u8], message: &Message<MemberId>) -> Option<MemberUpdates<'a>> {
+        if matches!(
+            message,
+            Message::Announce | Message::TurnUndead | Message::Broadcast
+        ) {
+            return None;
+        }
+        let (head, rest) = packet.split_at_checked(header_len(message))?;
+        let (count, rest) = rest.split_first_chunk::<2>()?;
+        let (updates, tail) =
+            rest.split_at_checked(usize::from(u16::from_be_bytes(*count)) * MEMBER_UPDATE_LEN)?;
+        Some(MemberUpdates {
+            head,
+            updates,
+            tail,
+        })
+    }
+
+    /// How many updates the packet carries.
+    pub fn count(&self) -> usize {
+        self.updates.len() / MEMBER_UPDATE_LEN
+    }
+
+    /// Each update's encoding with the key it is about.
+    pub fn iter(&self) -> impl Iterator<Item = (PublicKey, &'a [u8])> + 'a {
+        self.updates.chunks_exact(MEMBER_UPDATE_LEN).map(|update| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&update[..32]);
+            (PublicKey::from_bytes(key), update)
+        })
+    }
+
+    /// The packet again with only the updates in `keep` (taken from [`MemberUpdates::iter`]).
+    pub fn rebuild(&self, keep: &[&[u8]]) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(self.head.len() + 2 + self.updates.len() + self.tail.len());
+        out.extend_from_slice(self.head);
+        // `keep` is a subset of the updates, whose count fitted a u16.
+        out.extend_from_slice(&(keep.len() as u16).to_be_bytes());
+        for update in keep {
+            out.extend_from_slice(update);
+        }
+        out.extend_from_slice(self.tail);
+        out
+    }
+}
+
 fn put_id(buf: &mut impl BufMut, id: &MemberId) {
     buf.put_slice(id.key.as_bytes());
     buf.put_u32_le(id.generation);

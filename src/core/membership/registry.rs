@@ -158,6 +158,8 @@ pub(super) struct Registry {
     /// second given, so older copies still travelling are refused.
     pub forgotten: BTreeMap<PublicKey, (u64, u64)>,
     pub accepted: Vec<Accepted>,
+    /// The verdicts on items (accepted, stale, refused and why), counted as items are judged,
+    /// under the lock that judging holds anyway. Every other counter is the membership layer's.
     pub counters: MembershipCounters,
 }
 

@@ -994,6 +994,14 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("revocation-page", page(&[revocation_item(&revocation)])),
         ("sync-request", sync),
         ("want", want),
+        (
+            "digest",
+            crate::wire::membership::emit_digest(&[0; DIGEST_BUCKETS]),
+        ),
+        (
+            "index",
+            crate::wire::membership::emit_index(&[(secret.public_key(), UNIX)]),
+        ),
         ("renew-request", vec![SUBTYPE_RENEW_REQUEST]),
         (
             "renew-response",
