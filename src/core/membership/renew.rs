@@ -20,7 +20,7 @@ use tracing::{debug, info};
 
 use super::registry::{lock, Slot};
 use super::{Membership, MembershipEvent, RENEW_BURST, RENEW_RATE, RENEW_RETRY};
-use crate::core::ratelimit::TokenBucket;
+use crate::core::limit::TokenBucket;
 use crate::wire::membership::{
     emit_renew_request, emit_renew_response, RenewRequest, RenewResponse,
 };

@@ -29,7 +29,7 @@ use super::{
     MAX_PAYLOAD, MAX_WANTED, PAGE_BURST, PAGE_RATE, SYNC_ATTEMPTS, SYNC_PAGES_PER_REQUEST,
     SYNC_RETRY, WANT_ATTEMPTS_UNCONFIRMED, WANT_DELAY, WANT_RETRY, WANT_RETRY_MAX,
 };
-use crate::core::ratelimit::TokenBucket;
+use crate::core::limit::TokenBucket;
 use crate::wire::membership::{
     emit_digest, emit_index, emit_sync_request, emit_want, Digest, Index, PageWriter, RecordsPage,
     SyncRequest, Want as WantMessage, INDEX_MAX_ENTRIES, PAGE_END, PAGE_FROM_START,
