@@ -1,9 +1,18 @@
 //! The whole join exchange in memory: a real `JoinClient` against a real `InviteBook`.
 
+use std::net::SocketAddr;
+
 use super::*;
+use crate::wire::{
+    emit_join_refused, JoinRefused, JoinResponse, RefusalReason, ResponsePayload, WireError,
+    MAX_JOIN_ENDPOINTS,
+};
 use crate::wire::{
     InviteSecret, InviteToken, JoinRequest, RequestPayload, HEADER_LEN, INVITE_ID_LEN,
     JOIN_MAX_LEN, MAX_RESPONSE_PAYLOAD,
+};
+use meshd_crypto::{
+    compute_mac1, mac1_key, Certificate, CoreRng, Initiator, NetworkId, PublicKey, StaticSecret,
 };
 use meshd_crypto::{respond, NetworkSecret};
 

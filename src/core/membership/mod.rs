@@ -37,6 +37,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
+use crate::core::clock::WallClock;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -257,7 +258,7 @@ pub struct Membership {
     /// Members reported up, with the record version reported.
     reported: BTreeMap<PublicKey, u64>,
     next_tick: Instant,
-    clock_base: (Instant, u64),
+    clock: WallClock,
     last_now: Instant,
 }
 
@@ -296,7 +297,7 @@ impl Membership {
             live: BTreeMap::new(),
             reported: BTreeMap::new(),
             next_tick: now,
-            clock_base: (now, cfg.unix_secs_at_now),
+            clock: WallClock::new(now, cfg.unix_secs_at_now.saturating_mul(1_000_000_000)),
             last_now: now,
         };
         for revocation in cfg.revocations {
@@ -591,8 +592,7 @@ impl Membership {
     }
 
     fn unix_at(&self, now: Instant) -> u64 {
-        let (base, base_unix) = self.clock_base;
-        base_unix.saturating_add(now.saturating_duration_since(base).as_secs())
+        self.clock.unix_secs(now)
     }
 
     fn queue(&mut self, to: PublicKey, payload: Vec<u8>) {

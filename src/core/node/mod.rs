@@ -50,6 +50,7 @@ use meshd_crypto::{
 use rand_core::RngCore;
 
 use super::buffer::{BufferPool, PacketBuf};
+use super::clock::WallClock;
 use super::counters::Counters;
 use super::invite::InviteBook;
 use super::limit::{HandshakeLimiter, TokenBucket};
@@ -135,7 +136,7 @@ pub struct Node {
     /// Addresses members saw our probes come from (newest last), published with `advertise`.
     observed: Vec<SocketAddr>,
     counters: Counters,
-    clock_base: (Instant, u64),
+    clock: WallClock,
     last_timestamp: u64,
     last_now: Instant,
     next_sweep: Instant,
@@ -218,7 +219,7 @@ impl Node {
             ),
             observed: Vec::new(),
             counters: Counters::default(),
-            clock_base: (config.now, config.unix_nanos_at_now),
+            clock: WallClock::new(config.now, config.unix_nanos_at_now),
             last_timestamp: 0,
             last_now: config.now,
             next_sweep: config.now + SWEEP_INTERVAL,
@@ -249,14 +250,7 @@ impl Node {
 
     /// Unix seconds at `now`, from the wall-clock reading the io layer gave at start.
     pub fn unix_secs(&self, now: Instant) -> u64 {
-        self.unix_nanos(now) / 1_000_000_000
-    }
-
-    /// Unix nanoseconds at `now`, derived from the `(Instant, unix nanos)` pair given at start.
-    pub(super) fn unix_nanos(&self, now: Instant) -> u64 {
-        let (base_instant, base_nanos) = self.clock_base;
-        let elapsed = now.saturating_duration_since(base_instant).as_nanos() as u64;
-        base_nanos.saturating_add(elapsed)
+        self.clock.unix_secs(now)
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -359,7 +353,7 @@ impl Node {
     /// A strictly increasing wall-clock timestamp, so a restarted node's initiations are newer
     /// than any it sent before (as long as the host clock does not step back past them).
     pub(super) fn next_timestamp(&mut self, now: Instant) -> u64 {
-        let ts = self.unix_nanos(now).max(self.last_timestamp + 1);
+        let ts = self.clock.unix_nanos(now).max(self.last_timestamp + 1);
         self.last_timestamp = ts;
         ts
     }
