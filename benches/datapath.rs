@@ -12,6 +12,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use meshd::core::frames::Segmenter;
 use meshd::core::node::{NodeConfig, PeerSpec, Received};
+use meshd::core::peer::PeerState;
 use meshd::core::switch::{Fdb, FdbConfig, Port};
 use meshd::core::{Node, PacketBuf};
 use meshd::wire::{classify, Data, MacAddr, VnetHdr, VnetHdrSize};
@@ -175,8 +176,8 @@ fn connected_pair() -> (Node, Node, Instant) {
             a.handle_datagram(now, b_addr, &mut bytes);
         }
     }
-    assert_eq!(a.status(now).peers[0].state, "up");
-    assert_eq!(b.status(now).peers[0].state, "up");
+    assert_eq!(a.snapshot(now).peers[0].state, PeerState::Up);
+    assert_eq!(b.snapshot(now).peers[0].state, PeerState::Up);
     (a, b, now)
 }
 

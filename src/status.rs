@@ -1,12 +1,13 @@
 //! What `meshd status` reports: the daemon's state as one serializable value, and its table form.
 //!
-//! The JSON field names are an interface scripts rely on: extend, never rename.
+//! The JSON field names are an interface scripts rely on: extend, never rename. The core hands
+//! over typed snapshots ([`NodeSnapshot`]); the strings and serde forms are made here.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::node::{FdbEntryStatus, MemberStatus, PeerStatus};
+use crate::core::node::{FdbPortSnapshot, FdbSnapshot, MemberSnapshot, NodeSnapshot, PeerSnapshot};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InterfaceStatus {
@@ -40,6 +41,125 @@ pub struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     pub fdb: Vec<FdbEntryStatus>,
     pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+/// One peer as `meshd status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub state: String,
+    /// The member this peer is reached through, when the direct path does not work.
+    pub via: Option<String>,
+    /// The largest IP packet that reaches this peer whole (what ICMP too-big answers advertise);
+    /// `None` without a session.
+    #[serde(default)]
+    pub path_mtu: Option<u32>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub last_handshake_secs_ago: Option<u64>,
+}
+
+/// One member of the network as `meshd status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub public_key: String,
+    /// Unix seconds.
+    pub certificate_expires: u64,
+    /// "alive", "suspect", "down" or "revoked", as gossip sees it.
+    pub state: String,
+    pub endpoints: Vec<String>,
+    /// Whether this node has a session with the member right now.
+    pub direct: bool,
+    /// The member this one is reached through, when the direct path does not work.
+    pub via: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// One FDB entry as `meshd status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FdbEntryStatus {
+    pub mac: String,
+    pub port: String,
+    pub age_secs: u64,
+}
+
+/// The node's part of `meshd status`, converted from its [`NodeSnapshot`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoreStatus {
+    pub network: String,
+    /// This node's own certificate expiry (unix seconds).
+    pub certificate_expires: u64,
+    pub members: Vec<MemberStatus>,
+    pub public_key: String,
+    pub peers: Vec<PeerStatus>,
+    pub fdb: Vec<FdbEntryStatus>,
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+impl From<&PeerSnapshot> for PeerStatus {
+    fn from(p: &PeerSnapshot) -> PeerStatus {
+        PeerStatus {
+            name: p.name.clone(),
+            public_key: p.public_key.to_string(),
+            endpoint: p.endpoint.map(|e| e.to_string()),
+            state: p.state.as_str().to_string(),
+            via: p.via.clone(),
+            path_mtu: p.path_mtu,
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            last_handshake_secs_ago: p.since_handshake.map(|d| d.as_secs()),
+        }
+    }
+}
+
+impl From<&MemberSnapshot> for MemberStatus {
+    fn from(m: &MemberSnapshot) -> MemberStatus {
+        MemberStatus {
+            name: m.name.clone(),
+            public_key: m.public_key.to_string(),
+            certificate_expires: m.certificate_expires,
+            state: m.state.as_str().to_string(),
+            endpoints: m.endpoints.iter().map(|e| e.to_string()).collect(),
+            direct: m.direct,
+            via: m.via.clone(),
+            admin: m.admin,
+        }
+    }
+}
+
+impl From<&FdbSnapshot> for FdbEntryStatus {
+    fn from(e: &FdbSnapshot) -> FdbEntryStatus {
+        FdbEntryStatus {
+            mac: e.mac.to_string(),
+            port: match &e.port {
+                FdbPortSnapshot::Local => "local".to_string(),
+                FdbPortSnapshot::Peer(name) => name.clone(),
+            },
+            age_secs: e.age.as_secs(),
+        }
+    }
+}
+
+impl From<&NodeSnapshot> for CoreStatus {
+    fn from(s: &NodeSnapshot) -> CoreStatus {
+        CoreStatus {
+            network: s.network.to_string(),
+            certificate_expires: s.certificate_expires,
+            members: s.members.iter().map(MemberStatus::from).collect(),
+            public_key: s.public_key.to_string(),
+            peers: s.peers.iter().map(PeerStatus::from).collect(),
+            fdb: s.fdb.iter().map(FdbEntryStatus::from).collect(),
+            counters: s
+                .counters
+                .iter()
+                .map(|&(name, value)| (name.to_string(), value))
+                .collect(),
+        }
+    }
 }
 
 fn human_bytes(n: u64) -> String {

@@ -18,5 +18,6 @@ pub mod switch;
 pub use buffer::{BufferPool, PacketBuf};
 pub use counters::Counters;
 pub use node::{
-    CoreStatus, DeferredTransmit, Inbound, Node, NodeConfig, OpenJob, PeerSpec, Received, Transmit,
+    DeferredTransmit, Inbound, Node, NodeConfig, NodeSnapshot, OpenJob, PeerSpec, Received,
+    Transmit,
 };

@@ -29,7 +29,7 @@ use super::state::{self, StateDir, REMEMBERED_MEMBERS, RESCAN_INTERVAL};
 use super::worker::IoCounters;
 use super::RunError;
 use crate::core::node::NodeEvent;
-use crate::status::{InterfaceStatus, NodeStatus};
+use crate::status::{CoreStatus, InterfaceStatus, NodeStatus};
 
 /// How often the host's addresses are re-read for automatic advertising.
 const ADDRESS_SCAN_INTERVAL: Duration = Duration::from_secs(5);
@@ -142,7 +142,9 @@ impl Duties {
         match request {
             ControlRequest::Status(reply) => {
                 let now = Instant::now();
-                let core = self.node.lock(LANE).status(now);
+                // The snapshot is taken under the lock; formatting it happens after.
+                let snapshot = self.node.lock(LANE).snapshot(now);
+                let core = CoreStatus::from(&snapshot);
                 let mut counters: BTreeMap<String, u64> = core.counters;
                 for (name, value) in self.io.report() {
                     counters.insert(name.to_string(), value);

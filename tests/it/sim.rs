@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use meshd::core::node::{Inbound, NodeConfig, OpenJob, PeerSpec, Received, Transmit};
 use meshd::core::switch::FdbConfig;
 use meshd::core::Node;
+use meshd::status::CoreStatus;
 use meshd::wire::{handshake_init_len, MessageType};
 use meshd_crypto::{
     compute_mac1, mac1_key, Certificate, CoreRng, NetworkSecret, PublicKey, StaticSecret,
@@ -17,6 +18,17 @@ use meshd_crypto::{
 use rand_core::RngCore;
 
 const MAX_FRAME: usize = 1500 + 18;
+
+/// A node's status as `meshd status` shows it: its typed snapshot, converted as the daemon does.
+trait StatusOf {
+    fn status(&self, now: Instant) -> CoreStatus;
+}
+
+impl StatusOf for Node {
+    fn status(&self, now: Instant) -> CoreStatus {
+        CoreStatus::from(&self.snapshot(now))
+    }
+}
 
 thread_local! {
     /// The underlay link MTU nodes made on this thread are told (tests run one per thread).

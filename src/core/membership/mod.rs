@@ -61,7 +61,7 @@ pub use registry::ItemKey;
 
 pub use swim::foca_config;
 
-use registry::{lock, Origin, Registry, Slot};
+use registry::{lock, ItemSource, KeyEntry, Registry};
 use renew::Renewal;
 use swim::{Live, SwimDriver};
 use sync::TableSync;
@@ -208,7 +208,7 @@ impl MemberState {
 
 /// One row of [`Membership::members`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberStatus {
+pub struct MemberReport {
     pub name: String,
     pub key: PublicKey,
     /// Unix seconds (for a revoked key: when the revocation expires).
@@ -340,7 +340,7 @@ impl Membership {
 
     /// Every member with a verified record (this node included) and every revoked key, in key
     /// order.
-    pub fn members(&self, _now: Instant) -> Vec<MemberStatus> {
+    pub fn members(&self, _now: Instant) -> Vec<MemberReport> {
         let states: BTreeMap<PublicKey, State> = self
             .swim
             .foca
@@ -351,7 +351,7 @@ impl Membership {
         let mut out = Vec::with_capacity(registry.slots.len());
         for (key, slot) in &registry.slots {
             match slot {
-                Slot::Member(stored) => {
+                KeyEntry::Member(stored) => {
                     let Some((certificate, record)) = stored.decode() else {
                         continue;
                     };
@@ -364,7 +364,7 @@ impl Membership {
                             Some(State::Down) | None => MemberState::Down,
                         }
                     };
-                    out.push(MemberStatus {
+                    out.push(MemberReport {
                         name: certificate.name.clone(),
                         key: *key,
                         cert_expires_at: certificate.expires_at,
@@ -372,11 +372,11 @@ impl Membership {
                         endpoints: record.endpoints,
                     });
                 }
-                Slot::Revoked(stored) => {
+                KeyEntry::Revoked(stored) => {
                     let Some(revocation) = stored.decode() else {
                         continue;
                     };
-                    out.push(MemberStatus {
+                    out.push(MemberReport {
                         name: revocation.name,
                         key: *key,
                         cert_expires_at: revocation.expires_at,
@@ -515,7 +515,7 @@ impl Membership {
         self.check_revocation(&revocation)?;
         let item = revocation_item(&revocation);
         let fresh = lock(&self.registry)
-            .receive(&item, Origin::Gossip)
+            .receive(&item, ItemSource::Gossip)
             .is_some();
         if fresh {
             info!(key = %revocation.static_key, name = %revocation.name, "membership: key revoked");
@@ -549,12 +549,12 @@ impl Membership {
                     continue;
                 }
                 let copy = match slot {
-                    Slot::Member(r) => {
+                    KeyEntry::Member(r) => {
                         members.push(Member::alive(MemberId {
                             key: *key,
                             generation: r.generation,
                         }));
-                        Slot::Member(registry::StoredRecord {
+                        KeyEntry::Member(registry::StoredRecord {
                             item: r.item.clone(),
                             record_at: r.record_at,
                             version: r.version,
@@ -563,7 +563,7 @@ impl Membership {
                             admin: r.admin,
                         })
                     }
-                    Slot::Revoked(r) => Slot::Revoked(registry::StoredRevocation {
+                    KeyEntry::Revoked(r) => KeyEntry::Revoked(registry::StoredRevocation {
                         item: r.item.clone(),
                         expires_at: r.expires_at,
                     }),
@@ -703,7 +703,7 @@ impl Membership {
         }
         let item = revocation_item(revocation);
         let mut registry = lock(&self.registry);
-        if registry.receive(&item, Origin::Gossip).is_some() {
+        if registry.receive(&item, ItemSource::Gossip).is_some() {
             registry.accepted.clear();
             drop(registry);
             self.spread(&item);
@@ -753,12 +753,12 @@ impl Membership {
             let mut expired_records = 0;
             let mut expired_revocations = 0;
             registry.slots.retain(|key, slot| match slot {
-                Slot::Member(r) if *key != own && r.cert_expires_at <= now_unix => {
+                KeyEntry::Member(r) if *key != own && r.cert_expires_at <= now_unix => {
                     expired_records += 1;
                     dropped.push(*key);
                     false
                 }
-                Slot::Revoked(r) if r.expires_at <= now_unix => {
+                KeyEntry::Revoked(r) if r.expires_at <= now_unix => {
                     expired_revocations += 1;
                     false
                 }

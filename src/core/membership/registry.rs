@@ -2,7 +2,7 @@
 //! verified record (with its certificate) or the revocation that bans the key.
 //!
 //! Owns [`Registry`], the [`Handler`] through which foca hands it gossip items, and the
-//! [`ItemKey`]s foca uses to stop spreading stale items. Invariants: a `Slot::Member` holds
+//! [`ItemKey`]s foca uses to stop spreading stale items. Invariants: a `KeyEntry::Member` holds
 //! only an item whose certificate verified against the network id and was unexpired when it
 //! arrived, whose certificate names the record's key, and whose record signature verified with
 //! the certificate's signing key; a record replaces a stored one only with a strictly higher
@@ -22,18 +22,18 @@ use super::record::{Item, MemberRecord, RecordView, Revocation, RevocationView};
 use super::MembershipCounters;
 
 /// What the registry knows about one static key.
-pub(super) enum Slot {
+pub(super) enum KeyEntry {
     Member(StoredRecord),
     Revoked(StoredRevocation),
 }
 
-impl Slot {
+impl KeyEntry {
     /// What the slot counts as in digests and indexes: the record version, or `u64::MAX` for a
     /// revocation (which outranks every record).
     pub fn version(&self) -> u64 {
         match self {
-            Slot::Member(r) => r.version,
-            Slot::Revoked(_) => u64::MAX,
+            KeyEntry::Member(r) => r.version,
+            KeyEntry::Revoked(_) => u64::MAX,
         }
     }
 }
@@ -104,7 +104,7 @@ impl StoredRevocation {
 
 /// Where an item came from, which decides whether it may be spread further.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Origin {
+pub(super) enum ItemSource {
     /// Put in by this node through `Foca::add_broadcast`: it is spread if it is exactly what
     /// the registry already stores (the node stored it first).
     Local,
@@ -153,7 +153,7 @@ pub(super) struct Registry {
     pub own_key: PublicKey,
     /// Unix seconds, set by the membership layer before anything that may verify.
     pub now_unix: u64,
-    pub slots: BTreeMap<PublicKey, Slot>,
+    pub slots: BTreeMap<PublicKey, KeyEntry>,
     /// Members forgotten after their tombstone: the last record version, kept until the unix
     /// second given, so older copies still travelling are refused.
     pub forgotten: BTreeMap<PublicKey, (u64, u64)>,
@@ -182,7 +182,7 @@ impl Registry {
     }
 
     pub fn is_revoked(&self, key: &PublicKey) -> bool {
-        matches!(self.slots.get(key), Some(Slot::Revoked(_)))
+        matches!(self.slots.get(key), Some(KeyEntry::Revoked(_)))
     }
 
     /// Whether `key` was forgotten at a record version of at least `version`.
@@ -203,7 +203,7 @@ impl Registry {
 
     pub fn record(&self, key: &PublicKey) -> Option<&StoredRecord> {
         match self.slots.get(key) {
-            Some(Slot::Member(record)) => Some(record),
+            Some(KeyEntry::Member(record)) => Some(record),
             _ => None,
         }
     }
@@ -223,13 +223,13 @@ impl Registry {
             item: item.into_boxed_slice(),
         };
         if !self.is_revoked(&self.own_key) {
-            self.slots.insert(self.own_key, Slot::Member(stored));
+            self.slots.insert(self.own_key, KeyEntry::Member(stored));
         }
     }
 
     /// Takes one item: checks it, stores it if it is new and valid, and says whether foca
     /// should spread it.
-    pub fn receive(&mut self, data: &[u8], origin: Origin) -> Option<ItemKey> {
+    pub fn receive(&mut self, data: &[u8], origin: ItemSource) -> Option<ItemKey> {
         match Item::parse(data) {
             Err(_) => {
                 self.counters.item_malformed += 1;
@@ -247,7 +247,7 @@ impl Registry {
     fn receive_member(
         &mut self,
         data: &[u8],
-        origin: Origin,
+        origin: ItemSource,
         certificate: Box<Certificate>,
         certificate_bytes: &[u8],
         record: RecordView<'_>,
@@ -255,14 +255,14 @@ impl Registry {
         let key = record.static_key();
         let version = record.version();
         let stored = match self.slots.get(&key) {
-            Some(Slot::Revoked(_)) => {
+            Some(KeyEntry::Revoked(_)) => {
                 self.counters.record_revoked += 1;
                 return None;
             }
-            Some(Slot::Member(stored)) => Some(stored),
+            Some(KeyEntry::Member(stored)) => Some(stored),
             None => None,
         };
-        if origin == Origin::Local {
+        if origin == ItemSource::Local {
             // Spread only what the node itself stored a moment ago.
             return stored
                 .filter(|s| *s.item == *data)
@@ -311,7 +311,7 @@ impl Registry {
         let generation = record.generation();
         self.slots.insert(
             key,
-            Slot::Member(StoredRecord {
+            KeyEntry::Member(StoredRecord {
                 item: data.into(),
                 record_at: 1 + certificate_bytes.len(),
                 version,
@@ -327,15 +327,15 @@ impl Registry {
     fn receive_revocation(
         &mut self,
         data: &[u8],
-        origin: Origin,
+        origin: ItemSource,
         view: RevocationView<'_>,
     ) -> Option<ItemKey> {
         let key = view.static_key();
         let known = match self.slots.get(&key) {
-            Some(Slot::Revoked(stored)) => Some(stored),
+            Some(KeyEntry::Revoked(stored)) => Some(stored),
             _ => None,
         };
-        if origin == Origin::Local {
+        if origin == ItemSource::Local {
             return known
                 .filter(|s| *s.item == *data)
                 .map(|_| ItemKey::Revocation { key });
@@ -359,7 +359,7 @@ impl Registry {
         self.counters.revocation_accepted += 1;
         self.slots.insert(
             key,
-            Slot::Revoked(StoredRevocation {
+            KeyEntry::Revoked(StoredRevocation {
                 item: data.into(),
                 expires_at: view.expires_at(),
             }),
@@ -385,9 +385,9 @@ impl BroadcastHandler<MemberId> for Handler {
         sender: Option<&MemberId>,
     ) -> Result<Option<ItemKey>, Infallible> {
         let origin = if sender.is_some() {
-            Origin::Gossip
+            ItemSource::Gossip
         } else {
-            Origin::Local
+            ItemSource::Local
         };
         Ok(lock(&self.registry).receive(data, origin))
     }

@@ -18,7 +18,7 @@ use meshd_crypto::{Certificate, NetworkSecret, PublicKey};
 use rand_core::RngCore as _;
 use tracing::{debug, info};
 
-use super::registry::{lock, Slot};
+use super::registry::{lock, KeyEntry};
 use super::{Membership, MembershipEvent, RENEW_BURST, RENEW_RATE, RENEW_RETRY};
 use crate::core::limit::TokenBucket;
 use crate::wire::membership::{
@@ -174,7 +174,7 @@ impl Membership {
                 .iter()
                 .filter(|(key, slot)| {
                     **key != self.me.key
-                        && matches!(slot, Slot::Member(r) if r.admin)
+                        && matches!(slot, KeyEntry::Member(r) if r.admin)
                         && self.live.get(key).is_some_and(|l| l.active)
                 })
                 .map(|(key, _)| *key)

@@ -23,7 +23,7 @@ use rand_core::RngCore as _;
 use tracing::debug;
 
 use super::record::Item;
-use super::registry::{self, lock, Origin, Slot};
+use super::registry::{self, lock, ItemSource, KeyEntry};
 use super::{
     Membership, ANTI_ENTROPY_BUSY_INTERVAL, ANTI_ENTROPY_INTERVAL, INDEX_PAGES_PER_DIGEST,
     MAX_PAYLOAD, MAX_WANTED, PAGE_BURST, PAGE_RATE, SYNC_ATTEMPTS, SYNC_PAGES_PER_REQUEST,
@@ -179,16 +179,16 @@ impl Membership {
             };
             range
                 .filter(|(key, slot)| match slot {
-                    Slot::Revoked(_) => true,
-                    Slot::Member(_) => {
+                    KeyEntry::Revoked(_) => true,
+                    KeyEntry::Member(_) => {
                         **key == self.me.key || self.live.get(key).is_some_and(|l| l.active)
                     }
                 })
                 .take(limit + 1)
                 .map(|(key, slot)| {
                     let item = match slot {
-                        Slot::Member(r) => r.item.clone(),
-                        Slot::Revoked(r) => r.item.clone(),
+                        KeyEntry::Member(r) => r.item.clone(),
+                        KeyEntry::Revoked(r) => r.item.clone(),
                     };
                     (*key, item)
                 })
@@ -224,7 +224,7 @@ impl Membership {
                     let key = parsed.static_key();
                     last_key = Some(last_key.map_or(key, |k: PublicKey| k.max(key)));
                 }
-                registry.receive(item, Origin::Page);
+                registry.receive(item, ItemSource::Page);
             }
         }
         let malformed = !page.is_intact();
@@ -341,7 +341,7 @@ impl Membership {
             for (key, theirs) in index.entries() {
                 match registry.slots.get(&key) {
                     // They hold a record of a key we know is revoked: tell them.
-                    Some(Slot::Revoked(r)) if theirs != u64::MAX => {
+                    Some(KeyEntry::Revoked(r)) if theirs != u64::MAX => {
                         push.push((key, r.item.clone()))
                     }
                     Some(slot) if slot.version() >= theirs => {}
@@ -406,8 +406,8 @@ impl Membership {
             let registry = lock(&self.registry);
             want.keys()
                 .filter_map(|key| match registry.slots.get(&key) {
-                    Some(Slot::Member(r)) => Some((key, r.item.clone())),
-                    Some(Slot::Revoked(r)) => Some((key, r.item.clone())),
+                    Some(KeyEntry::Member(r)) => Some((key, r.item.clone())),
+                    Some(KeyEntry::Revoked(r)) => Some((key, r.item.clone())),
                     None => {
                         unknown += 1;
                         None

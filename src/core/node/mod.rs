@@ -38,7 +38,7 @@ mod timers;
 pub use api::{
     DeferredTransmit, Inbound, NodeConfig, NodeEvent, OpenJob, PeerSpec, Received, Transmit,
 };
-pub use snapshot::{CoreStatus, FdbEntryStatus, MemberStatus, PeerStatus};
+pub use snapshot::{FdbPortSnapshot, FdbSnapshot, MemberSnapshot, NodeSnapshot, PeerSnapshot};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

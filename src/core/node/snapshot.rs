@@ -1,14 +1,78 @@
-//! The node's status: peers, members, the FDB and the counters, as `meshd status` and the
-//! metrics endpoint show them. Read-only: taking a snapshot changes nothing.
+//! A typed snapshot of the node: peers, members, the FDB and the counters, for `meshd status`
+//! and the metrics endpoint. Read-only: taking one changes nothing. It holds values, not their
+//! display: `crate::status` owns the serialised form and does the formatting.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use meshd_crypto::{NetworkId, PublicKey};
 
 use super::*;
-use crate::core::peer::Route;
+use crate::core::membership::MemberState;
+use crate::core::peer::{PeerState, Route};
 use crate::core::switch::Port;
+use crate::wire::MacAddr;
+
+/// One peer as the node sees it now.
+#[derive(Debug, Clone)]
+pub struct PeerSnapshot {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub endpoint: Option<SocketAddr>,
+    pub state: PeerState,
+    /// The member this peer is reached through, when the direct path does not work.
+    pub via: Option<String>,
+    /// The largest IP packet that reaches this peer whole; `None` without a session.
+    pub path_mtu: Option<u32>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub since_handshake: Option<Duration>,
+}
+
+/// One member of the network as gossip and the node see it now.
+#[derive(Debug, Clone)]
+pub struct MemberSnapshot {
+    pub name: String,
+    pub public_key: PublicKey,
+    /// Unix seconds.
+    pub certificate_expires: u64,
+    pub state: MemberState,
+    pub endpoints: Vec<SocketAddr>,
+    /// Whether this node has a session with the member right now, not through a relay.
+    pub direct: bool,
+    pub via: Option<String>,
+    pub admin: bool,
+}
+
+/// Where the switch sends frames for one MAC address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FdbPortSnapshot {
+    Local,
+    /// The peer, by name.
+    Peer(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct FdbSnapshot {
+    pub mac: MacAddr,
+    pub port: FdbPortSnapshot,
+    pub age: Duration,
+}
+
+/// Everything the node can tell about itself at one instant.
+#[derive(Debug, Clone)]
+pub struct NodeSnapshot {
+    pub network: NetworkId,
+    pub public_key: PublicKey,
+    /// This node's own certificate expiry (unix seconds).
+    pub certificate_expires: u64,
+    pub peers: Vec<PeerSnapshot>,
+    pub members: Vec<MemberSnapshot>,
+    /// Sorted by MAC address.
+    pub fdb: Vec<FdbSnapshot>,
+    /// Every counter of the node, the join book and membership, with its stable name.
+    pub counters: Vec<(&'static str, u64)>,
+}
 
 impl Node {
     /// The name of the relay peer `id` is reached through, if it has a session and is relayed.
@@ -21,16 +85,17 @@ impl Node {
         }
     }
 
-    pub fn status(&self, now: Instant) -> CoreStatus {
+    /// What the node knows at `now`.
+    pub fn snapshot(&self, now: Instant) -> NodeSnapshot {
         let peers = self
             .peers
             .iter()
             .enumerate()
-            .map(|(id, p)| PeerStatus {
+            .map(|(id, p)| PeerSnapshot {
                 name: p.name.clone(),
-                public_key: p.public_key.to_string(),
-                endpoint: p.endpoint.map(|e| e.to_string()),
-                state: p.state(now).as_str().to_string(),
+                public_key: p.public_key,
+                endpoint: p.endpoint,
+                state: p.state(now),
                 via: self.via(id as PeerId),
                 path_mtu: p
                     .sessions
@@ -38,24 +103,22 @@ impl Node {
                     .map(|_| (self.frame_limit(id as PeerId) - ETHERNET_HEADER_LEN) as u32),
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
-                last_handshake_secs_ago: p
-                    .last_handshake
-                    .map(|t| now.saturating_duration_since(t).as_secs()),
+                since_handshake: p.last_handshake.map(|t| now.saturating_duration_since(t)),
             })
             .collect();
-        let mut fdb: Vec<FdbEntryStatus> = self
+        let mut fdb: Vec<FdbSnapshot> = self
             .fdb
             .iter(now)
-            .map(|(mac, port, age)| FdbEntryStatus {
-                mac: mac.to_string(),
+            .map(|(mac, port, age)| FdbSnapshot {
+                mac,
                 port: match port {
-                    Port::Local => "local".to_string(),
-                    Port::Peer(id) => self.peers[id as usize].name.clone(),
+                    Port::Local => FdbPortSnapshot::Local,
+                    Port::Peer(id) => FdbPortSnapshot::Peer(self.peers[id as usize].name.clone()),
                 },
-                age_secs: age.as_secs(),
+                age,
             })
             .collect();
-        fdb.sort_by(|a, b| a.mac.cmp(&b.mac));
+        fdb.sort_by_key(|e| e.mac);
         let members = self
             .membership
             .members(now)
@@ -65,88 +128,33 @@ impl Node {
                 let id = self.by_key.get(&m.key).copied();
                 let peer = id.map(|id| &self.peers[id as usize]);
                 let via = id.and_then(|id| self.via(id));
-                MemberStatus {
+                MemberSnapshot {
                     direct: peer.is_some_and(|p| p.sessions.is_up()) && via.is_none(),
                     admin: peer
                         .and_then(|p| p.certificate.as_ref())
                         .is_some_and(|c| c.admin),
                     name: m.name,
-                    public_key: m.key.to_string(),
+                    public_key: m.key,
                     certificate_expires: m.cert_expires_at,
-                    state: m.state.as_str().to_string(),
-                    endpoints: m.endpoints.iter().map(|e| e.to_string()).collect(),
+                    state: m.state,
+                    endpoints: m.endpoints,
                     via,
                 }
             })
             .collect();
-        CoreStatus {
-            network: self.network.to_string(),
+        NodeSnapshot {
+            network: self.network,
+            public_key: self.public_key,
             certificate_expires: self.certificate.expires_at,
-            members,
-            public_key: self.public_key.to_string(),
             peers,
+            members,
             fdb,
             counters: self
                 .counters()
                 .iter()
                 .chain(self.invites.counters().iter())
                 .chain(self.membership.counters().iter())
-                .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub name: String,
-    pub public_key: String,
-    pub endpoint: Option<String>,
-    pub state: String,
-    /// The member this peer is reached through, when the direct path does not work.
-    pub via: Option<String>,
-    /// The largest IP packet that reaches this peer whole (what ICMP too-big answers advertise);
-    /// `None` without a session.
-    #[serde(default)]
-    pub path_mtu: Option<u32>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub last_handshake_secs_ago: Option<u64>,
-}
-
-/// One member of the network as `meshd status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberStatus {
-    pub name: String,
-    pub public_key: String,
-    /// Unix seconds.
-    pub certificate_expires: u64,
-    /// "alive", "suspect", "down" or "revoked", as gossip sees it.
-    pub state: String,
-    pub endpoints: Vec<String>,
-    /// Whether this node has a session with the member right now.
-    pub direct: bool,
-    /// The member this one is reached through, when the direct path does not work.
-    pub via: Option<String>,
-    #[serde(default)]
-    pub admin: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FdbEntryStatus {
-    pub mac: String,
-    pub port: String,
-    pub age_secs: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CoreStatus {
-    pub network: String,
-    /// This node's own certificate expiry (unix seconds).
-    pub certificate_expires: u64,
-    pub members: Vec<MemberStatus>,
-    pub public_key: String,
-    pub peers: Vec<PeerStatus>,
-    pub fdb: Vec<FdbEntryStatus>,
-    pub counters: BTreeMap<String, u64>,
 }

@@ -9,7 +9,7 @@ fn via(sim: &Sim, host: usize, name: &str) -> Option<String> {
     peer(sim, host, name).via
 }
 
-fn peer(sim: &Sim, host: usize, name: &str) -> meshd::core::node::PeerStatus {
+fn peer(sim: &Sim, host: usize, name: &str) -> meshd::status::PeerStatus {
     sim.hosts[host]
         .node
         .status(sim.now)
