@@ -167,12 +167,14 @@ impl Node {
     }
 
     /// The peer and session slot that our local `index` names, if it still names one.
+    #[inline]
     pub(super) fn locate_index(&self, index: u32) -> Option<(PeerId, Slot)> {
         let id = self.by_index.lookup(index)?;
         let slot = self.peers[id as usize].sessions.slot_of(index)?;
         Some((id, slot))
     }
 
+    #[inline]
     pub(super) fn session_by_index(&mut self, index: u32) -> Option<&mut Session> {
         let (id, slot) = self.locate_index(index)?;
         self.peers[id as usize].sessions.session_mut(slot)

@@ -224,6 +224,7 @@ impl Node {
     }
 
     /// Whether peer `id`'s current session can carry a datagram now: not expired, counters left.
+    #[inline]
     pub(super) fn session_usable(&self, now: Instant, id: PeerId) -> bool {
         self.peers[id as usize]
             .sessions

@@ -52,6 +52,7 @@ impl IndexTable {
     }
 
     /// The peer `index` belongs to.
+    #[inline]
     pub fn lookup(&self, index: u32) -> Option<PeerId> {
         self.map.get(&index).copied()
     }

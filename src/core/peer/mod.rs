@@ -132,6 +132,7 @@ impl Peer {
     }
 
     /// Notes an authenticated packet of `kind` sent now.
+    #[inline]
     pub fn note_sent(&mut self, now: Instant, kind: PayloadKind, plain_len: usize) {
         self.tx_bytes += plain_len as u64;
         self.last_sent = Some(now);
@@ -141,6 +142,7 @@ impl Peer {
     }
 
     /// Notes an authenticated packet of `kind` received now.
+    #[inline]
     pub fn note_received(&mut self, now: Instant, kind: PayloadKind, plain_len: usize) {
         self.rx_bytes += plain_len as u64;
         self.last_received = Some(now);

@@ -52,10 +52,12 @@ impl Session {
         }
     }
 
+    #[inline]
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.created)
     }
 
+    #[inline]
     pub fn expired(&self, now: Instant) -> bool {
         self.age(now) >= REJECT_AFTER_TIME
     }
@@ -66,6 +68,7 @@ impl Session {
     }
 
     /// When this side should start replacing the session.
+    #[inline]
     pub fn rekey_at(&self) -> Instant {
         self.created
             + if self.we_initiated {
@@ -133,14 +136,17 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
+    #[inline]
     pub fn current(&self) -> Option<&Session> {
         self.current.as_ref()
     }
 
+    #[inline]
     pub fn current_mut(&mut self) -> Option<&mut Session> {
         self.current.as_mut()
     }
 
+    #[inline]
     pub fn is_up(&self) -> bool {
         self.current.is_some()
     }
@@ -150,6 +156,7 @@ impl Sessions {
         self.next.is_some()
     }
 
+    #[inline]
     pub fn session_mut(&mut self, slot: Slot) -> Option<&mut Session> {
         match slot {
             Slot::Current => self.current.as_mut(),
@@ -158,6 +165,7 @@ impl Sessions {
         }
     }
 
+    #[inline]
     pub fn slot_of(&self, local_index: u32) -> Option<Slot> {
         let is = |s: &Option<Session>| s.as_ref().is_some_and(|s| s.local_index == local_index);
         if is(&self.current) {
