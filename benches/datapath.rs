@@ -10,20 +10,29 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use meshd::core::cipher::{CipherPolicy, CipherPreference};
 use meshd::core::frames::Segmenter;
 use meshd::core::node::{NodeConfig, PeerSpec, Received};
 use meshd::core::peer::PeerState;
 use meshd::core::switch::{Fdb, FdbConfig, Port};
 use meshd::core::{Node, PacketBuf};
 use meshd::wire::{classify, Data, MacAddr, VnetHdr, VnetHdrSize};
-use meshd_crypto::{RecvKey, SendKey, StaticSecret, TAG_LEN};
+use meshd_crypto::{Cipher, RecvKey, SendKey, StaticSecret, TAG_LEN};
 
 fn seal_open(c: &mut Criterion) {
-    let mut group = c.benchmark_group("aead");
-    for size in [64usize, 512, 1420] {
+    for cipher in Cipher::ALL {
+        seal_open_with(c, cipher);
+    }
+}
+
+/// Seal and open per size with one AEAD (`aead/chacha20-poly1305`, `aead/aes-256-gcm`), so the
+/// two compare side by side in one run.
+fn seal_open_with(c: &mut Criterion, cipher: Cipher) {
+    let mut group = c.benchmark_group(format!("aead/{cipher}"));
+    for size in [64usize, 512, 1420, 8192] {
         group.throughput(Throughput::Bytes(size as u64));
-        let mut send = SendKey::new([7; 32]);
-        let recv = RecvKey::new([7; 32]);
+        let mut send = SendKey::new([7; 32], cipher);
+        let recv = RecvKey::new([7; 32], cipher);
         let aad = [1u8; 16];
         let mut buf = vec![0u8; size + TAG_LEN];
         group.bench_with_input(BenchmarkId::new("seal", size), &size, |b, &size| {
@@ -156,6 +165,8 @@ fn connected_pair() -> (Node, Node, Instant) {
             max_frame: 1420,
             underlay_mtu: 1500,
             rng_seed: [seed; 32],
+            // ChaCha20-Poly1305, so the node benchmarks compare with runs before negotiation.
+            ciphers: CipherPolicy::new(CipherPreference::Only(Cipher::ChaCha20Poly1305), false),
             now,
             unix_nanos_at_now: 1_800_000_000_000_000_000,
         })

@@ -6,6 +6,7 @@
 //! a config tree can be moved as a whole. Reading the private key file (and checking its mode) lives
 //! here too because it is part of loading a config, not of running a node.
 
+use crate::core::cipher::CipherPreference;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -49,6 +50,9 @@ pub struct Config {
     /// Data-path workers, each with its own TAP queue and UDP socket; `None` means one per CPU
     /// this process may run on (at most [`MAX_WORKERS`]).
     pub workers: Option<usize>,
+    /// Which data-path AEAD to use (`cipher`): `auto` negotiates AES-256-GCM between nodes with
+    /// AES hardware and ChaCha20-Poly1305 otherwise.
+    pub cipher: CipherPreference,
     pub interface: InterfaceConfig,
     pub switch: SwitchConfig,
     pub peers: Vec<PeerConfig>,
@@ -182,6 +186,7 @@ struct RawConfig {
     #[serde(default, deserialize_with = "de_log_level")]
     log_level: Option<String>,
     workers: Option<Spanned<usize>>,
+    cipher: Option<Spanned<String>>,
     interface: Option<RawInterface>,
     switch: Option<RawSwitch>,
     #[serde(default)]
@@ -389,6 +394,17 @@ impl Config {
             None => None,
         };
 
+        let cipher = match raw.cipher {
+            None => CipherPreference::Auto,
+            Some(c) => CipherPreference::parse(c.get_ref()).ok_or_else(|| {
+                at(
+                    c.span(),
+                    Some("cipher"),
+                    "must be \"auto\", \"aes-256-gcm\" or \"chacha20-poly1305\"".into(),
+                )
+            })?,
+        };
+
         let sw = raw.switch.unwrap_or_default();
         let fdb_max_entries = match sw.fdb_max_entries {
             Some(n) if !(16..=1_000_000).contains(n.get_ref()) => {
@@ -487,6 +503,7 @@ impl Config {
             metrics_listen: raw.metrics_listen,
             log_level: raw.log_level,
             workers,
+            cipher,
             interface: InterfaceConfig {
                 name: iface.name.unwrap_or_else(|| DEFAULT_INTERFACE.to_string()),
                 bridge: iface.bridge,
@@ -770,6 +787,25 @@ mod tests {
             minimal()
         ));
         assert!(e.contains("15 characters"), "{e}");
+    }
+    #[test]
+    fn cipher_is_auto_by_default_and_names_its_key_and_line_when_bad() {
+        assert_eq!(parse(&minimal()).unwrap().cipher, CipherPreference::Auto);
+        let c = parse(&format!("{}cipher = \"aes-256-gcm\"\n", minimal())).unwrap();
+        assert_eq!(
+            c.cipher,
+            CipherPreference::Only(meshd_crypto::Cipher::Aes256Gcm)
+        );
+        let c = parse(&format!("{}cipher = \"chacha20-poly1305\"\n", minimal())).unwrap();
+        assert_eq!(
+            c.cipher,
+            CipherPreference::Only(meshd_crypto::Cipher::ChaCha20Poly1305)
+        );
+        let e = err(&format!("{}cipher = \"aes\"\n", minimal()));
+        assert!(
+            e.contains(":4:") && e.contains("`cipher`") && e.contains("aes-256-gcm"),
+            "{e}"
+        );
     }
 
     #[test]

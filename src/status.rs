@@ -59,6 +59,9 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub last_handshake_secs_ago: Option<u64>,
+    /// The data-path AEAD of the current session (`aes-256-gcm` or `chacha20-poly1305`).
+    #[serde(default)]
+    pub cipher: Option<String>,
 }
 
 /// One member of the network as `meshd status` shows it.
@@ -112,6 +115,7 @@ impl From<&PeerSnapshot> for PeerStatus {
             rx_bytes: p.rx_bytes,
             tx_bytes: p.tx_bytes,
             last_handshake_secs_ago: p.since_handshake.map(|d| d.as_secs()),
+            cipher: p.cipher.map(|c| c.as_str().to_string()),
         }
     }
 }
@@ -236,8 +240,8 @@ impl NodeStatus {
         let _ = writeln!(out, "\npeers ({up} of {} up)", self.peers.len());
         let _ = writeln!(
             out,
-            "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10} {:>6}  via",
-            "NAME", "STATE", "ENDPOINT", "RX", "TX", "HANDSHAKE", "MTU"
+            "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10} {:>6}  {:<17}  via",
+            "NAME", "STATE", "ENDPOINT", "RX", "TX", "HANDSHAKE", "MTU", "CIPHER"
         );
         for p in &self.peers {
             let hs = p
@@ -245,7 +249,7 @@ impl NodeStatus {
                 .map_or("never".to_string(), |s| format!("{s}s ago"));
             let _ = writeln!(
                 out,
-                "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10} {:>6}  {}",
+                "  {:<16} {:<11} {:<24} {:>10} {:>10} {:>10} {:>6}  {:<17}  {}",
                 p.name,
                 p.state,
                 p.endpoint.as_deref().unwrap_or("-"),
@@ -253,6 +257,7 @@ impl NodeStatus {
                 human_bytes(p.tx_bytes),
                 hs,
                 p.path_mtu.map_or("-".to_string(), |m| m.to_string()),
+                p.cipher.as_deref().unwrap_or("-"),
                 p.via.as_deref().unwrap_or("direct"),
             );
         }
@@ -307,6 +312,7 @@ impl NodeStatus {
                 rx_bytes: 2048,
                 tx_bytes: 10,
                 last_handshake_secs_ago: Some(3),
+                cipher: Some("aes-256-gcm".into()),
             }],
             fdb: vec![FdbEntryStatus {
                 mac: "02:00:00:00:00:01".into(),
@@ -336,6 +342,7 @@ mod tests {
         assert!(t.contains("network    NET"), "{t}");
         assert!(t.contains("mtu 1402, offloads on, 2 workers"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
+        assert!(t.contains("1426  aes-256-gcm"), "{t}");
         assert!(t.contains("02:00:00:00:00:01  h2"), "{t}");
         assert!(
             t.contains("rx_replayed") && !t.contains("rx_bad_mac1"),

@@ -10,10 +10,13 @@
 //! invitation request and answer there). Both are encrypted: the first under keys that only the
 //! responder can derive, the second under the full session.
 //!
-//! Owns [`Initiator`], [`respond`]/[`Responder`], [`SessionKeys`] and the mac1 helpers.
+//! Owns [`Initiator`], [`respond`]/[`Responder`], [`SessionSecrets`] / [`SessionKeys`] and the
+//! mac1 helpers.
 //! Invariants: every handshake state draws randomness only from a [`CoreRng`] fork; message
 //! lengths are bounded before snow sees them (at most [`MAX_HANDSHAKE_PAYLOAD`] of payload); failures are reported as [`CryptoError::Handshake`] with no detail
-//! that could help an attacker; split keys are moved into ring and the raw copies wiped at once.
+//! that could help an attacker; split keys are held as [`SessionSecrets`] (wiped on drop) only
+//! until the caller has read the payloads that negotiate the AEAD, then moved into ring by
+//! [`SessionSecrets::load`] and the raw copies wiped at once.
 //! Known limit: snow 0.10 does not wipe its own chaining key and handshake cipher state when a
 //! handshake state drops (our X25519 scalars, including the static key copy, are wiped).
 
@@ -23,12 +26,12 @@ use blake2::digest::consts::U16;
 use blake2::digest::{Digest, KeyInit, Mac};
 use blake2::{Blake2s256, Blake2sMac};
 use snow::{Builder, HandshakeState};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::keys::{PublicKey, StaticSecret, KEY_LEN};
 use crate::resolver::CoreResolver;
 use crate::rng::CoreRng;
-use crate::session::{RecvKey, SendKey};
+use crate::session::{Cipher, RecvKey, SendKey};
 use crate::CryptoError;
 
 /// The Noise protocol name; hashed into every handshake, so both ends must agree on it.
@@ -66,7 +69,25 @@ pub struct Responder {
     payload: Vec<u8>,
 }
 
-/// The two directions of a fresh session, already loaded into ring.
+/// The two directions' secrets of a fresh session, before the AEAD is chosen: the handshake's
+/// payloads negotiate it, so the keys are loaded only after the caller has read them. Wiped on
+/// drop.
+pub struct SessionSecrets {
+    send: Zeroizing<[u8; 32]>,
+    recv: Zeroizing<[u8; 32]>,
+}
+
+impl SessionSecrets {
+    /// Loads both directions into ring for `cipher`; the raw secrets are wiped.
+    pub fn load(self, cipher: Cipher) -> SessionKeys {
+        SessionKeys {
+            send: SendKey::new(*self.send, cipher),
+            recv: RecvKey::new(*self.recv, cipher),
+        }
+    }
+}
+
+/// The two directions of a fresh session, loaded into ring.
 pub struct SessionKeys {
     /// Key for messages this side sends.
     pub send: SendKey,
@@ -86,9 +107,9 @@ fn builder<'a>(
         .map_err(|_| CryptoError::Handshake)
 }
 
-/// Moves the finished handshake's two cipher keys into ring, wiping the raw copies. The
-/// initiator sends with the first key, the responder with the second.
-fn split(state: &mut HandshakeState) -> Result<SessionKeys, CryptoError> {
+/// Takes the finished handshake's two cipher keys, wiping snow's raw copies. The initiator sends
+/// with the first key, the responder with the second.
+fn split(state: &mut HandshakeState) -> Result<SessionSecrets, CryptoError> {
     if !state.is_handshake_finished() {
         return Err(CryptoError::Handshake);
     }
@@ -99,9 +120,9 @@ fn split(state: &mut HandshakeState) -> Result<SessionKeys, CryptoError> {
     } else {
         (second, first)
     };
-    let keys = SessionKeys {
-        send: SendKey::new(send_raw),
-        recv: RecvKey::new(recv_raw),
+    let keys = SessionSecrets {
+        send: Zeroizing::new(send_raw),
+        recv: Zeroizing::new(recv_raw),
     };
     first.zeroize();
     second.zeroize();
@@ -147,15 +168,18 @@ impl Initiator {
     }
 
     /// Completes the handshake with the responder's message and returns its payload and the
-    /// session keys.
-    pub fn read_response(mut self, msg: &[u8]) -> Result<(Vec<u8>, SessionKeys), CryptoError> {
+    /// session's secrets.
+    pub fn read_response(mut self, msg: &[u8]) -> Result<(Vec<u8>, SessionSecrets), CryptoError> {
         self.try_read_response(msg)
     }
 
     /// Like [`Initiator::read_response`], but a message that fails leaves the handshake
     /// untouched, so a forged response cannot kill an attempt the real responder is about to
     /// answer. After success the `Initiator` is spent and further calls fail.
-    pub fn try_read_response(&mut self, msg: &[u8]) -> Result<(Vec<u8>, SessionKeys), CryptoError> {
+    pub fn try_read_response(
+        &mut self,
+        msg: &[u8],
+    ) -> Result<(Vec<u8>, SessionSecrets), CryptoError> {
         if msg.len() < NOISE_RESPONSE_OVERHEAD
             || msg.len() > NOISE_RESPONSE_OVERHEAD + MAX_HANDSHAKE_PAYLOAD
         {
@@ -218,12 +242,12 @@ impl Responder {
     }
 
     /// Writes the response carrying `payload` to the start of `out` and returns its length
-    /// ([`NOISE_RESPONSE_OVERHEAD`] + `payload.len()`) with the session keys.
+    /// ([`NOISE_RESPONSE_OVERHEAD`] + `payload.len()`) with the session's secrets.
     pub fn write_response(
         mut self,
         payload: &[u8],
         out: &mut [u8],
-    ) -> Result<(usize, SessionKeys), CryptoError> {
+    ) -> Result<(usize, SessionSecrets), CryptoError> {
         if payload.len() > MAX_HANDSHAKE_PAYLOAD {
             return Err(CryptoError::Handshake);
         }
@@ -249,6 +273,12 @@ impl fmt::Debug for Responder {
         f.debug_struct("Responder")
             .field("remote", &self.remote)
             .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SessionSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSecrets(..)")
     }
 }
 
@@ -343,7 +373,10 @@ mod tests {
         assert_eq!(len, NOISE_RESPONSE_LEN);
         let (payload, alice_keys) = initiator.read_response(&response[..len]).unwrap();
         assert!(payload.is_empty());
-        (alice_keys, bob_keys)
+        (
+            alice_keys.load(Cipher::ChaCha20Poly1305),
+            bob_keys.load(Cipher::ChaCha20Poly1305),
+        )
     }
 
     fn assert_delivers(from: &mut SendKey, to: &RecvKey, message: &[u8]) {
@@ -453,7 +486,8 @@ mod tests {
         let (mut initiator, init) = init_message(&mut p);
         let responder = respond(&p.bob, PROLOGUE, &mut p.bob_rng, &init).unwrap();
         let mut response = [0u8; NOISE_RESPONSE_LEN];
-        let (_, mut bob_keys) = responder.write_response(&[], &mut response).unwrap();
+        let (_, bob_keys) = responder.write_response(&[], &mut response).unwrap();
+        let mut bob_keys = bob_keys.load(Cipher::ChaCha20Poly1305);
         for byte in 0..NOISE_RESPONSE_LEN {
             let mut tampered = response;
             tampered[byte] ^= 0x40;
@@ -463,6 +497,7 @@ mod tests {
             );
         }
         let (_, alice_keys) = initiator.try_read_response(&response).unwrap();
+        let alice_keys = alice_keys.load(Cipher::ChaCha20Poly1305);
         assert_delivers(&mut bob_keys.send, &alice_keys.recv, b"survived forgeries");
         // Spent: a second completion is refused.
         assert!(initiator.try_read_response(&response).is_err());

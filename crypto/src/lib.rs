@@ -25,15 +25,16 @@ pub use cert::{
     valid_member_name, CertError, Certificate, CERT_MAX_LEN, CERT_MIN_LEN, MAX_NAME_LEN,
 };
 pub use handshake::{
-    compute_mac1, mac1_key, respond, verify_mac1, Initiator, Responder, SessionKeys, MAC1_LEN,
-    MAX_HANDSHAKE_PAYLOAD, NOISE_INIT_OVERHEAD, NOISE_PATTERN, NOISE_RESPONSE_OVERHEAD,
+    compute_mac1, mac1_key, respond, verify_mac1, Initiator, Responder, SessionKeys,
+    SessionSecrets, MAC1_LEN, MAX_HANDSHAKE_PAYLOAD, NOISE_INIT_OVERHEAD, NOISE_PATTERN,
+    NOISE_RESPONSE_OVERHEAD,
 };
 pub use keys::{PublicKey, StaticSecret, KEY_LEN};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
 pub use rng::CoreRng;
 pub use session::{
-    Opener, RecvKey, Sealer, SendKey, NONCE_LEN, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES,
-    TAG_LEN,
+    Cipher, Opener, RecvKey, Sealer, SendKey, AES_GCM_REKEY_AFTER_MESSAGES, NONCE_LEN,
+    REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES, TAG_LEN,
 };
 pub use sign::{NetworkId, NetworkSecret, SigningKey, SigningPublicKey, SIGNATURE_LEN};
 

@@ -1,8 +1,11 @@
 //! Handshake processing through a real node: arbitrary sequences of datagrams, some forged with a
 //! correct mac1 (so they reach Noise and the DH work behind the cheap checks), some genuine
-//! initiations from the configured peer with one byte flipped, interleaved with timer ticks.
+//! initiations from the configured peer with one byte flipped and an arbitrary cipher offer
+//! (negotiation extensions after the certificate), interleaved with timer ticks. The node accepts
+//! AES-256-GCM only, so offers decide between a session and a refusal.
 //! Invariants: no panic; the node's index bookkeeping stays consistent after every step; every
-//! datagram the node emits parses as a well-formed meshd message.
+//! datagram the node emits parses as a well-formed meshd message; the negotiation rule only ever
+//! picks a cipher its policy accepts.
 
 #![no_main]
 
@@ -11,15 +14,17 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use meshd::core::cipher::{CipherPolicy, CipherPreference};
 use meshd::core::node::{NodeConfig, PeerSpec, NOISE_PROLOGUE};
 use meshd::core::switch::FdbConfig;
 use meshd::core::Node;
 use meshd::wire::{
-    classify, handshake_init_len, handshake_response_len, Data, HandshakeInit, HandshakeResponse,
-    MessageType, HANDSHAKE_PAYLOAD_MAX, MAC_LEN, NOISE_INIT_OVERHEAD,
+    classify, emit_cipher_extension, handshake_init_len, handshake_response_len, Data,
+    HandshakeExtensions, HandshakeInit, HandshakeResponse, MessageType, HANDSHAKE_PAYLOAD_MAX,
+    MAC_LEN, NOISE_INIT_OVERHEAD,
 };
 use meshd_crypto::{
-    compute_mac1, mac1_key, Certificate, CoreRng, Initiator, NetworkSecret, StaticSecret,
+    compute_mac1, mac1_key, Certificate, Cipher, CoreRng, Initiator, NetworkSecret, StaticSecret,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -39,6 +44,9 @@ enum Step {
     GenuineInit {
         timestamp: u64,
         self_made_certificate: bool,
+        /// Bytes after the certificate: `Ok`, arbitrary bytes; `Err`, a well-formed cipher offer
+        /// of these ids.
+        extensions: Result<Vec<u8>, Vec<u8>>,
         flip: Option<(u16, u8)>,
     },
     /// Time passes.
@@ -106,6 +114,7 @@ fuzz_target!(|steps: Vec<Step>| {
         max_frame: 1518,
         underlay_mtu: 1500,
         rng_seed: [7; 32],
+        ciphers: CipherPolicy::new(CipherPreference::Only(Cipher::Aes256Gcm), true),
         now,
         unix_nanos_at_now: UNIX_SECS * 1_000_000_000,
     });
@@ -141,6 +150,7 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::GenuineInit {
                 timestamp,
                 self_made_certificate,
+                extensions,
                 flip,
             } => {
                 let mut initiator =
@@ -151,6 +161,19 @@ fuzz_target!(|steps: Vec<Step>| {
                 } else {
                     &peer_certificate
                 });
+                match &extensions {
+                    Ok(raw) => payload.extend_from_slice(&raw[..raw.len().min(64)]),
+                    Err(ids) => emit_cipher_extension(&mut payload, ids),
+                }
+                // The view and the rule alone, on the same bytes.
+                if let Ok(raw) = &extensions {
+                    if let Ok(ext) = HandshakeExtensions::new_checked(raw) {
+                        let policy = CipherPolicy::new(CipherPreference::Auto, true);
+                        if let Some(cipher) = policy.choose(ext.ciphers()) {
+                            assert!(policy.accepts(cipher));
+                        }
+                    }
+                }
                 let len = handshake_init_len(payload.len());
                 let mut m = vec![0u8; len];
                 m[0] = 1;

@@ -77,6 +77,9 @@ counters! {
         /// Handshakes whose certificate was for another network, expired, badly signed, or named
         /// another key than the one the handshake proved.
         rx_handshake_bad_certificate,
+        /// Handshakes from members refused because the two accept no data-path cipher in common
+        /// (one is configured for a cipher the other does not accept).
+        rx_handshake_no_common_cipher,
         /// Handshakes from a revoked key.
         rx_handshake_revoked,
         /// Membership messages for a member this node has no entry for (dropped).

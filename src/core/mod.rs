@@ -4,6 +4,7 @@
 //! their results in. That keeps every behaviour reproducible under a virtual clock in tests.
 
 pub mod buffer;
+pub mod cipher;
 pub mod clock;
 pub mod counters;
 pub mod frames;

@@ -25,6 +25,8 @@ pub mod state;
 pub mod udp;
 pub mod worker;
 
+use crate::core::cipher::CipherPolicy;
+use meshd_crypto::Cipher;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::{Arc, Mutex};
@@ -183,7 +185,12 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             peers.push(remembered);
         }
     }
+    // CPU features are the machine's, so the io layer reads them; the core only gets the policy.
+    let aes_hardware = Cipher::aes_hardware();
+    let ciphers = CipherPolicy::new(config.cipher, aes_hardware);
+    let cipher_order: Vec<&str> = ciphers.accepted().map(|c| c.as_str()).collect();
     let mut node = Node::new(NodeConfig {
+        ciphers,
         secret,
         network_secret,
         certificate_lifetime: config.network.certificate_lifetime,
@@ -214,6 +221,8 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         mtu = iface.mtu,
         offload,
         workers,
+        aes_hardware,
+        ciphers = ?cipher_order,
         peers = config.peers.len(),
         "meshd started"
     );

@@ -142,6 +142,7 @@ mod tests {
             max_frame: 1518,
             underlay_mtu: 1500,
             rng_seed: [1; 32],
+            ciphers: crate::core::cipher::CipherPolicy::new(Default::default(), false),
             now: Instant::now(),
             unix_nanos_at_now: 1_800_000_100 * 1_000_000_000,
         })

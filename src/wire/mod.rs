@@ -20,6 +20,7 @@
 pub mod checksum;
 mod datagram;
 mod ethernet;
+mod handshake_ext;
 pub mod ip;
 mod join;
 pub mod membership;
@@ -43,6 +44,9 @@ pub use datagram::{
 pub use ethernet::{
     EthernetFrame, MacAddr, MacParseError, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
+};
+pub use handshake_ext::{
+    emit_cipher_extension, HandshakeExtensions, EXT_CIPHERS, MAX_OFFERED_CIPHERS,
 };
 pub use ip::{IpError, IpFrame, IpLayout, IpVersion};
 pub use join::{

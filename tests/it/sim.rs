@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use meshd::core::cipher::{CipherPolicy, CipherPreference};
 use meshd::core::node::{Inbound, NodeConfig, OpenJob, PeerSpec, Received, Transmit};
 use meshd::core::switch::FdbConfig;
 use meshd::core::Node;
@@ -33,6 +34,11 @@ impl StatusOf for Node {
 thread_local! {
     /// The underlay link MTU nodes made on this thread are told (tests run one per thread).
     static UNDERLAY_MTU: std::cell::Cell<usize> = const { std::cell::Cell::new(1500) };
+    /// The cipher policy of the node made next on this thread: (configured preference, whether
+    /// the simulated CPU has AES hardware). By default ChaCha20-Poly1305 first, as on a CPU
+    /// without AES instructions.
+    static SIM_CIPHERS: std::cell::Cell<(CipherPreference, bool)> =
+        const { std::cell::Cell::new((CipherPreference::Auto, false)) };
 }
 
 /// A small deterministic PRNG for the network's own decisions.
@@ -76,6 +82,9 @@ struct InFlight {
 /// Decides, per datagram (sender index, receiver index, bytes), whether the network drops it.
 type DropFilter = Box<dyn FnMut(usize, usize, &[u8]) -> bool>;
 
+/// Rewrites a datagram in flight (sender index, receiver index, bytes).
+type Tamper = Box<dyn FnMut(usize, usize, &mut Vec<u8>)>;
+
 struct SimHost {
     node: Node,
     addr: SocketAddr,
@@ -94,6 +103,9 @@ struct Sim {
     impairment: Impairment,
     /// Datagrams dropped by a test-chosen filter (e.g. "lose the first handshake messages").
     filter: Option<DropFilter>,
+    /// Rewrites datagrams in flight (sender index, receiver index, bytes), as an attacker on the
+    /// path could.
+    tamper: Option<Tamper>,
     /// Copies of every datagram sent, when a test wants to replay one.
     capture: Option<Vec<(usize, SocketAddr, Vec<u8>)>>,
     /// Host pairs (lower index first) whose underlay is cut both ways, like a blackhole route.
@@ -174,6 +186,7 @@ impl Sim {
             net: NetRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             impairment: Impairment::default(),
             filter: None,
+            tamper: None,
             capture: None,
             cut: Default::default(),
             narrow: Vec::new(),
@@ -241,7 +254,7 @@ impl Sim {
     /// Moves everything the node queued into the network.
     fn collect(&mut self, from: usize) {
         while let Some(t) = self.next_transmit(from) {
-            let bytes = t.packet.bytes().to_vec();
+            let mut bytes = t.packet.bytes().to_vec();
             let dst = t.destination;
             self.hosts[from].node.recycle(t.packet);
             let Some(to) = self.host_of(dst) else {
@@ -257,6 +270,9 @@ impl Sim {
                 if filter(from, to, &bytes) {
                     continue;
                 }
+            }
+            if let Some(tamper) = &mut self.tamper {
+                tamper(from, to, &mut bytes);
             }
             if self.net.chance(self.impairment.loss_percent) {
                 continue;
@@ -503,6 +519,10 @@ fn make_node_issued_by(
         max_frame,
         underlay_mtu: UNDERLAY_MTU.with(|m| m.get()),
         rng_seed,
+        ciphers: SIM_CIPHERS.with(|c| {
+            let (preference, aes_hardware) = c.get();
+            CipherPolicy::new(preference, aes_hardware)
+        }),
         now,
         // Wall clock advances with the virtual clock; a restart happens "later" in wall time too.
         unix_nanos_at_now: (SIM_UNIX_SECS + seed) * 1_000_000_000,
@@ -984,6 +1004,7 @@ fn status_reports_peers_fdb_and_counters() {
         .any(|e| e.mac == "02:77:00:00:01:01" && e.port == "local"));
 }
 
+mod ciphers;
 mod on_demand;
 mod paths;
 

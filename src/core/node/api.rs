@@ -14,6 +14,7 @@ use meshd_crypto::{
 };
 
 use crate::core::buffer::PacketBuf;
+use crate::core::cipher::CipherPolicy;
 use crate::core::membership::Revocation;
 use crate::core::peer::Route;
 use crate::core::switch::{FdbConfig, PeerId};
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     /// not known which); the ceiling of every path MTU search.
     pub underlay_mtu: usize,
     pub rng_seed: [u8; 32],
+    /// The data-path ciphers this node accepts, most preferred first.
+    pub ciphers: CipherPolicy,
     pub now: Instant,
     /// Nanoseconds since the Unix epoch at `now`; used for replay-proof initiation timestamps.
     pub unix_nanos_at_now: u64,

@@ -14,7 +14,10 @@ use super::api::{direct_address, Origin};
 use crate::core::peer::{
     retry_delay, HandshakeProgress, Initiation, Route, Session, RELAY_AFTER_ATTEMPTS,
 };
-use crate::wire::{handshake_init_len, handshake_response_len, HandshakeInit, HandshakeResponse};
+use crate::wire::{
+    emit_cipher_extension, handshake_init_len, handshake_response_len, HandshakeExtensions,
+    HandshakeInit, HandshakeResponse,
+};
 
 /// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
 const TIMESTAMP_LEN: usize = 8;
@@ -25,22 +28,28 @@ pub(super) enum Refusal {
     Invalid(CertError),
     WrongKey,
     Revoked,
+    /// A member, but the two have no data-path cipher in common (one is configured for a cipher
+    /// the other does not accept).
+    NoCommonCipher,
 }
 
 use super::*;
 
 impl Node {
     /// Checks the certificate a handshake carried for the key the handshake proved.
-    pub(super) fn admit(
+    /// The certificate must be followed only by well-formed extensions (cipher negotiation),
+    /// which are returned for the caller.
+    pub(super) fn admit<'b>(
         &self,
         now: Instant,
-        bytes: &[u8],
+        bytes: &'b [u8],
         proven: &PublicKey,
-    ) -> Result<Certificate, Refusal> {
+    ) -> Result<(Certificate, HandshakeExtensions<'b>), Refusal> {
         let (certificate, used) = Certificate::decode(bytes).map_err(|_| Refusal::Malformed)?;
-        if used != bytes.len() {
-            return Err(Refusal::Malformed);
-        }
+        let extensions = bytes
+            .get(used..)
+            .and_then(|rest| HandshakeExtensions::new_checked(rest).ok())
+            .ok_or(Refusal::Malformed)?;
         if certificate.static_key != *proven {
             return Err(Refusal::WrongKey);
         }
@@ -50,7 +59,7 @@ impl Node {
         certificate
             .verify(&self.network, self.unix_secs(now))
             .map_err(Refusal::Invalid)?;
-        Ok(certificate)
+        Ok((certificate, extensions))
     }
 
     pub(super) fn count_refusal(
@@ -76,6 +85,16 @@ impl Node {
             Refusal::Revoked => {
                 self.counters.rx_handshake_revoked += 1;
                 "key is revoked".to_string()
+            }
+            Refusal::NoCommonCipher => {
+                self.counters.rx_handshake_no_common_cipher += 1;
+                let accepted: Vec<&str> = self.ciphers.accepted().map(|c| c.as_str()).collect();
+                // The sender controls how often this happens, so say it rarely.
+                if self.next_admission_warning.is_none_or(|t| now >= t) {
+                    self.next_admission_warning = Some(now + ADMISSION_WARNING_INTERVAL);
+                    warn!(key = %key, ?origin, accepted = ?accepted, "refused a handshake: the member accepts none of this node's ciphers (check `cipher` in both configs)");
+                }
+                return;
             }
         };
         // The sender controls how often this happens, so say it rarely.
@@ -132,8 +151,14 @@ impl Node {
             return;
         };
         let timestamp = u64::from_be_bytes(*timestamp);
-        let certificate = match self.admit(now, certificate, &remote) {
-            Ok(c) => c,
+        let (certificate, cipher) = match self.admit(now, certificate, &remote) {
+            Ok((c, extensions)) => match self.ciphers.choose(extensions.ciphers()) {
+                Some(cipher) => (c, cipher),
+                None => {
+                    let refusal = Refusal::NoCommonCipher;
+                    return self.count_refusal(now, refusal, &remote, origin);
+                }
+            },
             Err(refusal) => return self.count_refusal(now, refusal, &remote, origin),
         };
         // Checked before the peer is added, so a replay never creates or updates an entry.
@@ -152,14 +177,16 @@ impl Node {
         let sender_index = init.sender_index();
         let local_index = self.by_index.allocate(&mut self.rng, id);
         let mut packet = self.pool.take();
-        let len = handshake_response_len(self.certificate_bytes.len());
+        let mut payload = self.certificate_bytes.clone();
+        emit_cipher_extension(&mut payload, &[cipher.id()]);
+        let len = handshake_response_len(payload.len());
         let area = &mut packet.frame_area()[..len];
         let mut msg = HandshakeResponse::new_emit(area).expect("buffer holds a response");
         msg.fill_header();
         msg.set_sender_index(local_index);
         msg.set_receiver_index(sender_index);
-        let keys = match responder.write_response(&self.certificate_bytes, msg.noise_mut()) {
-            Ok((_, keys)) => keys,
+        let keys = match responder.write_response(&payload, msg.noise_mut()) {
+            Ok((_, secrets)) => secrets.load(cipher),
             Err(_) => {
                 self.counters.rx_handshake_failed += 1;
                 self.by_index.release_unused(local_index);
@@ -223,8 +250,16 @@ impl Node {
             }
         };
         let remote = peer.public_key;
-        let certificate = match self.admit(now, &payload, &remote) {
-            Ok(c) => c,
+        let admitted = self
+            .admit(now, &payload, &remote)
+            .and_then(
+                |(c, extensions)| match self.ciphers.accept_choice(extensions.ciphers()) {
+                    Some(cipher) => Ok((c, cipher)),
+                    None => Err(Refusal::NoCommonCipher),
+                },
+            );
+        let (certificate, cipher) = match admitted {
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 // The responder proved its key but is not a member: give up on this attempt.
                 let retired = self.peers[id as usize].sessions.abandon_initiation();
@@ -240,7 +275,7 @@ impl Node {
         }
         self.add_member(&certificate, direct_address(origin));
         let peer = &mut self.peers[id as usize];
-        let session = Session::new(index, resp.sender_index(), keys, now, true);
+        let session = Session::new(index, resp.sender_index(), keys.load(cipher), now, true);
         let (retired, was_up) = peer.sessions.install_initiated(session);
         peer.handshake = HandshakeProgress::default();
         peer.last_handshake = Some(now);
@@ -319,9 +354,12 @@ impl Node {
         let timestamp = self.next_timestamp(now);
         let local_index = self.by_index.allocate(&mut self.rng, id);
         let mut packet = self.pool.take();
-        let mut payload = Vec::with_capacity(TIMESTAMP_LEN + self.certificate_bytes.len());
+        let offer = self.ciphers.offer();
+        let mut payload =
+            Vec::with_capacity(TIMESTAMP_LEN + self.certificate_bytes.len() + 2 + offer.len());
         payload.extend_from_slice(&timestamp.to_be_bytes());
         payload.extend_from_slice(&self.certificate_bytes);
+        emit_cipher_extension(&mut payload, &offer);
         let len = handshake_init_len(payload.len());
         let area = &mut packet.frame_area()[..len];
         let mut msg = HandshakeInit::new_emit(area).expect("buffer holds an initiation");

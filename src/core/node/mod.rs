@@ -50,6 +50,7 @@ use meshd_crypto::{
 use rand_core::RngCore;
 
 use super::buffer::{BufferPool, PacketBuf};
+use super::cipher::CipherPolicy;
 use super::clock::WallClock;
 use super::counters::Counters;
 use super::invite::InviteBook;
@@ -110,6 +111,8 @@ pub struct Node {
     invites: InviteBook,
     membership: Membership,
     our_mac1_key: [u8; 32],
+    /// The data-path ciphers this node accepts (negotiated in every handshake).
+    ciphers: CipherPolicy,
     rng: CoreRng,
     peers: Vec<Peer>,
     by_key: HashMap<PublicKey, PeerId>,
@@ -193,6 +196,7 @@ impl Node {
             advertise: config.advertise,
             invites: InviteBook::new(),
             our_mac1_key: mac1_key(&public_key),
+            ciphers: config.ciphers,
             public_key,
             secret: config.secret,
             rng,

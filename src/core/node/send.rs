@@ -5,7 +5,7 @@
 //! worker to seal outside the lock); without a usable session it waits in the peer's bounded
 //! pending queue while a handshake runs.
 
-use meshd_crypto::{CryptoError, Sealer, REKEY_AFTER_MESSAGES};
+use meshd_crypto::{CryptoError, Sealer};
 use tracing::debug;
 
 use super::api::DeferredTransmit;
@@ -226,10 +226,9 @@ impl Node {
     /// Whether peer `id`'s current session can carry a datagram now: not expired, counters left.
     #[inline]
     pub(super) fn session_usable(&self, now: Instant, id: PeerId) -> bool {
-        self.peers[id as usize]
-            .sessions
-            .current()
-            .is_some_and(|s| !s.expired(now) && s.send.counter() < REKEY_AFTER_MESSAGES)
+        self.peers[id as usize].sessions.current().is_some_and(|s| {
+            !s.expired(now) && s.send.counter() < s.send.cipher().rekey_after_messages()
+        })
     }
 
     /// Encrypts `packet` in place on the peer's current session and queues the datagram on the

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use meshd_crypto::{NetworkId, PublicKey};
+use meshd_crypto::{Cipher, NetworkId, PublicKey};
 
 use super::*;
 use crate::core::membership::MemberState;
@@ -27,6 +27,8 @@ pub struct PeerSnapshot {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub since_handshake: Option<Duration>,
+    /// The AEAD of the current session.
+    pub cipher: Option<Cipher>,
 }
 
 /// One member of the network as gossip and the node see it now.
@@ -104,6 +106,7 @@ impl Node {
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
                 since_handshake: p.last_handshake.map(|t| now.saturating_duration_since(t)),
+                cipher: p.sessions.current().map(|s| s.send.cipher()),
             })
             .collect();
         let mut fdb: Vec<FdbSnapshot> = self
