@@ -124,6 +124,29 @@ fn four_hosts_joined_by_invitation_form_one_switch() {
             (Some(true), Some(false)),
             "status reports each TAP's offload state"
         );
+        // h3 accepts ChaCha20-Poly1305 only; h1 and h2 negotiate AES-256-GCM when this CPU has
+        // AES instructions. The transfers above ran on both.
+        let cipher = |host: usize, peer: &str| {
+            let status = mesh.status(host).unwrap();
+            status["peers"]
+                .as_array()
+                .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
+                .and_then(|p| p["cipher"].as_str().map(str::to_string))
+        };
+        let fast = if meshd_crypto::Cipher::aes_hardware() {
+            "aes-256-gcm"
+        } else {
+            "chacha20-poly1305"
+        };
+        println!(
+            "  ciphers: h1-h2 {:?}, h1-h3 {:?}",
+            cipher(0, "h2"),
+            cipher(0, "h3")
+        );
+        assert_eq!(cipher(0, "h2").as_deref(), Some(fast));
+        assert_eq!(cipher(1, "h1").as_deref(), Some(fast));
+        assert_eq!(cipher(0, "h3").as_deref(), Some("chacha20-poly1305"));
+        assert_eq!(cipher(2, "h1").as_deref(), Some("chacha20-poly1305"));
     }
     done(t, &mut mesh);
 

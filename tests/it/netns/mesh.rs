@@ -251,11 +251,14 @@ impl Mesh {
             let took = mesh.join_checked(&mut node, host, &token);
             mesh.used_tokens.insert(node.name.clone(), token);
             set_control_socket(&node.config, &mesh.dir.join(format!("{}.sock", node.name)));
-            // A mixed fleet: h3 keeps a plain TAP while the others use offloads (the default), so
-            // one run covers both TAP paths and the traffic between them.
+            // A mixed fleet: h3 keeps a plain TAP while the others use offloads (the default),
+            // and speaks ChaCha20-Poly1305 only while the others negotiate (AES-256-GCM between
+            // them where the CPU has AES), so one run covers both TAP paths, both ciphers and
+            // the traffic between them.
             if node.name == "h3" {
                 edit_config(&node.config, |c| {
                     table(c, "interface").insert("offload".into(), toml::Value::Boolean(false));
+                    c.insert("cipher".into(), "chacha20-poly1305".into());
                 });
             }
             node.spawn();
@@ -265,7 +268,7 @@ impl Mesh {
                 mesh.nodes[0].name,
                 node.pid().unwrap_or(0),
                 if node.name == "h3" {
-                    ", offload = false"
+                    ", offload = false, cipher = chacha20-poly1305"
                 } else {
                     ""
                 }
