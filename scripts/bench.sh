@@ -6,7 +6,9 @@
 # Two hosts md-bench-h1 / md-bench-h2 (network namespaces) share a veth underlay (10.202.0.1 <->
 # 10.202.0.2, MTU 1500). Each round measures, one system after the other:
 #   raw veth     the underlay itself                                    (target 10.202.0.2)
-#   meshd        release build, TAP in `address` mode                    (10.90.0.1 -> 10.90.0.2)
+#   meshd        release build, TAP in `address` mode, `cipher = "auto"`  (10.90.0.1 -> 10.90.0.2)
+#                (AES-256-GCM where the CPU has AES instructions), then the same pair again with
+#                `cipher = "chacha20-poly1305"` (row meshd-chacha)
 #   relay        scripts/bench-relay.c: a plaintext TAP<->UDP relay in C  (10.93.0.1 -> 10.93.0.2)
 #   tinc 1.0     Debian `tinc`, Mode = switch, default cipher and digest  (10.91.0.1 -> 10.91.0.2)
 # and for each: one iperf3 TCP flow h1 -> h2 (SECS seconds), four parallel flows (-P 4), the average
@@ -228,6 +230,15 @@ meshd_setup() {
 	md_meshd_pair_setup "$MESHD" "$WORK/meshd" "$H1" "$H2" 10.202.0
 }
 
+# Sets `cipher` in both pair configs: "auto" (AES-256-GCM where the CPU has AES instructions) or
+# "chacha20-poly1305", so one run measures meshd with each cipher.
+meshd_cipher() { # auto|chacha20-poly1305
+	local i
+	for i in 1 2; do
+		md_meshd_set "$WORK/meshd/h$i.toml" cipher "$1"
+	done
+}
+
 meshd_up() {
 	MD_PAIR_PIDS=()
 	md_meshd_pair_up "$MESHD" "$WORK/meshd" "$H1" "$H2"
@@ -435,8 +446,18 @@ fi
 for ((r = 1; r <= ROUNDS; r++)); do
 	measure "$r" raw 10.202.0.2
 	if [[ $SKIP_MESHD != 1 ]]; then
+		meshd_cipher auto
 		meshd_up
+		# What `auto` negotiated on this machine, for the table's label.
+		AUTO_CIPHER=$("$MESHD" status --config "$WORK/meshd/h1.toml" --json 2>/dev/null | python3 -c '
+import json, sys
+peers = json.load(sys.stdin).get("peers", [])
+print(next((p["cipher"] for p in peers if p.get("cipher")), "-"))' 2>/dev/null) || AUTO_CIPHER=-
 		measure "$r" meshd 10.90.0.2 "${DAEMON_PIDS[@]}"
+		daemons_down
+		meshd_cipher chacha20-poly1305
+		meshd_up
+		measure "$r" meshd-chacha 10.90.0.2 "${DAEMON_PIDS[@]}"
 		daemons_down
 	fi
 	if [[ $SKIP_RELAY != 1 ]]; then
@@ -487,11 +508,11 @@ md_section "Summary (medians of $ROUNDS round(s))"
 python3 - "$RESULTS" "$OUT" "$ROUNDS" "$cmd" "$env_note" "$(nproc)" "${cpu_model:-unknown CPU}" \
 	"$(uname -r)" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$meshd_version" "$tinc_version" \
 	"$(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $2 }')" "$LOAD_AT_START" \
-	"$SCALING_RESULTS" "$SECS" "$NO_WORKERS_KEY" <<'PY'
+	"$SCALING_RESULTS" "$SECS" "$NO_WORKERS_KEY" "${AUTO_CIPHER:--}" <<'PY'
 import math, os, re, statistics, sys
 
 (results, out, rounds, cmd, env_note, ncpu, cpu_model, kernel, date, meshd_v, tinc_v, iperf_v, load,
- scaling_results, secs, no_workers_key) = sys.argv[1:]
+ scaling_results, secs, no_workers_key, meshd_auto_cipher) = sys.argv[1:]
 
 def num(s):
     try:
@@ -501,10 +522,11 @@ def num(s):
     return None if math.isnan(v) else v
 
 rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
-systems = [s for s in ("raw", "meshd", "relay", "tinc") if any(r[1] == s for r in rows)]
+systems = [s for s in ("raw", "meshd", "meshd-chacha", "relay", "tinc") if any(r[1] == s for r in rows)]
 labels = {
     "raw": ("raw veth (no VPN)", "-"),
-    "meshd": (f"meshd {meshd_v}", "L2, TAP (address mode)"),
+    "meshd": (f"meshd {meshd_v}, cipher auto ({meshd_auto_cipher})", "L2, TAP (address mode)"),
+    "meshd-chacha": (f"meshd {meshd_v}, chacha20-poly1305", "L2, TAP (address mode)"),
     "relay": ("plaintext relay (scripts/bench-relay.c)", "L2, TAP, no crypto: userspace floor"),
     "tinc": (f"tinc {tinc_v}", "switch (L2, TAP)"),
 }
@@ -543,13 +565,14 @@ lines.append("|---|---|---:|---:|---:|---:|")
 for s in systems:
     name, mode = labels[s]
     lines.append(f"| {name} | {mode} | {fmt(s, 'g1')} | {fmt(s, 'g4')} | {fmt(s, 'rtt')} | {fmt(s, 'cpu')} |")
-ratios = [(f"meshd / {b}", b) for b in ("tinc", "raw", "relay") if "meshd" in med and b in med]
+ratios = [(f"{a} / {b}", a, b) for a in ("meshd", "meshd-chacha") for b in ("tinc", "raw", "relay")
+          if a in med and b in med]
 if ratios:
     lines.append("")
     lines.append("| ratio | TCP 1 flow | TCP 4 flows | RTT | CPU per GB |")
     lines.append("|---|---:|---:|---:|---:|")
-    for label, b in ratios:
-        cells = [ratio("meshd", b, c) or "-" for c in ("g1", "g4", "rtt", "cpu")]
+    for label, a, b in ratios:
+        cells = [ratio(a, b, c) or "-" for c in ("g1", "g4", "rtt", "cpu")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Throughput ratios above 1 and RTT or CPU ratios below 1 favour meshd.")
