@@ -158,6 +158,10 @@ counters! {
         tx_too_big_dropped,
         /// Frames too big for the path and dropped without an answer because answers were rate-limited.
         tx_too_big_ratelimited,
+        /// Member-table entries visited to answer join requests (the name check and the bootstrap
+        /// list): a measure of work that only requests past mac1, the rate limit and the
+        /// invitation's secret may cost.
+        join_table_entries_visited,
     }
 }
 

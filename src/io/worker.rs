@@ -46,6 +46,7 @@ use super::RunError;
 use crate::core::frames::{
     Coalescer, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
 };
+use crate::core::invite::JoinGate;
 use crate::core::node::NodeEvent;
 use crate::core::{BufferPool, DeferredTransmit, Inbound, OpenJob, PacketBuf, Received, Transmit};
 use crate::wire::{
@@ -145,6 +146,9 @@ pub struct Worker {
     /// Join replies to send, after their invitation was recorded as used.
     replies: Vec<(SocketAddr, Vec<u8>)>,
     pool: BufferPool,
+    /// The node's cheap checks of a join request: only a request that passes them (length,
+    /// version, type, mac1) makes the worker look at the invitations on disk.
+    join_gate: JoinGate,
     gso_buf: Vec<u8>,
     offload: Option<TapOffload>,
     deadline: Option<Instant>,
@@ -163,9 +167,9 @@ impl Worker {
         udp: Udp,
         offload: bool,
     ) -> Worker {
-        let (max_frame, buffer_frame) = {
+        let (max_frame, buffer_frame, join_gate) = {
             let node = node.lock(lane);
-            (node.max_frame(), node.buffer_frame_len())
+            (node.max_frame(), node.buffer_frame_len(), node.join_gate())
         };
         let per_buf = if udp.gro_segments() > 1 {
             MAX_DATAGRAM
@@ -191,6 +195,7 @@ impl Worker {
             events: Vec::new(),
             replies: Vec::new(),
             pool: BufferPool::new(buffer_frame, LOCAL_POOL_IDLE_MAX),
+            join_gate,
             tap,
             udp,
             gso_buf: Vec::with_capacity(GSO_MAX_BYTES + 2048),
@@ -364,8 +369,9 @@ impl Worker {
     }
 
     /// The first half of a receive batch, under one lock: every datagram is checked, and data
-    /// messages for live sessions become jobs to open. A join request in the batch first has
-    /// the invitations re-read, before the lock: `meshd invite` may have written one a moment ago.
+    /// messages for live sessions become jobs to open. A join request in the batch that passed
+    /// the cheap checks first has the invitations re-read, before the lock: `meshd invite` may
+    /// have written one a moment ago. Anything else costs no file access.
     fn begin_batch(&mut self, now: Instant, count: usize) {
         let invites = if self.batch_has_join_request(count) {
             duties::lock_state(&self.state).invites_for_join(now)
@@ -406,16 +412,17 @@ impl Worker {
         }
     }
 
-    /// Whether any datagram of the batch is a join request (one byte per datagram, no lock).
+    /// Whether any datagram of the batch is a join request that passed the [`JoinGate`] (length,
+    /// version, type, mac1; no lock): a four-byte datagram of type JoinRequest is not one.
     fn batch_has_join_request(&self, count: usize) -> bool {
         let join = u8::from(MessageType::JoinRequest);
         self.rx_meta[..count]
             .iter()
             .zip(&self.rx_bufs)
             .any(|(meta, buf)| {
-                buf[..meta.len]
-                    .chunks(meta.stride.max(1))
-                    .any(|segment| segment.get(1) == Some(&join))
+                buf[..meta.len].chunks(meta.stride.max(1)).any(|segment| {
+                    segment.get(1) == Some(&join) && self.join_gate.check(segment).is_ok()
+                })
             })
     }
 

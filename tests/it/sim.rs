@@ -1005,6 +1005,7 @@ fn status_reports_peers_fdb_and_counters() {
 }
 
 mod ciphers;
+mod join_flood;
 mod on_demand;
 mod paths;
 

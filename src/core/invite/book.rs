@@ -1,5 +1,9 @@
-//! The inviter's side of the join exchange: [`InviteBook`] answers join requests, cheapest check
-//! first, and admits each invitation's one key (see the parent module for the invariants).
+//! The inviter's side of the join exchange: [`JoinGate`] is the cheap checks of a join request
+//! (length, version, type, mac1), which a running node and its io workers run before anything
+//! else; [`InviteBook`] answers the requests that passed them, cheapest check first, and admits
+//! each invitation's one key (see the parent module for the invariants). The bootstrap member
+//! list is asked for only when a reply that carries it is about to be written, so a request that
+//! is not admitted never makes the node walk its member table.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,8 +36,9 @@ pub struct JoinContext<'a> {
     /// Whether a live member holds `name` under a key other than the given one.
     pub name_taken: &'a dyn Fn(&str, &PublicKey) -> bool,
     /// Members to hand to the new node, best first (the inviter itself should be among them); as
-    /// many as fit are sent.
-    pub bootstrap: &'a [BootstrapMember],
+    /// many as fit are sent. Called only when an admission's reply is written: building the list
+    /// walks the node's member table, which no unadmitted request may cost.
+    pub bootstrap: &'a dyn Fn() -> Vec<BootstrapMember>,
     /// Seconds a new certificate is valid.
     pub certificate_lifetime: u64,
 }
@@ -102,6 +107,36 @@ impl JoinOutcome {
     }
 }
 
+/// The cheap checks of a join request, cheapest first: length, version and type, then mac1
+/// (keyed by this node's public key, so only a sender that knows it gets further). No table, no
+/// disk and no DH is touched before a request passed them. `Copy`, so an io worker keeps its own.
+#[derive(Clone, Copy)]
+pub struct JoinGate {
+    our_mac1_key: [u8; 32],
+}
+
+impl JoinGate {
+    /// The gate of the node whose `mac1_key(public key)` is `our_mac1_key`.
+    pub const fn new(our_mac1_key: [u8; 32]) -> Self {
+        JoinGate { our_mac1_key }
+    }
+
+    /// The request in `datagram` if it passed every cheap check; otherwise why not.
+    pub fn check<'d>(&self, datagram: &'d [u8]) -> Result<JoinRequest<&'d [u8]>, JoinDrop> {
+        let request = JoinRequest::new_checked(datagram).map_err(JoinDrop::Malformed)?;
+        if !verify_mac1(&self.our_mac1_key, request.mac1_covered(), request.mac1()) {
+            return Err(JoinDrop::BadMac1);
+        }
+        Ok(request)
+    }
+}
+
+impl std::fmt::Debug for JoinGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinGate")
+    }
+}
+
 /// The invitation a request names, as found before any DH.
 enum Target {
     Pending(PendingInvite),
@@ -167,29 +202,41 @@ impl InviteBook {
         }
     }
 
-    /// Processes one JoinRequest datagram that arrived from `_from` (the caller rate-limits by it
-    /// beforehand and sends any reply back to it). See the module documentation for the order of
-    /// checks.
+    /// Processes one JoinRequest datagram that arrived from `from`: the [`JoinGate`] checks, then
+    /// [`InviteBook::handle_checked`]. For callers that did not run the gate themselves.
     pub fn handle_request(
         &mut self,
         ctx: &mut JoinContext<'_>,
-        _from: SocketAddr,
+        from: SocketAddr,
         datagram: &[u8],
+    ) -> JoinOutcome {
+        match JoinGate::new(*ctx.our_mac1_key).check(datagram) {
+            Ok(request) => self.handle_checked(ctx, from, request),
+            Err(drop) => {
+                let c = &mut self.counters;
+                c.join_rx_requests += 1;
+                match drop {
+                    JoinDrop::Malformed(_) => c.join_rx_malformed += 1,
+                    JoinDrop::BadMac1 => c.join_rx_bad_mac1 += 1,
+                    JoinDrop::HandshakeFailed => c.join_rx_handshake_failed += 1,
+                }
+                JoinOutcome::Dropped(drop)
+            }
+        }
+    }
+
+    /// Processes one JoinRequest that passed the [`JoinGate`] and arrived from `_from` (the
+    /// caller rate-limits by it beforehand and sends any reply back to it). See the module
+    /// documentation for the order of checks.
+    pub fn handle_checked(
+        &mut self,
+        ctx: &mut JoinContext<'_>,
+        _from: SocketAddr,
+        request: JoinRequest<&[u8]>,
     ) -> JoinOutcome {
         let now = ctx.now_unix;
         let c = &mut self.counters;
         c.join_rx_requests += 1;
-        let request = match JoinRequest::new_checked(datagram) {
-            Ok(request) => request,
-            Err(e) => {
-                c.join_rx_malformed += 1;
-                return JoinOutcome::Dropped(JoinDrop::Malformed(e));
-            }
-        };
-        if !verify_mac1(ctx.our_mac1_key, request.mac1_covered(), request.mac1()) {
-            c.join_rx_bad_mac1 += 1;
-            return JoinOutcome::Dropped(JoinDrop::BadMac1);
-        }
         let id = request.invite_id();
         if request.network() != *ctx.network.as_bytes() {
             return Self::refuse(
@@ -286,9 +333,11 @@ impl InviteBook {
             }
         };
 
-        let Some((payload_bytes, _)) =
-            ResponsePayload::encode(&certificate.encode(), ctx.bootstrap, MAX_RESPONSE_PAYLOAD)
-        else {
+        let Some((payload_bytes, _)) = ResponsePayload::encode(
+            &certificate.encode(),
+            &(ctx.bootstrap)(),
+            MAX_RESPONSE_PAYLOAD,
+        ) else {
             return Self::refuse(&mut c.join_rx_issue_failed, RefusalReason::Malformed, &id);
         };
         let mut reply = vec![0u8; JoinResponse::len_for_payload(payload_bytes.len())];

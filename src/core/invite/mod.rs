@@ -29,7 +29,7 @@
 mod book;
 mod client;
 
-pub use book::{Admission, InviteBook, JoinContext, JoinDrop, JoinOutcome};
+pub use book::{Admission, InviteBook, JoinContext, JoinDrop, JoinGate, JoinOutcome};
 pub use client::{format_unix, JoinClient, JoinError, JoinResult};
 
 use std::time::Duration;
@@ -75,7 +75,9 @@ counters! {
     /// Monotonic counters of the join exchange; the inviter uses the `rx_` ones, a client the
     /// `reply_` ones. Names are stable (status and metrics labels).
     pub struct JoinCounters {
-        /// Join requests handed to the book.
+        /// Join requests handed to the book. A running node hands over only requests that passed
+        /// the [`JoinGate`] (length, version, type, mac1); it counts the others as `rx_malformed`,
+        /// `rx_bad_version` or `rx_bad_mac1`.
         join_rx_requests,
         /// Dropped: not a well-formed JoinRequest (length, version, type).
         join_rx_malformed,

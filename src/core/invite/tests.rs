@@ -95,7 +95,7 @@ impl Inviter {
             network_secret: self.admin.then_some(&self.network_secret),
             rng: &mut self.rng,
             name_taken: &name_taken,
-            bootstrap: &self.bootstrap,
+            bootstrap: &|| self.bootstrap.clone(),
             certificate_lifetime: LIFETIME,
         };
         self.book

@@ -4,15 +4,17 @@
 //! Invariants: a revoked key has no session, no pending frame and no FDB entry, and gets no new
 //! peer entry; the table never grows past `MEMBER_TABLE_MAX`.
 
-use meshd_crypto::{verify_mac1, Certificate, PublicKey};
+use std::cell::Cell;
+
+use meshd_crypto::{Certificate, PublicKey};
 use tracing::{debug, info, warn};
 
 use super::api::{DeferredTransmit, NodeEvent, PeerSpec};
-use crate::core::invite::{JoinContext, JoinOutcome, PendingInvite};
+use crate::core::invite::{JoinContext, JoinDrop, JoinGate, JoinOutcome, PendingInvite};
 use crate::core::membership::{MembershipError, MembershipEvent, Revocation};
 use crate::core::peer::{HandshakeProgress, CANDIDATES_MAX};
 use crate::core::switch::Port;
-use crate::wire::{BootstrapMember, JoinRequest, PayloadKind};
+use crate::wire::{BootstrapMember, PayloadKind};
 
 use super::*;
 
@@ -102,26 +104,44 @@ impl Node {
         Some(id)
     }
 
-    /// Answers a new host's join request: cheap checks (length, mac1) and the rate limiter come
-    /// before the invite book's DH. An admission is handed to the io layer as an event, which
-    /// records the invitation as used on disk before it sends the reply.
+    /// The cheap checks of a join request (length, version, type, mac1), as the io workers run
+    /// them before deciding to look at the invitations on disk.
+    pub fn join_gate(&self) -> JoinGate {
+        JoinGate::new(self.our_mac1_key)
+    }
+
+    /// Answers a new host's join request. The cheap checks (length, version, type, mac1) come
+    /// first and are counted like any datagram's (`rx_malformed`, `rx_bad_version`,
+    /// `rx_bad_mac1`), then the rate limiter, then the invite book's DH. The member table is
+    /// walked only for an authenticated request (the name check) and an admission's reply (the
+    /// bootstrap list). An admission is handed to the io layer as an event, which records the
+    /// invitation as used on disk before it sends the reply.
     pub(super) fn on_join_request(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let mac1_ok = JoinRequest::new_checked(datagram)
-            .is_ok_and(|r| verify_mac1(&self.our_mac1_key, r.mac1_covered(), r.mac1()));
-        if mac1_ok && !self.limiter.allow(now, from.ip()) {
+        let request = match self.join_gate().check(datagram) {
+            Ok(request) => request,
+            Err(JoinDrop::Malformed(e)) => return self.count_wire_error(e),
+            Err(JoinDrop::BadMac1 | JoinDrop::HandshakeFailed) => {
+                self.counters.rx_bad_mac1 += 1;
+                return;
+            }
+        };
+        if !self.limiter.allow(now, from.ip()) {
             self.counters.rx_handshake_ratelimited += 1;
             return;
         }
         let now_unix = self.unix_secs(now);
-        let bootstrap = self.bootstrap_members();
-        let peers = &self.peers;
+        let visited = Cell::new(0u64);
+        let (peers, revoked) = (&self.peers, &self.revoked);
         let own = (self.certificate.name.as_str(), self.public_key);
         let name_taken = |name: &str, key: &PublicKey| {
             (own.0 == name && own.1 != *key)
                 || peers.iter().any(|p| {
-                    p.name == name && p.public_key != *key && !self.revoked.contains(&p.public_key)
+                    visited.set(visited.get() + 1);
+                    p.name == name && p.public_key != *key && !revoked.contains(&p.public_key)
                 })
         };
+        let advertise = &self.advertise;
+        let bootstrap = || bootstrap_members(own, advertise, peers, revoked, &visited);
         let mut ctx = JoinContext {
             now_unix,
             local: &self.secret,
@@ -133,7 +153,9 @@ impl Node {
             bootstrap: &bootstrap,
             certificate_lifetime: self.certificate_lifetime.as_secs(),
         };
-        match self.invites.handle_request(&mut ctx, from, datagram) {
+        let outcome = self.invites.handle_checked(&mut ctx, from, request);
+        self.counters.join_table_entries_visited += visited.get();
+        match outcome {
             JoinOutcome::Admitted(admission) => {
                 info!(name = %admission.name, key = %admission.key, %from, repeated = admission.repeated, "admitted a new member by invitation");
                 self.events.push_back(NodeEvent::JoinAdmitted {
@@ -156,29 +178,6 @@ impl Node {
             }
             JoinOutcome::Dropped(_) => {}
         }
-    }
-
-    /// Who a new member is told about: this node, then members with a session and an endpoint.
-    pub(super) fn bootstrap_members(&self) -> Vec<BootstrapMember> {
-        let mut members = vec![BootstrapMember {
-            name: self.certificate.name.clone(),
-            key: self.public_key,
-            endpoints: self.advertise.clone(),
-        }];
-        members.extend(
-            self.peers
-                .iter()
-                .filter(|p| p.sessions.is_up() && !self.revoked.contains(&p.public_key))
-                .filter_map(|p| {
-                    Some(BootstrapMember {
-                        name: p.name.clone(),
-                        key: p.public_key,
-                        endpoints: vec![p.endpoint?],
-                    })
-                })
-                .take(BOOTSTRAP_PEERS_MAX),
-        );
-        members
     }
 
     /// The invitations the inviter's state directory holds (the io layer re-reads it).
@@ -283,4 +282,35 @@ impl Node {
         self.pump_membership(now);
         Ok(())
     }
+}
+
+/// Who a new member is told about: this node (`own`: name and key, reached at `advertise`), then
+/// members with a session and an endpoint. Counts the table entries it looks at in `visited`.
+fn bootstrap_members(
+    own: (&str, PublicKey),
+    advertise: &[SocketAddr],
+    peers: &[Peer],
+    revoked: &HashSet<PublicKey>,
+    visited: &Cell<u64>,
+) -> Vec<BootstrapMember> {
+    let mut members = vec![BootstrapMember {
+        name: own.0.to_owned(),
+        key: own.1,
+        endpoints: advertise.to_vec(),
+    }];
+    members.extend(
+        peers
+            .iter()
+            .inspect(|_| visited.set(visited.get() + 1))
+            .filter(|p| p.sessions.is_up() && !revoked.contains(&p.public_key))
+            .filter_map(|p| {
+                Some(BootstrapMember {
+                    name: p.name.clone(),
+                    key: p.public_key,
+                    endpoints: vec![p.endpoint?],
+                })
+            })
+            .take(BOOTSTRAP_PEERS_MAX),
+    );
+    members
 }
