@@ -85,15 +85,25 @@ enum Command {
         bridge: Option<String>,
         #[arg(long, value_name = "CIDR")]
         address: Option<Cidr>,
-        /// The token `meshd invite` printed.
-        token: String,
+        /// The token `meshd invite` printed. It shows in the process list and shell history;
+        /// prefer `--token-file`.
+        #[arg(required_unless_present = "token_file", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// Read the token from this file (`-`: standard input) instead of the command line.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
     },
     /// Remove a member from the network for good (admins only); spreads by gossip.
     Revoke {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
-        /// The member's name, as `meshd status` shows it.
-        name: String,
+        /// The member's name, as `meshd status` shows it. It must name exactly one member that
+        /// is not revoked yet; if it names several, say which with `--key`.
+        #[arg(required_unless_present = "key")]
+        name: Option<String>,
+        /// The member's key, as `meshd status` shows it.
+        #[arg(long, value_name = "KEY")]
+        key: Option<PublicKey>,
     },
     /// Add a bootstrap member (a peer to contact at start) to the config file.
     AddPeer {
@@ -111,6 +121,7 @@ enum Command {
 }
 
 /// An error with the exit code it maps to.
+#[derive(Debug)]
 pub enum CliError {
     Usage(String),
     Runtime(String),
@@ -179,8 +190,16 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                 bridge,
                 address,
                 token,
-            } => join(&config, name, listen, bridge, address, &token),
-            Command::Revoke { config, name } => revoke(&config, &name),
+                token_file,
+            } => {
+                let token = match (token, token_file) {
+                    (Some(token), _) => token,
+                    (None, Some(file)) => read_token(&file)?,
+                    (None, None) => return Err(CliError::Usage("no token given".into())),
+                };
+                join(&config, name, listen, bridge, address, &token)
+            }
+            Command::Revoke { config, name, key } => revoke(&config, name.as_deref(), key),
             Command::AddPeer {
                 config,
                 name,
@@ -450,7 +469,89 @@ fn join(
     Ok(())
 }
 
-fn revoke(path: &Path, name: &str) -> Result<(), CliError> {
+/// The token in `path` (`-`: standard input), without surrounding whitespace.
+fn read_token(path: &Path) -> Result<String, CliError> {
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map(|_| text)
+            .map_err(|e| CliError::Usage(format!("reading the token from standard input: {e}")))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| {
+            CliError::Usage(format!("reading the token from {}: {e}", path.display()))
+        })?
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} holds no token",
+            if path == Path::new("-") {
+                "standard input".to_string()
+            } else {
+                path.display().to_string()
+            }
+        )));
+    }
+    Ok(token.to_string())
+}
+
+/// Whom `meshd revoke` acts on.
+#[derive(Debug, PartialEq, Eq)]
+enum RevokeTarget {
+    /// A current member: revoke this key, issued to this name.
+    Member { name: String, key: PublicKey },
+    /// The member named is revoked already (and no current one holds the name or key).
+    AlreadyRevoked { name: String, key: PublicKey },
+}
+
+/// Resolves `name` and/or `key` against the members the daemon knows: a name must be held by
+/// exactly one member that is not revoked (a name can be reused after its old holder was
+/// revoked, so several entries may carry it); with `key`, that member, whose name must match.
+fn revoke_target(
+    members: &[crate::status::MemberStatus],
+    name: Option<&str>,
+    key: Option<PublicKey>,
+) -> Result<RevokeTarget, CliError> {
+    let key_of = |m: &crate::status::MemberStatus| m.public_key.parse::<PublicKey>().ok();
+    let matching: Vec<(&crate::status::MemberStatus, PublicKey)> = members
+        .iter()
+        .filter_map(|m| Some((m, key_of(m)?)))
+        .filter(|(m, k)| name.is_none_or(|n| m.name == n) && key.is_none_or(|want| *k == want))
+        .collect();
+    let what = match (name, key) {
+        (Some(n), Some(k)) => format!("member `{n}` with key {k}"),
+        (Some(n), None) => format!("member named `{n}`"),
+        (None, Some(k)) => format!("member with key {k}"),
+        (None, None) => return Err(CliError::Usage("name a member or give --key".into())),
+    };
+    let (current, revoked): (Vec<_>, Vec<_>) = matching
+        .into_iter()
+        .partition(|(m, _)| m.state != "revoked");
+    match (current.as_slice(), revoked.first()) {
+        ([(m, k)], _) => Ok(RevokeTarget::Member {
+            name: m.name.clone(),
+            key: *k,
+        }),
+        ([], Some((m, k))) => Ok(RevokeTarget::AlreadyRevoked {
+            name: m.name.clone(),
+            key: *k,
+        }),
+        ([], None) => Err(CliError::Runtime(format!(
+            "no {what} in this network (see `meshd status`)"
+        ))),
+        (several, _) => {
+            let keys: Vec<String> = several.iter().map(|(_, k)| k.to_string()).collect();
+            Err(CliError::Usage(format!(
+                "{} current members are named `{}`; say which with --key: {}",
+                several.len(),
+                name.unwrap_or_default(),
+                keys.join(", ")
+            )))
+        }
+    }
+}
+
+fn revoke(path: &Path, name: Option<&str>, key: Option<PublicKey>) -> Result<(), CliError> {
     use crate::core::membership::Revocation;
     let config = Config::load(path)?;
     let Some(network) = config.load_network_secret()? else {
@@ -458,34 +559,32 @@ fn revoke(path: &Path, name: &str) -> Result<(), CliError> {
             "this node is not an admin of its network (its config has no [network] secret_file), so it cannot sign a revocation; run `meshd revoke` on an admin".into(),
         ));
     };
-    if name == config.name {
+    let own_key = config.load_private_key()?.public_key();
+    if key == Some(own_key) || (key.is_none() && name == Some(config.name.as_str())) {
         return Err(CliError::Usage(format!(
-            "`{name}` is this node; revoke it from another admin"
+            "`{}` is this node; revoke it from another admin",
+            config.name
         )));
     }
     // The running daemon knows every member by gossip; ask it for the key behind the name.
     let status = crate::io::control::query_status(&config.control_socket).map_err(|e| {
         CliError::Runtime(format!(
-            "{e}; the daemon must be running so revoke can look up `{name}` and spread the revocation"
+            "{e}; the daemon must be running so revoke can look up the member and spread the revocation"
         ))
     })?;
-    let member = status
-        .members
-        .iter()
-        .find(|m| m.name == name)
-        .ok_or_else(|| {
-            CliError::Runtime(format!(
-                "no member named `{name}` in this network (see `meshd status`)"
-            ))
-        })?;
-    if member.state == "revoked" {
-        println!("{name} is already revoked");
-        return Ok(());
+    let (name, key) = match revoke_target(&status.members, name, key)? {
+        RevokeTarget::Member { name, key } => (name, key),
+        RevokeTarget::AlreadyRevoked { name, key } => {
+            println!("{name} ({key}) is already revoked");
+            return Ok(());
+        }
+    };
+    if key == own_key {
+        return Err(CliError::Usage(format!(
+            "`{name}` is this node; revoke it from another admin"
+        )));
     }
-    let key: PublicKey = member
-        .public_key
-        .parse()
-        .map_err(|_| CliError::Runtime("the daemon reported a malformed key".into()))?;
+    let name = name.as_str();
     let now = crate::io::unix_now();
     let revocation = Revocation::issue(
         &network,
@@ -549,4 +648,97 @@ fn status(path: &Path, json: bool) -> Result<(), CliError> {
         print!("{}", status.render_table());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::MemberStatus;
+
+    fn member(name: &str, seed: u8, state: &str) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            public_key: key(seed).to_string(),
+            certificate_expires: 0,
+            state: state.into(),
+            endpoints: Vec::new(),
+            direct: false,
+            via: None,
+            admin: false,
+        }
+    }
+
+    fn key(seed: u8) -> PublicKey {
+        StaticSecret::from_bytes([seed; 32]).public_key()
+    }
+
+    #[test]
+    fn a_reused_name_resolves_to_its_current_holder_not_the_revoked_one() {
+        let members = [member("web", 1, "revoked"), member("web", 2, "alive")];
+        assert_eq!(
+            revoke_target(&members, Some("web"), None).unwrap(),
+            RevokeTarget::Member {
+                name: "web".into(),
+                key: key(2)
+            }
+        );
+        assert_eq!(
+            revoke_target(&members, None, Some(key(1))).unwrap(),
+            RevokeTarget::AlreadyRevoked {
+                name: "web".into(),
+                key: key(1)
+            }
+        );
+    }
+
+    #[test]
+    fn an_ambiguous_name_is_refused_with_its_keys_and_key_picks_one() {
+        let members = [member("db", 3, "alive"), member("db", 4, "down")];
+        let Err(CliError::Usage(message)) = revoke_target(&members, Some("db"), None) else {
+            panic!("an ambiguous name must be a usage error");
+        };
+        assert!(message.contains(&key(3).to_string()) && message.contains(&key(4).to_string()));
+        assert_eq!(
+            revoke_target(&members, Some("db"), Some(key(4))).unwrap(),
+            RevokeTarget::Member {
+                name: "db".into(),
+                key: key(4)
+            }
+        );
+        assert!(matches!(
+            revoke_target(&members, Some("web"), Some(key(4))),
+            Err(CliError::Runtime(_))
+        ));
+        assert!(matches!(
+            revoke_target(&members, Some("nobody"), None),
+            Err(CliError::Runtime(_))
+        ));
+    }
+
+    #[test]
+    fn join_takes_its_token_from_a_file_or_the_command_line_but_not_both() {
+        let dir = std::env::temp_dir().join(format!("meshd-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "  meshd1-token-text\n").unwrap();
+        assert_eq!(read_token(&file).unwrap(), "meshd1-token-text");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(read_token(&file), Err(CliError::Usage(_))));
+        assert!(matches!(
+            read_token(&dir.join("missing")),
+            Err(CliError::Usage(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let base = ["meshd", "join", "--config", "c.toml"];
+        assert!(parse(&[&base[..], &["TOKEN"]].concat()).is_ok());
+        assert!(parse(&[&base[..], &["--token-file", "-"]].concat()).is_ok());
+        assert!(parse(&base).is_err(), "a token is required");
+        assert!(parse(&[&base[..], &["TOKEN", "--token-file", "t"]].concat()).is_err());
+        let revoke = ["meshd", "revoke", "--config", "c.toml"];
+        assert!(parse(&revoke).is_err(), "a name or a key is required");
+        let k = key(1).to_string();
+        assert!(parse(&[&revoke[..], &["--key", k.as_str()]].concat()).is_ok());
+    }
 }

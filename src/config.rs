@@ -634,6 +634,16 @@ fn read_secret_file(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigErr
         path: path.to_path_buf(),
         source,
     })?;
+    let (owner, user) = (
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() },
+    );
+    if owner != user {
+        return Err(other(format!(
+            "secret key file is owned by uid {owner}, not by the user meshd runs as (uid {user}); chown it to that user"
+        )));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(other(format!(

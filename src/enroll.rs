@@ -146,6 +146,29 @@ pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
 ///
 /// Refuses to run while this thread holds the daemon's node (src/io/node_lock.rs): the write and
 /// its fsync must never stall the data path.
+/// Creates the temporary file `path` for an atomic write, with `mode`: `O_CREAT|O_EXCL|
+/// O_NOFOLLOW`, so it is always a new file this process made, never one someone placed there or
+/// a symlink to elsewhere. A leftover (a crash between create and rename) is removed once (the
+/// link itself, if it is one) and the creation retried.
+pub fn create_temporary(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(mode)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
 pub fn write_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     crate::io::node_lock::ensure_unlocked("writing a file")?;
@@ -153,7 +176,7 @@ pub fn write_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = create_temporary(&tmp, 0o644)?;
         f.write_all(text)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

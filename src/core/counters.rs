@@ -162,6 +162,12 @@ counters! {
         /// list): a measure of work that only requests past mac1, the rate limit and the
         /// invitation's secret may cost.
         join_table_entries_visited,
+        /// Probe answers that said our probe came from an address we do not advertise.
+        observed_reports,
+        /// Observed addresses confirmed by two distinct members (and so published).
+        observed_confirmed,
+        /// Times this node re-signed its member record for a changed list of endpoints.
+        endpoint_records_published,
     }
 }
 

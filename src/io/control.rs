@@ -44,6 +44,41 @@ fn group_id(name: &str) -> io::Result<libc::gid_t> {
     Ok(unsafe { (*entry).gr_gid })
 }
 
+/// Binds a socket at `path` that nobody but its owner (and `group`, if given) can connect to at
+/// any moment: it is bound inside a fresh 0700 directory next to `path`, given its group and mode
+/// there, and only then renamed into place. (Binding at `path` and changing the mode afterwards
+/// left a window in which anyone could connect.)
+fn bind_private(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let staging = parent.join(format!(".meshd-bind.{}", std::process::id()));
+    let bound = staging.join("s");
+    // A leftover of a daemon with our pid that died mid-bind: remove it (never follows links).
+    let _ = std::fs::remove_file(&bound);
+    let _ = std::fs::remove_dir(&staging);
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let result = (|| {
+        let listener = UnixListener::bind(&bound)?;
+        let mode = match group {
+            Some(g) => {
+                let gid = group_id(g)?;
+                std::os::unix::fs::chown(&bound, None, Some(gid))?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&bound, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&bound);
+    let _ = std::fs::remove_dir(&staging);
+    result
+}
+
 impl ControlServer {
     /// Binds the socket, replacing a stale file left by a daemon that died.
     pub fn bind(path: &Path, group: Option<&str>) -> io::Result<ControlServer> {
@@ -62,16 +97,7 @@ impl ControlServer {
             }
             std::fs::remove_file(path)?;
         }
-        let listener = UnixListener::bind(path)?;
-        let mode = match group {
-            Some(g) => {
-                let gid = group_id(g)?;
-                std::os::unix::fs::chown(path, None, Some(gid))?;
-                0o660
-            }
-            None => 0o600,
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        let listener = bind_private(path, group)?;
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),

@@ -14,9 +14,9 @@
 //! while its thread holds the node (src/io/node_lock.rs): the daemon reads and marks invitations
 //! with the data-path lock released.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use meshd_crypto::{valid_member_name, PublicKey};
@@ -118,14 +118,7 @@ fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
     ensure_unlocked("writing an invitation")?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // A leftover temporary file keeps its old mode; make sure it is ours.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        let mut file = crate::enroll::create_temporary(&tmp, 0o600)?;
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&tmp, dir.join(name))?;
@@ -288,6 +281,7 @@ pub fn mark_used(state_dir: &Path, id: &InviteId, name: &str, key: &PublicKey) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct TempDir(PathBuf);

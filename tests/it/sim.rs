@@ -85,6 +85,11 @@ type DropFilter = Box<dyn FnMut(usize, usize, &[u8]) -> bool>;
 /// Rewrites a datagram in flight (sender index, receiver index, bytes).
 type Tamper = Box<dyn FnMut(usize, usize, &mut Vec<u8>)>;
 
+/// A NAT in front of senders: per datagram (sender index, receiver index), the source address the
+/// receiver sees instead of the sender's own (`None`: no translation). Replies to a translated
+/// address reach the sender.
+type SourceNat = Box<dyn FnMut(usize, usize) -> Option<SocketAddr>>;
+
 struct SimHost {
     node: Node,
     addr: SocketAddr,
@@ -119,6 +124,10 @@ struct Sim {
     /// A received data message opened but not finished yet, as by a second worker: (host, job,
     /// datagram).
     parked: Option<(usize, OpenJob, Vec<u8>)>,
+    /// Source translation of a NAT (or what a lying member claims to see), if any.
+    source_nat: Option<SourceNat>,
+    /// Every translated address the NAT handed out, and the host behind it.
+    nat_mappings: std::collections::HashMap<SocketAddr, usize>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -192,6 +201,8 @@ impl Sim {
             narrow: Vec::new(),
             split: false,
             parked: None,
+            source_nat: None,
+            nat_mappings: Default::default(),
         }
     }
 
@@ -248,7 +259,20 @@ impl Sim {
     }
 
     fn host_of(&self, a: SocketAddr) -> Option<usize> {
-        self.hosts.iter().position(|h| h.addr == a)
+        self.hosts
+            .iter()
+            .position(|h| h.addr == a)
+            .or_else(|| self.nat_mappings.get(&a).copied())
+    }
+
+    /// The source address host `to` sees a datagram from host `from` come from.
+    fn source_seen(&mut self, from: usize, to: usize) -> SocketAddr {
+        let own = self.hosts[from].addr;
+        let Some(translated) = self.source_nat.as_mut().and_then(|nat| nat(from, to)) else {
+            return own;
+        };
+        self.nat_mappings.insert(translated, from);
+        translated
     }
 
     /// Moves everything the node queued into the network.
@@ -287,11 +311,12 @@ impl Sim {
                     .net
                     .below(self.impairment.max_jitter.as_micros() as u64);
                 self.seq += 1;
+                let source = self.source_seen(from, to);
                 self.flight.push(InFlight {
                     deliver_at: self.now + Duration::from_micros(100 + jitter),
                     seq: self.seq,
                     to,
-                    from: self.hosts[from].addr,
+                    from: source,
                     bytes: bytes.clone(),
                 });
             }
@@ -1006,6 +1031,7 @@ fn status_reports_peers_fdb_and_counters() {
 
 mod ciphers;
 mod join_flood;
+mod observed;
 mod on_demand;
 mod paths;
 

@@ -24,9 +24,11 @@
 //! the timer pass and `poll_timeout`; `snapshot` the status. The owners: `peer::Sessions` (a
 //! peer's sessions and key rotation), `peer::IndexTable` (session indices), `peer::PathState`
 //! (a route and its probes), `switch::Fdb`, `limit` (token buckets), `membership::Membership`,
-//! `invite::InviteBook`, `buffer::BufferPool`.
+//! `invite::InviteBook`, `buffer::BufferPool`, `endpoints::ObservedEndpoints` (observed addresses
+//! and when our record may be re-signed for them).
 
 mod api;
+mod endpoints;
 mod handshake;
 mod members;
 mod paths;
@@ -38,6 +40,7 @@ mod timers;
 pub use api::{
     DeferredTransmit, Inbound, NodeConfig, NodeEvent, OpenJob, PeerSpec, Received, Transmit,
 };
+pub use endpoints::{CONFIRMATIONS, PUBLISH_BURST, PUBLISH_PER_SECOND, REPORTERS_MAX};
 pub use snapshot::{FdbPortSnapshot, FdbSnapshot, MemberSnapshot, NodeSnapshot, PeerSnapshot};
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -61,6 +64,7 @@ use super::switch::{Fdb, PeerId};
 use crate::wire::{
     DATA_OVERHEAD, ETHERNET_HEADER_LEN, HANDSHAKE_INIT_MAX_LEN, PROBE_MIN_LEN, RELAY_OVERHEAD,
 };
+use endpoints::ObservedEndpoints;
 
 /// Bound into every handshake so a meshd node never completes one with another protocol.
 pub const NOISE_PROLOGUE: &[u8] = b"meshd v1";
@@ -91,8 +95,6 @@ pub const DEFAULT_UNDERLAY_MTU: usize = 1500;
 const TOO_BIG_ANSWERS_PER_SECOND: u64 = 100;
 /// Frames the node itself generated for the TAP that may wait for the io layer.
 const TAP_OUT_MAX: usize = 256;
-/// Addresses other members saw this node's probes come from that are remembered (and published).
-const OBSERVED_MAX: usize = 2;
 /// Size of a liveness probe datagram: the smallest probe.
 const LIVENESS_PROBE_LEN: usize = DATA_OVERHEAD + PROBE_MIN_LEN;
 
@@ -136,8 +138,9 @@ pub struct Node {
     tap_out: VecDeque<PacketBuf>,
     /// Bounds the too-big answers written to the bridge.
     too_big_budget: TokenBucket,
-    /// Addresses members saw our probes come from (newest last), published with `advertise`.
-    observed: Vec<SocketAddr>,
+    /// Addresses members saw our probes come from, confirmed before they are published with
+    /// `advertise`, and the budget for re-signing our record.
+    observed: ObservedEndpoints,
     counters: Counters,
     clock: WallClock,
     last_timestamp: u64,
@@ -221,7 +224,7 @@ impl Node {
                 TOO_BIG_ANSWERS_PER_SECOND,
                 TOO_BIG_ANSWERS_PER_SECOND,
             ),
-            observed: Vec::new(),
+            observed: ObservedEndpoints::new(config.now),
             counters: Counters::default(),
             clock: WallClock::new(config.now, config.unix_nanos_at_now),
             last_timestamp: 0,

@@ -9,6 +9,7 @@ use rand_core::RngCore;
 use tracing::{debug, info};
 
 use super::api::Origin;
+use super::endpoints::Report;
 use crate::core::peer::{ProbePurpose, Route, SentProbe, CANDIDATES_MAX, PROBE_INTERVAL};
 use crate::core::pmtu::PmtuSearch;
 use crate::wire::{PayloadKind, Probe, ProbeAck, PROBE_ACK_MAX_LEN};
@@ -161,7 +162,7 @@ impl Node {
             }
         }
         if let (Route::Direct(_), Some(observed)) = (probe.route, ack.observed) {
-            self.note_observed(observed);
+            self.note_observed(now, id, observed);
         }
     }
 
@@ -194,18 +195,21 @@ impl Node {
         info!(peer = %peer.name, via = %relay_name, "peer not reachable directly: relaying");
     }
 
-    /// Another member saw our probe come from `addr`: if that is not an address we advertise, it
-    /// is how a NAT in front of us maps us, and worth publishing so members can call us there.
-    pub(super) fn note_observed(&mut self, addr: SocketAddr) {
-        if self.advertise.contains(&addr) || self.observed.contains(&addr) {
+    /// Member `id` saw our probe come from `addr`. If that is not an address we advertise, it may
+    /// be how a NAT in front of us maps us, worth publishing so members can call us there; but
+    /// one member's word is not enough (it could steer new sessions anywhere and make us re-sign
+    /// our record at every probe): it is published once a second member reports it too.
+    pub(super) fn note_observed(&mut self, now: Instant, id: PeerId, addr: SocketAddr) {
+        if self.advertise.contains(&addr) {
             return;
         }
-        if self.observed.len() >= OBSERVED_MAX {
-            self.observed.remove(0);
+        self.counters.observed_reports += 1;
+        let reporter = self.peers[id as usize].public_key;
+        if self.observed.report(reporter, addr, &self.advertise) == Report::Confirmed {
+            self.counters.observed_confirmed += 1;
+            debug!(%addr, "two members see this node at an address: publishing it");
+            self.publish_endpoints(now);
         }
-        self.observed.push(addr);
-        debug!(%addr, "learned an address members see this node at");
-        self.publish_endpoints();
     }
 
     /// Replaces the endpoints this node advertises (the io layer re-reads the host's addresses
@@ -216,8 +220,8 @@ impl Node {
         }
         info!(?endpoints, "advertised endpoints changed");
         self.advertise = endpoints;
-        self.observed.retain(|a| !self.advertise.contains(a));
-        self.publish_endpoints();
+        self.observed.drop_advertised(&self.advertise);
+        self.publish_endpoints(self.last_now);
         // This host may have moved: probe every peer now, so each sees our packets come from
         // the new address and follows (roaming) instead of waiting for the next probe round.
         for peer in &mut self.peers {
@@ -227,10 +231,22 @@ impl Node {
         }
     }
 
-    pub(super) fn publish_endpoints(&mut self) {
-        let mut endpoints: Vec<SocketAddr> = self.observed.iter().rev().copied().collect();
+    /// Our endpoints changed: re-sign and gossip our record now if the publishing budget allows,
+    /// else when it does (`flush_endpoints` from the timer pass).
+    pub(super) fn publish_endpoints(&mut self, now: Instant) {
+        self.observed.mark_changed();
+        self.flush_endpoints(now);
+    }
+
+    /// Publishes a held-back endpoint change if the budget allows it now.
+    pub(super) fn flush_endpoints(&mut self, now: Instant) {
+        if !self.observed.take_publish(now) {
+            return;
+        }
+        let mut endpoints: Vec<SocketAddr> = self.observed.confirmed().collect();
         endpoints.extend(self.advertise.iter().copied());
         endpoints.truncate(CANDIDATES_MAX);
+        self.counters.endpoint_records_published += 1;
         self.membership.set_endpoints(endpoints);
     }
 

@@ -25,6 +25,7 @@ impl Node {
             self.limiter.sweep(now);
             self.next_sweep = now + SWEEP_INTERVAL.min(LIMITER_SWEEP_INTERVAL);
         }
+        self.flush_endpoints(now);
         self.membership.handle_timeout(now);
         self.pump_membership(now);
     }
@@ -89,10 +90,14 @@ impl Node {
             let wanted = self.wants_session(id, self.last_now);
             self.peers[id as usize].poll_timeout(wanted, self.last_now)
         });
-        [Some(self.next_sweep), self.membership.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .chain(peers)
-            .min()
+        [
+            Some(self.next_sweep),
+            self.membership.poll_timeout(),
+            self.observed.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(peers)
+        .min()
     }
 }
