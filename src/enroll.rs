@@ -227,3 +227,25 @@ pub fn advertised_endpoints(
 pub fn needs_local_addresses(advertise: &[SocketAddr], listen: SocketAddr) -> bool {
     advertise.is_empty() && listen.ip().is_unspecified()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_never_writes_through_a_planted_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("meshd-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("members");
+        // Someone plants the temporary name as a symlink to another file.
+        std::os::unix::fs::symlink(&victim, dir.join("members.tmp")).unwrap();
+        write_atomically(&path, b"new contents").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new contents");
+        assert!(!dir.join("members.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
