@@ -586,14 +586,15 @@ fn revoke(path: &Path, name: Option<&str>, key: Option<PublicKey>) -> Result<(),
     }
     let name = name.as_str();
     let now = crate::io::unix_now();
-    let revocation = Revocation::issue(
-        &network,
-        key,
-        name,
+    // Kept (and the key refused) until the newest certificate the daemon has seen for the key
+    // expires, and no earlier than any certificate this admin could have issued before now.
+    let expires_at = crate::core::membership::revocation_expiry(
         now,
-        now.saturating_add(config.network.certificate_lifetime.as_secs()),
-    )
-    .map_err(|e| CliError::Runtime(e.to_string()))?;
+        config.network.certificate_lifetime,
+        Some(member.certificate_expires),
+    );
+    let revocation = Revocation::issue(&network, key, name, now, expires_at)
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
     crate::io::state::write_revocation(&config.state_dir, &revocation).map_err(|e| {
         CliError::Runtime(format!(
             "storing the revocation in {}: {e}",

@@ -18,8 +18,8 @@ use meshd::core::membership::{
 };
 use meshd_crypto::{Certificate, NetworkSecret, PublicKey, StaticSecret};
 
-const UNIX0: u64 = 1_800_000_000;
-const DAY: u64 = 24 * 60 * 60;
+pub(crate) const UNIX0: u64 = 1_800_000_000;
+pub(crate) const DAY: u64 = 24 * 60 * 60;
 
 /// xorshift64: the network's own decisions (latency, loss, bootstrap choices).
 struct NetRng(u64);
@@ -40,7 +40,7 @@ impl NetRng {
     }
 }
 
-fn secret(i: usize) -> StaticSecret {
+pub(crate) fn secret(i: usize) -> StaticSecret {
     // X25519 clamps the low bits of byte 0 and the top bits of byte 31, so the index goes in
     // between.
     let mut bytes = [0x5a; 32];
@@ -48,31 +48,31 @@ fn secret(i: usize) -> StaticSecret {
     StaticSecret::from_bytes(bytes)
 }
 
-fn addr(i: usize) -> SocketAddr {
+pub(crate) fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6655))
 }
 
-fn network() -> NetworkSecret {
+pub(crate) fn network() -> NetworkSecret {
     NetworkSecret::from_seed([0x99; 32])
 }
 
-struct Host {
-    m: Membership,
-    key: PublicKey,
-    cert: Certificate,
-    alive: bool,
+pub(crate) struct Host {
+    pub(crate) m: Membership,
+    pub(crate) key: PublicKey,
+    pub(crate) cert: Certificate,
+    pub(crate) alive: bool,
     /// Keys this host can send to (configured, session, or announced with endpoints).
-    reachable: BTreeSet<PublicKey>,
+    pub(crate) reachable: BTreeSet<PublicKey>,
     /// Members currently reported up.
-    up: BTreeSet<PublicKey>,
+    pub(crate) up: BTreeSet<PublicKey>,
     /// When each key was last reported down.
-    down_at: BTreeMap<PublicKey, Instant>,
-    revoked: BTreeSet<PublicKey>,
-    renewed: Vec<Certificate>,
-    forgotten: BTreeSet<PublicKey>,
+    pub(crate) down_at: BTreeMap<PublicKey, Instant>,
+    pub(crate) revoked: BTreeSet<PublicKey>,
+    pub(crate) renewed: Vec<Certificate>,
+    pub(crate) forgotten: BTreeSet<PublicKey>,
     /// Certificates seen in MemberUp events, by key (the newest).
-    certs_seen: BTreeMap<PublicKey, Certificate>,
-    next_timeout: Option<Instant>,
+    pub(crate) certs_seen: BTreeMap<PublicKey, Certificate>,
+    pub(crate) next_timeout: Option<Instant>,
 }
 
 struct InFlight {
@@ -100,25 +100,30 @@ impl Ord for InFlight {
     }
 }
 
-struct Net {
+pub(crate) struct Net {
     start: Instant,
-    now: Instant,
-    hosts: Vec<Host>,
+    pub(crate) now: Instant,
+    pub(crate) hosts: Vec<Host>,
     by_key: BTreeMap<PublicKey, usize>,
     flight: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     rng: NetRng,
-    latency: (Duration, Duration),
-    loss_percent: u64,
+    pub(crate) latency: (Duration, Duration),
+    pub(crate) loss_percent: u64,
     sessions: BTreeSet<(usize, usize)>,
-    bytes_sent: u64,
+    pub(crate) bytes_sent: u64,
     /// Messages to keys the sender had no way to reach (no endpoint known).
     unreachable: u64,
+    /// A test's selective loss: called with the time, the receiving host and the payload of
+    /// every message; `true` drops it.
+    pub(crate) drop_filter: Option<DropFilter>,
 }
 
-struct HostSpec {
-    admin: bool,
-    cert_lifetime: Duration,
+pub(crate) type DropFilter = Box<dyn FnMut(Instant, usize, &[u8]) -> bool>;
+
+pub(crate) struct HostSpec {
+    pub(crate) admin: bool,
+    pub(crate) cert_lifetime: Duration,
 }
 
 impl Default for HostSpec {
@@ -131,7 +136,7 @@ impl Default for HostSpec {
 }
 
 impl Net {
-    fn new(seed: u64) -> Net {
+    pub(crate) fn new(seed: u64) -> Net {
         let start = Instant::now();
         Net {
             start,
@@ -146,14 +151,15 @@ impl Net {
             sessions: BTreeSet::new(),
             bytes_sent: 0,
             unreachable: 0,
+            drop_filter: None,
         }
     }
 
-    fn unix(&self) -> u64 {
+    pub(crate) fn unix(&self) -> u64 {
         UNIX0 + self.now.duration_since(self.start).as_secs()
     }
 
-    fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.now.duration_since(self.start)
     }
 
@@ -192,7 +198,7 @@ impl Net {
     }
 
     /// Adds a host that knows nobody yet.
-    fn add(&mut self, spec: HostSpec) -> usize {
+    pub(crate) fn add(&mut self, spec: HostSpec) -> usize {
         let i = self.hosts.len();
         let cert = self.certificate(i, &spec);
         let m = self.membership(i, &spec, cert.clone());
@@ -217,7 +223,7 @@ impl Net {
     }
 
     /// `n` hosts; host `i > 0` is configured with one random earlier host, host 0 with host 1.
-    fn mesh(n: usize, seed: u64) -> Net {
+    pub(crate) fn mesh(n: usize, seed: u64) -> Net {
         let mut net = Net::new(seed);
         for _ in 0..n {
             net.add(HostSpec::default());
@@ -226,7 +232,7 @@ impl Net {
         net
     }
 
-    fn bootstrap_all(&mut self) {
+    pub(crate) fn bootstrap_all(&mut self) {
         for i in 0..self.hosts.len() {
             let j = if i == 0 {
                 1
@@ -238,7 +244,7 @@ impl Net {
     }
 
     /// Host `i` is configured with host `j`'s endpoint and handshakes with it.
-    fn configure(&mut self, i: usize, j: usize) {
+    pub(crate) fn configure(&mut self, i: usize, j: usize) {
         let key = self.hosts[j].key;
         self.hosts[i].reachable.insert(key);
         self.open_session(i, j);
@@ -260,7 +266,7 @@ impl Net {
         self.drain(j);
     }
 
-    fn drain(&mut self, i: usize) {
+    pub(crate) fn drain(&mut self, i: usize) {
         let mut sends = Vec::new();
         {
             let h = &mut self.hosts[i];
@@ -312,6 +318,12 @@ impl Net {
         }
         if !self.hosts[j].alive || self.rng.below(100) < self.loss_percent {
             return;
+        }
+        let now = self.now;
+        if let Some(filter) = self.drop_filter.as_mut() {
+            if filter(now, j, &payload) {
+                return;
+            }
         }
         self.open_session(i, j);
         let (lo, hi) = self.latency;
@@ -366,14 +378,14 @@ impl Net {
         }
     }
 
-    fn run_for(&mut self, d: Duration) {
+    pub(crate) fn run_for(&mut self, d: Duration) {
         let limit = self.now + d;
         while self.step(limit) {}
     }
 
     /// Runs until `done` holds (checked every 50 ms of virtual time) or `limit` passes;
     /// returns how long it took.
-    fn run_until(
+    pub(crate) fn run_until(
         &mut self,
         limit: Duration,
         mut done: impl FnMut(&Net) -> bool,
@@ -390,25 +402,25 @@ impl Net {
         done(self).then(|| self.now - began)
     }
 
-    fn alive(&self) -> impl Iterator<Item = (usize, &Host)> {
+    pub(crate) fn alive(&self) -> impl Iterator<Item = (usize, &Host)> {
         self.hosts.iter().enumerate().filter(|(_, h)| h.alive)
     }
 
     /// Every alive host reports every other alive host up.
-    fn converged(&self) -> bool {
+    pub(crate) fn converged(&self) -> bool {
         let keys: BTreeSet<PublicKey> = self.alive().map(|(_, h)| h.key).collect();
         self.alive()
             .all(|(_, h)| h.up.len() + 1 == keys.len() && h.up.iter().all(|k| keys.contains(k)))
     }
 
-    fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         self.hosts[i].alive = false;
         self.hosts[i].next_timeout = None;
         self.sessions.retain(|&(a, b)| a != i && b != i);
     }
 
     /// Starts host `i` again with the same key and certificate, configured with host `j`.
-    fn restart(&mut self, i: usize, j: usize) {
+    pub(crate) fn restart(&mut self, i: usize, j: usize) {
         let spec = HostSpec::default();
         let cert = self.hosts[i].cert.clone();
         let m = self.membership(i, &spec, cert);
@@ -422,7 +434,7 @@ impl Net {
         self.configure(i, j);
     }
 
-    fn counter(&self, i: usize, name: &str) -> u64 {
+    pub(crate) fn counter(&self, i: usize, name: &str) -> u64 {
         self.hosts[i]
             .m
             .counters()
@@ -431,12 +443,12 @@ impl Net {
             .map_or(0, |(_, v)| v)
     }
 
-    fn total(&self, name: &str) -> u64 {
+    pub(crate) fn total(&self, name: &str) -> u64 {
         (0..self.hosts.len()).map(|i| self.counter(i, name)).sum()
     }
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
@@ -607,7 +619,7 @@ fn revocation_spreads_to_all_and_the_key_is_refused_forever() {
 }
 
 impl Net {
-    fn converged_except(&self, gone: usize) -> bool {
+    pub(crate) fn converged_except(&self, gone: usize) -> bool {
         let keys: BTreeSet<PublicKey> = self
             .alive()
             .filter(|(i, _)| *i != gone)

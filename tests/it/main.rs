@@ -2,5 +2,6 @@
 //! crate links once: `netns` drives the real `meshd` binary across network namespaces (needs root).
 
 mod gossip;
+mod gossip_hardening;
 mod netns;
 mod sim;

@@ -137,12 +137,18 @@ impl<'a> MemberUpdates<'a> {
         self.updates.len() / MEMBER_UPDATE_LEN
     }
 
-    /// Each update's encoding with the key it is about.
-    pub fn iter(&self) -> impl Iterator<Item = (PublicKey, &'a [u8])> + 'a {
+    /// Each update's encoding with the identity (key and generation) it is about.
+    pub fn iter(&self) -> impl Iterator<Item = (MemberId, &'a [u8])> + 'a {
+        // `chunks_exact` hands out MEMBER_UPDATE_LEN bytes, more than the identity in front.
         self.updates.chunks_exact(MEMBER_UPDATE_LEN).map(|update| {
             let mut key = [0u8; 32];
             key.copy_from_slice(&update[..32]);
-            (PublicKey::from_bytes(key), update)
+            let generation = u32::from_le_bytes([update[32], update[33], update[34], update[35]]);
+            let id = MemberId {
+                key: PublicKey::from_bytes(key),
+                generation,
+            };
+            (id, update)
         })
     }
 

@@ -53,6 +53,9 @@ counters! {
         record_cert_mismatch,
         /// Records whose signature did not verify with the certificate's signing key.
         record_bad_signature,
+        /// Records whose version is above [`MAX_RECORD_VERSION`](super::MAX_RECORD_VERSION)
+        /// (the upper half of the version space is reserved: a revocation outranks every record).
+        record_version_invalid,
         /// Valid records of our own key newer than ours (an earlier run): we re-sign above them.
         record_own_newer,
         /// Revocations verified and stored.
@@ -65,6 +68,9 @@ counters! {
         revocation_expired,
         /// Revocations whose network signature did not verify.
         revocation_bad_signature,
+        /// Revocations kept longer than they say because a certificate of the revoked key
+        /// expires later (the revocation lives as long as the newest certificate seen).
+        revocation_extended,
         /// Revocations from the config or `revoke` that did not verify.
         revocation_refused_local,
         /// Records dropped because their certificate expired while held.
@@ -119,6 +125,9 @@ counters! {
         updates_unverified,
         /// foca member updates about revoked keys, taken out of the packet.
         updates_revoked,
+        /// foca member updates naming a generation other than the member's own (the one in its
+        /// signed record), taken out of the packet: forged by a third member, or stale.
+        updates_wrong_generation,
         /// Renewal requests sent.
         renew_requests_sent,
         /// Renewal requests that did not parse.

@@ -14,10 +14,13 @@
 //! only once its record verified (certificate against the network id and unexpired, key not
 //! revoked, record signed by the certificate's signing key); a member foca knows without such a
 //! record is sent nothing but foca's own messages; a foca packet is handed to foca only if the
-//! sender identity inside it is the authenticated session key it arrived on; a revoked key's
+//! sender identity inside it is the authenticated session key it arrived on, and foca takes a
+//! member update only at the generation in that member's signed record; a revoked key's
 //! record is dropped and refused, and its packets ignored, for as long as the revocation is
-//! kept; every payload dropped or item refused is counted in [`MembershipCounters`]; no input
-//! panics; every payload this module emits is at most [`MAX_PAYLOAD`] bytes.
+//! kept (at least until the newest certificate of the key seen expires), and a revocation
+//! outranks every record when tables are compared; every payload dropped or item refused is
+//! counted in [`MembershipCounters`]; no input panics; every payload this module emits is at
+//! most [`MAX_PAYLOAD`] bytes.
 //!
 //! This file is the facade: the public types, [`Membership`]'s inputs and outputs, its own
 //! record, the report of who is up, and housekeeping. The rest lives with its owner: `swim.rs`
@@ -53,9 +56,9 @@ use crate::wire::membership::{MembershipPayload, Subtype};
 pub use codec::{CodecError, FocaRng, MemberId, WireCodec, MEMBER_ID_LEN, MEMBER_UPDATE_LEN};
 pub use counters::MembershipCounters;
 pub use record::{
-    member_item, revocation_item, Item, MemberRecord, RecordError, RecordView, Revocation,
-    RevocationView, FORMAT_VERSION, ITEM_MEMBER, ITEM_REVOCATION, MAX_ENDPOINTS, RECORD_LABEL,
-    RECORD_MAX_LEN, RECORD_MIN_LEN, REVOCATION_LABEL,
+    member_item, revocation_expiry, revocation_item, Item, MemberRecord, RecordError, RecordView,
+    Revocation, RevocationView, FORMAT_VERSION, ITEM_MEMBER, ITEM_REVOCATION, MAX_ENDPOINTS,
+    MAX_RECORD_VERSION, RECORD_LABEL, RECORD_MAX_LEN, RECORD_MIN_LEN, REVOCATION_LABEL,
 };
 pub use registry::ItemKey;
 
@@ -211,7 +214,8 @@ impl MemberState {
 pub struct MemberReport {
     pub name: String,
     pub key: PublicKey,
-    /// Unix seconds (for a revoked key: when the revocation expires).
+    /// Unix seconds (for a revoked key: until when the revocation is kept, its own expiry or the
+    /// newest certificate of the key seen, whichever is later).
     pub cert_expires_at: u64,
     pub state: MemberState,
     pub endpoints: Vec<SocketAddr>,
@@ -379,7 +383,7 @@ impl Membership {
                     out.push(MemberReport {
                         name: revocation.name,
                         key: *key,
-                        cert_expires_at: revocation.expires_at,
+                        cert_expires_at: stored.expires_at,
                         state: MemberState::Revoked,
                         endpoints: Vec::new(),
                     });
@@ -529,7 +533,7 @@ impl Membership {
     pub fn set_endpoints(&mut self, mut endpoints: Vec<SocketAddr>) {
         endpoints.truncate(MAX_ENDPOINTS);
         self.endpoints = endpoints;
-        self.version = self.version.saturating_add(1);
+        self.bump_version();
         self.publish_own_record();
     }
 
@@ -566,6 +570,7 @@ impl Membership {
                     KeyEntry::Revoked(r) => KeyEntry::Revoked(registry::StoredRevocation {
                         item: r.item.clone(),
                         expires_at: r.expires_at,
+                        signed_expires_at: r.signed_expires_at,
                     }),
                 };
                 registry.slots.insert(*key, copy);
@@ -638,6 +643,12 @@ impl Membership {
     }
 
     // -------------------------------------------------------------------- own record
+
+    /// The next record gets a higher version, never above [`MAX_RECORD_VERSION`] (which no
+    /// node reaches: versions start at Unix seconds).
+    fn bump_version(&mut self) {
+        self.version = self.version.saturating_add(1).min(MAX_RECORD_VERSION);
+    }
 
     fn publish_own_record(&mut self) {
         let record = match MemberRecord::sign(

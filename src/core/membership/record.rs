@@ -27,6 +27,13 @@ pub const RECORD_LABEL: &[u8] = b"meshd member record v1\0";
 /// Prefix of every revocation signature.
 pub const REVOCATION_LABEL: &[u8] = b"meshd revocation v1\0";
 
+/// Highest record version any member accepts (2^63 - 1). The upper half of the version space
+/// is reserved so that the version `u64::MAX`, which stands for a revocation in digests and
+/// index entries (docs/wire-format.md), never also names a record: a revocation outranks
+/// every record in every comparison. No honest node comes near it: versions start at the Unix
+/// seconds of a node's start and grow by one per record it signs.
+pub const MAX_RECORD_VERSION: u64 = u64::MAX >> 1;
+
 /// Item kind byte: a certificate followed by a member record.
 pub const ITEM_MEMBER: u8 = 1;
 /// Item kind byte: a revocation.
@@ -433,8 +440,9 @@ pub struct Revocation {
     pub name: String,
     /// Unix seconds.
     pub revoked_at: u64,
-    /// Unix seconds after which the revocation may be forgotten: no certificate for the key
-    /// issued before `revoked_at` is valid then.
+    /// Unix seconds after which the revocation may be forgotten, if no certificate of the key
+    /// seen by then expires later: no certificate for the key issued before `revoked_at` is
+    /// valid then.
     pub expires_at: u64,
     pub signature: [u8; SIGNATURE_LEN],
 }
@@ -454,7 +462,8 @@ impl fmt::Debug for Revocation {
 impl Revocation {
     /// Signs a revocation of `static_key` (held by the member `name`) with the network key.
     /// `expires_at` should be no earlier than the expiry of the newest certificate issued for
-    /// the key; `revoked_at + certificate lifetime` is always enough.
+    /// the key: [`revocation_expiry`] computes it. (Members keep a revocation at least as long
+    /// as the newest certificate of its key they see anyway.)
     pub fn issue(
         secret: &NetworkSecret,
         static_key: PublicKey,
@@ -515,6 +524,21 @@ impl Revocation {
         let bytes = self.encode();
         RevocationView::new_checked(&bytes).is_ok_and(|view| view.verify(network))
     }
+}
+
+/// The `expires_at` an admin writes into a revocation issued at `now_unix`: no earlier than
+/// the newest certificate it has seen for the key (`newest_certificate_expiry`, from its
+/// member table) and no earlier than `now_unix + certificate_lifetime`, which covers every
+/// certificate an admin with the same lifetime could have issued before now. A revocation that
+/// expired before a certificate of its key would let the member back in with it.
+pub fn revocation_expiry(
+    now_unix: u64,
+    certificate_lifetime: core::time::Duration,
+    newest_certificate_expiry: Option<u64>,
+) -> u64 {
+    now_unix
+        .saturating_add(certificate_lifetime.as_secs())
+        .max(newest_certificate_expiry.unwrap_or(0))
 }
 
 // ------------------------------------------------------------------------------------- items

@@ -5,10 +5,13 @@
 //! [`ItemKey`]s foca uses to stop spreading stale items. Invariants: a `KeyEntry::Member` holds
 //! only an item whose certificate verified against the network id and was unexpired when it
 //! arrived, whose certificate names the record's key, and whose record signature verified with
-//! the certificate's signing key; a record replaces a stored one only with a strictly higher
-//! version; a revoked key never holds a record again while its revocation is kept; every item
-//! that is not stored is counted under the reason. The registry is shared with foca's handler
-//! behind a mutex that is never held while foca runs.
+//! the certificate's signing key, and whose version is at most [`MAX_RECORD_VERSION`]; a
+//! record replaces a stored one only with a strictly higher version; a revocation outranks
+//! every record in every comparison ([`Rank`]: digests, index entries, what "newer" means); a
+//! revoked key never holds a record again while its revocation is kept, and a revocation is
+//! kept at least until the newest certificate seen for its key expires; every item that is
+//! not stored is counted under the reason. The registry is shared with foca's handler behind a
+//! mutex that is never held while foca runs.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,7 +21,9 @@ use foca::{BroadcastHandler, Invalidates};
 use meshd_crypto::{Certificate, NetworkId, PublicKey};
 
 use super::codec::MemberId;
-use super::record::{Item, MemberRecord, RecordView, Revocation, RevocationView};
+use super::record::{
+    Item, MemberRecord, RecordView, Revocation, RevocationView, MAX_RECORD_VERSION,
+};
 use super::MembershipCounters;
 
 /// What the registry knows about one static key.
@@ -28,12 +33,46 @@ pub(super) enum KeyEntry {
 }
 
 impl KeyEntry {
-    /// What the slot counts as in digests and indexes: the record version, or `u64::MAX` for a
-    /// revocation (which outranks every record).
-    pub fn version(&self) -> u64 {
+    /// What the slot counts as when tables are compared.
+    pub fn rank(&self) -> Rank {
         match self {
-            KeyEntry::Member(r) => r.version,
-            KeyEntry::Revoked(_) => u64::MAX,
+            KeyEntry::Member(r) => Rank::Record(r.version),
+            KeyEntry::Revoked(_) => Rank::Revoked,
+        }
+    }
+}
+
+/// How slots of one key compare across members (anti-entropy digests and index entries):
+/// a record by its version, and a revocation above every record, whatever its version. The
+/// order is the derived one: `Record(_) < Revoked`.
+///
+/// On the wire (digest hashes, index entries) a rank is one u64: the record version, or
+/// `u64::MAX` for a revocation. Records above [`MAX_RECORD_VERSION`] are refused, so the two
+/// never meet: before that bound a member could sign its own record at `u64::MAX`, which
+/// hashed and indexed exactly as its revocation did, so a node that had missed the revocation
+/// was never repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Rank {
+    Record(u64),
+    Revoked,
+}
+
+impl Rank {
+    /// The u64 a digest hashes and an index entry carries.
+    pub fn wire(self) -> u64 {
+        match self {
+            Rank::Record(version) => version.min(MAX_RECORD_VERSION),
+            Rank::Revoked => u64::MAX,
+        }
+    }
+
+    /// An index entry's u64: anything above [`MAX_RECORD_VERSION`] can only be a revocation
+    /// (meshd writes `u64::MAX`).
+    pub fn from_wire(value: u64) -> Rank {
+        if value > MAX_RECORD_VERSION {
+            Rank::Revoked
+        } else {
+            Rank::Record(value)
         }
     }
 }
@@ -93,7 +132,13 @@ impl StoredRecord {
 pub(super) struct StoredRevocation {
     /// `ITEM_REVOCATION`, revocation.
     pub item: Box<[u8]>,
+    /// Unix seconds until which the revocation is kept: its own `expires_at`, or the expiry of
+    /// the newest certificate of the key seen (held when it arrived, or shown since), whichever
+    /// is later. Until then every record of the key is refused.
     pub expires_at: u64,
+    /// The revocation's own `expires_at`. Past it, a revocation kept longer only for a later
+    /// certificate is left out of table comparisons (see [`Registry::compared`]).
+    pub signed_expires_at: u64,
 }
 
 impl StoredRevocation {
@@ -190,13 +235,28 @@ impl Registry {
         self.forgotten.get(key).is_some_and(|(v, _)| *v >= version)
     }
 
-    /// Per-bucket wrapping sums of every slot's entry hash: equal digests mean (but for a 2^-64
-    /// chance per bucket) equal tables.
+    /// How `slot` counts when tables are compared (digests, index entries), or `None` to leave
+    /// it out: a revocation past its own `expires_at`, kept longer only because a certificate
+    /// of its key expires later. Members that never saw that certificate have dropped the
+    /// revocation and refuse it as expired, so advertising it would make them ask for it again
+    /// every round; one that has since taken the member's record shows it in its index, and is
+    /// sent the revocation (which it then takes, holding that certificate).
+    pub fn compared(&self, slot: &KeyEntry) -> Option<Rank> {
+        match slot {
+            KeyEntry::Revoked(r) if r.signed_expires_at <= self.now_unix => None,
+            _ => Some(slot.rank()),
+        }
+    }
+
+    /// Per-bucket wrapping sums of the entry hash of every slot compared: equal digests mean
+    /// (but for a 2^-64 chance per bucket) equal tables.
     pub fn digest(&self) -> [u64; super::DIGEST_BUCKETS] {
         let mut sums = [0u64; super::DIGEST_BUCKETS];
         for (key, slot) in &self.slots {
-            let b = bucket(key);
-            sums[b] = sums[b].wrapping_add(entry_hash(key, slot.version()));
+            if let Some(rank) = self.compared(slot) {
+                let b = bucket(key);
+                sums[b] = sums[b].wrapping_add(entry_hash(key, rank.wire()));
+            }
         }
         sums
     }
@@ -257,6 +317,7 @@ impl Registry {
         let stored = match self.slots.get(&key) {
             Some(KeyEntry::Revoked(_)) => {
                 self.counters.record_revoked += 1;
+                self.extend_revocation(key, &certificate);
                 return None;
             }
             Some(KeyEntry::Member(stored)) => Some(stored),
@@ -278,6 +339,10 @@ impl Registry {
         }
         if certificate.network != self.network {
             self.counters.record_wrong_network += 1;
+            return None;
+        }
+        if version > MAX_RECORD_VERSION {
+            self.counters.record_version_invalid += 1;
             return None;
         }
         if certificate.expires_at <= self.now_unix {
@@ -348,7 +413,12 @@ impl Registry {
             self.counters.revocation_wrong_network += 1;
             return None;
         }
-        if view.expires_at() <= self.now_unix {
+        // Kept as long as the newest certificate of the key seen here: one held past the
+        // revocation's own expiry would otherwise let the member back in. For the same reason a
+        // revocation past its own expiry is still taken while such a certificate is valid.
+        let certificate_expiry = self.record(&key).map_or(0, |r| r.cert_expires_at);
+        let keep_until = view.expires_at().max(certificate_expiry);
+        if keep_until <= self.now_unix {
             self.counters.revocation_expired += 1;
             return None;
         }
@@ -357,16 +427,41 @@ impl Registry {
             return None;
         }
         self.counters.revocation_accepted += 1;
+        if keep_until > view.expires_at() {
+            self.counters.revocation_extended += 1;
+        }
         self.slots.insert(
             key,
             KeyEntry::Revoked(StoredRevocation {
                 item: data.into(),
-                expires_at: view.expires_at(),
+                expires_at: keep_until,
+                signed_expires_at: view.expires_at(),
             }),
         );
         self.accepted
             .push(Accepted::Revocation(Revocation::from_view(&view)));
         Some(ItemKey::Revocation { key })
+    }
+
+    /// A record of revoked `key` came with `certificate`: if that is a valid certificate of the
+    /// key expiring after the revocation is kept, keep the revocation until it expires (an
+    /// admin that had missed the revocation renewed the member). Each later certificate costs
+    /// one signature check, once; the record itself stays refused.
+    fn extend_revocation(&mut self, key: PublicKey, certificate: &Certificate) {
+        let Some(KeyEntry::Revoked(revocation)) = self.slots.get(&key) else {
+            return;
+        };
+        if certificate.static_key != key
+            || certificate.network != self.network
+            || certificate.expires_at <= revocation.expires_at
+            || certificate.verify(&self.network, self.now_unix).is_err()
+        {
+            return;
+        }
+        if let Some(KeyEntry::Revoked(revocation)) = self.slots.get_mut(&key) {
+            revocation.expires_at = certificate.expires_at;
+            self.counters.revocation_extended += 1;
+        }
     }
 }
 

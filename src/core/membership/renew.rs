@@ -139,7 +139,7 @@ impl Membership {
         );
         self.certificate = certificate.clone();
         self.renewal.next_attempt = None;
-        self.version = self.version.saturating_add(1);
+        self.bump_version();
         self.counters.certificates_renewed += 1;
         self.events
             .push_back(MembershipEvent::CertificateRenewed { certificate });

@@ -10,8 +10,10 @@
 //! Invariants: a foca packet reaches foca only if its sender identity is the authenticated
 //! session key it arrived on and it is addressed to this node; member updates about keys
 //! without a verified record here are taken out of the packet first (so foca never probes a
-//! member this node has no endpoint for); after every change of foca's timer token every
-//! suspect gets a fresh suspect-to-down timer; the registry lock is never held while foca runs.
+//! member this node has no endpoint for), and so are updates at any generation but the one the
+//! member signed (so no third member can forge an identity that outranks it); after every
+//! change of foca's timer token every suspect gets a fresh suspect-to-down timer; the registry
+//! lock is never held while foca runs.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -29,8 +31,8 @@ use super::codec::{FocaRng, MemberId, MemberUpdates, WireCodec};
 use super::registry::{lock, Accepted, Handler, Registry};
 use super::{
     Membership, MembershipEvent, ANNOUNCE_DOWN_INTERVAL, ANNOUNCE_INTERVAL, FOCA_MAX_PACKET,
-    FORGOTTEN_KEPT, GOSSIP_FANOUT, GOSSIP_INTERVAL, INDIRECT_PROBES, PROBE_PERIOD, PROBE_RTT,
-    REMOVE_DOWN_AFTER, SUSPICION_MULTIPLIER,
+    FORGOTTEN_KEPT, GOSSIP_FANOUT, GOSSIP_INTERVAL, INDIRECT_PROBES, MAX_RECORD_VERSION,
+    PROBE_PERIOD, PROBE_RTT, REMOVE_DOWN_AFTER, SUSPICION_MULTIPLIER,
 };
 use crate::wire::membership::{emit_foca, FocaPacket};
 
@@ -351,7 +353,7 @@ impl Membership {
                     "membership: declared down; rejoined with a new generation"
                 );
                 self.me = new;
-                self.version = self.version.saturating_add(1);
+                self.bump_version();
                 self.publish_own_record();
             }
             OwnedNotification::Idle => {
@@ -393,7 +395,10 @@ impl Membership {
                 generation,
                 version,
             } => {
-                self.version = self.version.max(version.saturating_add(1));
+                self.version = self
+                    .version
+                    .max(version.saturating_add(1))
+                    .min(MAX_RECORD_VERSION);
                 if generation >= self.me.generation {
                     let renewed = MemberId {
                         key: self.me.key,
@@ -487,10 +492,25 @@ impl Membership {
     }
 
     /// foca learns about a member only from its verified record here, or from the member
-    /// itself talking to us: updates about keys without a record are taken out of the packet
-    /// (and their records asked for), so foca never probes a member the node has no endpoint
-    /// for. Returns the rewritten packet, or `None` to hand foca the packet as it is (also when
-    /// its framing is broken: foca refuses and counts it).
+    /// itself talking to us, and only under the generation the member itself chose:
+    ///
+    /// * an update about a key without a record (and that foca has not heard from) is taken
+    ///   out of the packet and its record asked for (`updates_unverified`), so foca never
+    ///   probes a member the node has no endpoint for;
+    /// * an update about a revoked key is taken out (`updates_revoked`);
+    /// * an update whose generation is not the member's own is taken out
+    ///   (`updates_wrong_generation`). The member's own generation is the one in its verified
+    ///   record, which only its signing key can produce (for a member that talked to us before
+    ///   its record arrived: the generation in its own packets, whose key the session proved;
+    ///   for this node: its current generation). A third member therefore cannot make foca hold
+    ///   an identity of another member that outranks the real one, such as "down at generation
+    ///   u32::MAX", which no rejoin could ever refute. A legitimate update at a generation the
+    ///   record does not show yet (the member just rejoined) loses nothing: the new record
+    ///   arrives with the same gossip and brings the member up under that generation, and
+    ///   anti-entropy repairs a record that did not.
+    ///
+    /// Returns the rewritten packet, or `None` to hand foca the packet as it is (also when its
+    /// framing is broken: foca refuses and counts it).
     fn filter_updates(
         &mut self,
         now: Instant,
@@ -503,17 +523,24 @@ impl Membership {
         let mut unknown = Vec::new();
         {
             let registry = lock(&self.registry);
-            for (key, update) in updates.iter() {
-                if key == self.me.key
-                    || registry.record(&key).is_some()
-                    || self.live.contains_key(&key)
-                {
-                    keep.push(update);
-                } else if registry.is_revoked(&key) {
+            for (id, update) in updates.iter() {
+                let own_generation = if id.key == self.me.key {
+                    Some(self.me.generation)
+                } else if let Some(record) = registry.record(&id.key) {
+                    Some(record.generation)
+                } else if registry.is_revoked(&id.key) {
                     self.counters.updates_revoked += 1;
+                    continue;
                 } else {
-                    self.counters.updates_unverified += 1;
-                    unknown.push(key);
+                    self.live.get(&id.key).map(|l| l.generation)
+                };
+                match own_generation {
+                    Some(generation) if generation == id.generation => keep.push(update),
+                    Some(_) => self.counters.updates_wrong_generation += 1,
+                    None => {
+                        self.counters.updates_unverified += 1;
+                        unknown.push(id.key);
+                    }
                 }
             }
         }

@@ -23,7 +23,7 @@ use rand_core::RngCore as _;
 use tracing::debug;
 
 use super::record::Item;
-use super::registry::{self, lock, ItemSource, KeyEntry};
+use super::registry::{self, lock, ItemSource, KeyEntry, Rank};
 use super::{
     Membership, ANTI_ENTROPY_BUSY_INTERVAL, ANTI_ENTROPY_INTERVAL, INDEX_PAGES_PER_DIGEST,
     MAX_PAYLOAD, MAX_WANTED, PAGE_BURST, PAGE_RATE, SYNC_ATTEMPTS, SYNC_PAGES_PER_REQUEST,
@@ -315,8 +315,8 @@ impl Membership {
                 .slots
                 .iter()
                 .filter(|(key, _)| differs[registry::bucket(key)])
+                .filter_map(|(key, slot)| Some((*key, registry.compared(slot)?.wire())))
                 .take(INDEX_PAGES_PER_DIGEST * INDEX_MAX_ENTRIES)
-                .map(|(key, slot)| (*key, slot.version()))
                 .collect()
         };
         for chunk in entries.chunks(INDEX_MAX_ENTRIES) {
@@ -339,13 +339,19 @@ impl Membership {
         {
             let registry = lock(&self.registry);
             for (key, theirs) in index.entries() {
+                let theirs = Rank::from_wire(theirs);
+                let forgotten = match theirs {
+                    Rank::Record(version) => registry.was_forgotten(&key, version),
+                    // A revocation is news even about a member forgotten here.
+                    Rank::Revoked => false,
+                };
                 match registry.slots.get(&key) {
                     // They hold a record of a key we know is revoked: tell them.
-                    Some(KeyEntry::Revoked(r)) if theirs != u64::MAX => {
+                    Some(KeyEntry::Revoked(r)) if theirs != Rank::Revoked => {
                         push.push((key, r.item.clone()))
                     }
-                    Some(slot) if slot.version() >= theirs => {}
-                    _ if key == self.me.key || registry.was_forgotten(&key, theirs) => {}
+                    Some(slot) if slot.rank() >= theirs => {}
+                    _ if key == self.me.key || forgotten => {}
                     _ => wanted.push(key),
                 }
             }

@@ -1169,3 +1169,368 @@ fn sessions_with_members_foca_has_alive_cost_nothing() {
     m.session_established(now, &cert, "192.0.2.2:1".parse().unwrap());
     assert!(m.poll_transmit().is_none());
 }
+
+// --------------------------------------------------------------- a hostile member (issue 14)
+
+/// A foca Gossip packet from the fixture peer (at `generation`) to `m`, carrying `updates`.
+fn gossip_from_peer(m: &Membership, generation: u32, updates: &[Member<MemberId>]) -> Vec<u8> {
+    let header = Header {
+        src: id(&PEER_SECRET, generation),
+        src_incarnation: 0,
+        dst: m.identity(),
+        message: Message::Gossip,
+    };
+    foca_packet(&header, updates, &[])
+}
+
+#[test]
+fn updates_count_only_at_the_generation_the_member_signed() {
+    let now = Instant::now();
+    let mut m = node(now);
+    let (peer_secret, peer_cert) = peer();
+    let from = peer_secret.public_key();
+    let third = StaticSecret::from_bytes([0x91; 32]);
+    let third_cert = cert_for(&network(), &third, "third", UNIX, UNIX + 30 * DAY, false);
+    m.handle_message(
+        now,
+        from,
+        &page(&[
+            record_item(&peer_secret, &peer_cert, 7, 1, "192.0.2.2:1"),
+            record_item(&third, &third_cert, 40, 1, "192.0.2.3:1"),
+        ]),
+    );
+    let state_of = |m: &Membership, key: PublicKey| {
+        m.members(now)
+            .into_iter()
+            .find(|r| r.key == key)
+            .map(|r| r.state)
+    };
+    assert_eq!(state_of(&m, third.public_key()), Some(MemberState::Alive));
+    let about = |generation| MemberId {
+        key: third.public_key(),
+        generation,
+    };
+    let own = m.identity();
+    // Another generation of the third member (above, below, u32::MAX), and of this node:
+    // dropped and counted, nothing changes.
+    let forged = [
+        Member::new(about(u32::MAX), 0, State::Down),
+        Member::new(about(41), 0, State::Down),
+        Member::new(about(39), 0, State::Suspect),
+        Member::new(
+            MemberId {
+                generation: u32::MAX,
+                ..own
+            },
+            0,
+            State::Down,
+        ),
+        Member::new(
+            MemberId {
+                generation: own.generation + 1,
+                ..own
+            },
+            0,
+            State::Down,
+        ),
+    ];
+    m.handle_message(now, from, &gossip_from_peer(&m, 7, &forged));
+    assert_eq!(m.counters().updates_wrong_generation, 5);
+    assert_eq!(
+        m.counters().rx_foca_rejected,
+        0,
+        "the rest of the packet is intact"
+    );
+    assert_eq!(state_of(&m, third.public_key()), Some(MemberState::Alive));
+    assert_eq!(m.identity(), own, "no rejoin");
+    // At the signed generation the update is SWIM's word, and foca takes it.
+    let genuine = [Member::new(about(40), 1, State::Suspect)];
+    m.handle_message(now, from, &gossip_from_peer(&m, 7, &genuine));
+    assert_eq!(m.counters().updates_wrong_generation, 5);
+    assert_eq!(state_of(&m, third.public_key()), Some(MemberState::Suspect));
+    // A member without a record yet: the generation it claimed itself in its own packets.
+    let early = StaticSecret::from_bytes([0x92; 32]);
+    let early_id = MemberId {
+        key: early.public_key(),
+        generation: 3,
+    };
+    let header = Header {
+        src: early_id,
+        src_incarnation: 0,
+        dst: m.identity(),
+        message: Message::Ping(1),
+    };
+    m.handle_message(now, early.public_key(), &foca_packet(&header, &[], &[]));
+    let early_down = |generation| {
+        [Member::new(
+            MemberId {
+                generation,
+                ..early_id
+            },
+            0,
+            State::Suspect,
+        )]
+    };
+    m.handle_message(now, from, &gossip_from_peer(&m, 7, &early_down(u32::MAX)));
+    assert_eq!(m.counters().updates_wrong_generation, 6);
+    m.handle_message(now, from, &gossip_from_peer(&m, 7, &early_down(3)));
+    assert_eq!(m.counters().updates_wrong_generation, 6);
+}
+
+#[test]
+fn records_above_the_version_bound_are_refused() {
+    let now = Instant::now();
+    let mut m = node(now);
+    let (secret, cert) = peer();
+    let witness = StaticSecret::from_bytes([0x61; 32]).public_key();
+    for version in [u64::MAX, MAX_RECORD_VERSION + 1] {
+        m.handle_message(
+            now,
+            witness,
+            &page(&[record_item(&secret, &cert, 1, version, "192.0.2.2:1")]),
+        );
+    }
+    assert_eq!(m.counters().record_version_invalid, 2);
+    assert!(ups(&drain_events(&mut m)).is_empty());
+    m.handle_message(
+        now,
+        witness,
+        &page(&[record_item(
+            &secret,
+            &cert,
+            1,
+            MAX_RECORD_VERSION,
+            "192.0.2.2:1",
+        )]),
+    );
+    assert_eq!(ups(&drain_events(&mut m)), vec![secret.public_key()]);
+    // Our own record from "an earlier run" at the bound: we follow it but never pass it.
+    let own_secret = StaticSecret::from_bytes(NODE_SECRET);
+    let own_cert = m.certificate().clone();
+    let generation = m.identity().generation;
+    m.handle_message(
+        now,
+        witness,
+        &page(&[record_item(
+            &own_secret,
+            &own_cert,
+            generation,
+            MAX_RECORD_VERSION,
+            "192.0.2.8:1",
+        )]),
+    );
+    assert_eq!(m.record_version(), MAX_RECORD_VERSION);
+    m.set_endpoints(vec!["192.0.2.9:1".parse().unwrap()]);
+    assert_eq!(m.record_version(), MAX_RECORD_VERSION);
+}
+
+#[test]
+fn a_revocation_outranks_every_record_in_digests_and_indexes() {
+    let now = Instant::now();
+    let net = network();
+    let relay = StaticSecret::from_bytes([0x70; 32]).public_key();
+    let s = StaticSecret::from_bytes([0x75; 32]);
+    let c = cert_for(&net, &s, "m117", UNIX, UNIX + 30 * DAY, false);
+    let key = s.public_key();
+    let top = record_item(&s, &c, 1, MAX_RECORD_VERSION, "192.0.2.40:1");
+    let revocation =
+        revocation_item(&Revocation::issue(&net, key, "m117", UNIX, UNIX + DAY).unwrap());
+    assert!(registry::Rank::Revoked > registry::Rank::Record(MAX_RECORD_VERSION));
+    assert_eq!(registry::Rank::from_wire(u64::MAX), registry::Rank::Revoked);
+    assert_eq!(
+        registry::Rank::from_wire(MAX_RECORD_VERSION),
+        registry::Rank::Record(MAX_RECORD_VERSION)
+    );
+
+    // A holds the record at the highest version there is; B the revocation.
+    let mut a = node(now);
+    let (peer_secret, peer_cert) = peer();
+    let mut b = Membership::new(config(&peer_secret, peer_cert, now));
+    a.handle_message(now, relay, &page(std::slice::from_ref(&top)));
+    b.handle_message(now, relay, &page(&[revocation]));
+    let bucket = registry::bucket(&key);
+    assert_ne!(
+        lock(&a.registry).digest()[bucket],
+        lock(&b.registry).digest()[bucket],
+        "the two tables differ in that bucket"
+    );
+    for m in [&mut a, &mut b] {
+        while m.poll_transmit().is_some() {}
+        drain_events(m);
+    }
+    // B's index says revoked: A wants the key (and is sent the revocation).
+    a.handle_message(
+        now,
+        b.public_key(),
+        &crate::wire::membership::emit_index(&[(key, u64::MAX)]),
+    );
+    assert_eq!(a.counters().index_keys_wanted, 1);
+    // A's index shows the record at the bound: B pushes the revocation.
+    b.handle_message(
+        now,
+        a.public_key(),
+        &crate::wire::membership::emit_index(&[(key, MAX_RECORD_VERSION)]),
+    );
+    assert_eq!(b.counters().revocations_pushed, 1);
+    let pushed: Vec<Vec<u8>> = std::iter::from_fn(|| b.poll_transmit())
+        .filter(|(to, p)| *to == a.public_key() && p[0] == SUBTYPE_RECORDS)
+        .map(|(_, p)| p)
+        .collect();
+    for payload in pushed {
+        a.handle_message(now, b.public_key(), &payload);
+    }
+    assert!(a.is_revoked(&key));
+    assert_eq!(
+        lock(&a.registry).digest()[bucket],
+        lock(&b.registry).digest()[bucket]
+    );
+}
+
+#[test]
+fn a_revocation_is_kept_as_long_as_the_newest_certificate_of_its_key() {
+    let now = Instant::now();
+    let net = network();
+    let witness = StaticSecret::from_bytes([0x61; 32]).public_key();
+    let s = StaticSecret::from_bytes([0x76; 32]);
+    let key = s.public_key();
+    let long_cert = cert_for(&net, &s, "m118", UNIX, UNIX + 90 * DAY, false);
+    let row_expiry = |m: &Membership| {
+        m.members(now)
+            .into_iter()
+            .find(|r| r.key == key)
+            .map(|r| (r.state, r.cert_expires_at))
+    };
+
+    // Held: a record under a 90-day certificate. The revocation says 30 days.
+    let mut m = node(now);
+    m.handle_message(
+        now,
+        witness,
+        &page(&[record_item(&s, &long_cert, 1, 1, "192.0.2.41:1")]),
+    );
+    let revocation = Revocation::issue(&net, key, "m118", UNIX, UNIX + 30 * DAY).unwrap();
+    m.revoke(now, revocation.clone()).unwrap();
+    drain_events(&mut m);
+    assert_eq!(
+        row_expiry(&m),
+        Some((MemberState::Revoked, UNIX + 90 * DAY))
+    );
+    assert_eq!(m.counters().revocation_extended, 1);
+    // Day 31: still kept, still refusing the member's record.
+    let day31 = now + Duration::from_secs(31 * DAY);
+    m.handle_timeout(day31);
+    assert!(m.is_revoked(&key));
+    m.handle_message(
+        day31,
+        witness,
+        &page(&[record_item(&s, &long_cert, 1, 2, "192.0.2.41:1")]),
+    );
+    assert_eq!(m.counters().record_revoked, 1);
+    assert!(ups(&drain_events(&mut m)).is_empty());
+    // A certificate shown after the revocation (an admin that missed it renewed the member)
+    // extends it again, once; the record stays refused.
+    let renewed = cert_for(&net, &s, "m118", UNIX + 31 * DAY, UNIX + 120 * DAY, false);
+    for _ in 0..2 {
+        m.handle_message(
+            day31,
+            witness,
+            &page(&[record_item(&s, &renewed, 1, 3, "192.0.2.41:1")]),
+        );
+    }
+    assert_eq!(m.counters().revocation_extended, 2);
+    assert_eq!(m.counters().record_revoked, 3);
+    assert_eq!(
+        row_expiry(&m),
+        Some((MemberState::Revoked, UNIX + 120 * DAY))
+    );
+    // A forged certificate (not signed by the network key) extends nothing.
+    let rogue = NetworkSecret::from_seed([0x77; 32]);
+    let mut forged = cert_for(&rogue, &s, "m118", UNIX + 31 * DAY, UNIX + 999 * DAY, false);
+    forged.network = net.network_id();
+    m.handle_message(
+        day31,
+        witness,
+        &page(&[record_item(&s, &forged, 1, 4, "192.0.2.41:1")]),
+    );
+    assert_eq!(m.counters().revocation_extended, 2);
+    m.handle_timeout(now + Duration::from_secs(119 * DAY));
+    assert!(m.is_revoked(&key));
+    m.handle_timeout(now + Duration::from_secs(121 * DAY));
+    assert!(!m.is_revoked(&key));
+
+    // Past its own expiry, a revocation still counts for a node that holds a valid certificate
+    // of the key (it is what keeps the member out there), and is stale news for one that does
+    // not.
+    let late = now + Duration::from_secs(31 * DAY);
+    let revocation_item = revocation_item(&revocation);
+    let mut holder = node(now);
+    holder.handle_message(
+        now,
+        witness,
+        &page(&[record_item(&s, &long_cert, 1, 1, "192.0.2.41:1")]),
+    );
+    holder.handle_message(late, witness, &page(std::slice::from_ref(&revocation_item)));
+    assert!(holder.is_revoked(&key));
+    let mut stranger = node(now);
+    stranger.handle_message(late, witness, &page(&[revocation_item]));
+    assert!(!stranger.is_revoked(&key));
+    assert_eq!(stranger.counters().revocation_expired, 1);
+}
+
+#[test]
+fn an_admin_writes_the_newest_certificate_expiry_into_a_revocation() {
+    let lifetime = Duration::from_secs(30 * DAY);
+    assert_eq!(revocation_expiry(UNIX, lifetime, None), UNIX + 30 * DAY);
+    assert_eq!(
+        revocation_expiry(UNIX, lifetime, Some(UNIX + 90 * DAY)),
+        UNIX + 90 * DAY
+    );
+    assert_eq!(
+        revocation_expiry(UNIX, lifetime, Some(UNIX + DAY)),
+        UNIX + 30 * DAY
+    );
+    assert_eq!(revocation_expiry(u64::MAX - 1, lifetime, None), u64::MAX);
+}
+
+#[test]
+fn a_revocation_kept_only_for_a_later_certificate_repairs_without_churn() {
+    let now = Instant::now();
+    let net = network();
+    let witness = StaticSecret::from_bytes([0x61; 32]).public_key();
+    let s = StaticSecret::from_bytes([0x79; 32]);
+    let key = s.public_key();
+    let b = registry::bucket(&key);
+    let (peer_secret, peer_cert) = peer();
+    let node_key = StaticSecret::from_bytes(NODE_SECRET).public_key();
+    assert!(b != registry::bucket(&node_key) && b != registry::bucket(&peer_secret.public_key()));
+    let long_cert = cert_for(&net, &s, "m121", UNIX, UNIX + 90 * DAY, false);
+    let record = record_item(&s, &long_cert, 1, 1, "192.0.2.42:1");
+    let revocation = Revocation::issue(&net, key, "m121", UNIX, UNIX + 30 * DAY).unwrap();
+
+    // The keeper saw the 90-day certificate and keeps the 30-day revocation for 90 days.
+    let mut keeper = node(now);
+    keeper.handle_message(now, witness, &page(std::slice::from_ref(&record)));
+    keeper.revoke(now, revocation).unwrap();
+    let day31 = now + Duration::from_secs(31 * DAY);
+    keeper.handle_timeout(day31);
+    assert!(keeper.is_revoked(&key));
+    // A member that never saw that certificate dropped the revocation at day 30 (here: never
+    // had it). Their tables compare equal, so nobody asks for a revocation it would refuse.
+    let mut stranger = Membership::new(config(&peer_secret, peer_cert, now));
+    stranger.handle_timeout(day31);
+    let bucket_sum = |m: &Membership| lock(&m.registry).digest()[b];
+    assert_eq!(bucket_sum(&keeper), bucket_sum(&stranger));
+    // Once it takes the member's record (under that certificate), the tables differ; the
+    // keeper's next round pushes the revocation, which it takes for the certificate it holds.
+    stranger.handle_message(day31, witness, &page(&[record]));
+    assert!(!stranger.is_revoked(&key));
+    assert_ne!(bucket_sum(&keeper), bucket_sum(&stranger));
+    for m in [&mut keeper, &mut stranger] {
+        while m.poll_transmit().is_some() {}
+        drain_events(m);
+    }
+    anti_entropy_round(&mut keeper, &mut stranger, day31);
+    assert_eq!(keeper.counters().revocations_pushed, 1);
+    assert!(stranger.is_revoked(&key));
+    assert_eq!(bucket_sum(&keeper), bucket_sum(&stranger));
+}
