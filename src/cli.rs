@@ -588,10 +588,17 @@ fn revoke(path: &Path, name: Option<&str>, key: Option<PublicKey>) -> Result<(),
     let now = crate::io::unix_now();
     // Kept (and the key refused) until the newest certificate the daemon has seen for the key
     // expires, and no earlier than any certificate this admin could have issued before now.
+    let key_text = key.to_string();
+    let newest_certificate = status
+        .members
+        .iter()
+        .filter(|m| m.public_key == key_text)
+        .map(|m| m.certificate_expires)
+        .max();
     let expires_at = crate::core::membership::revocation_expiry(
         now,
         config.network.certificate_lifetime,
-        Some(member.certificate_expires),
+        newest_certificate,
     );
     let revocation = Revocation::issue(&network, key, name, now, expires_at)
         .map_err(|e| CliError::Runtime(e.to_string()))?;
