@@ -2,7 +2,8 @@
 //!
 //! It owns the node's long-term X25519 keys ([`keys`]), the deterministic CSPRNG the sans-IO
 //! core draws from ([`rng`]), the Noise IK handshake and the cheap pre-handshake mac1 check
-//! ([`handshake`]), the ChaCha20-Poly1305 data-path keys ([`session`]), the anti-replay
+//! ([`handshake`]), cookies and mac2 for a responder under load ([`cookie`]), the
+//! ChaCha20-Poly1305 data-path keys ([`session`]), the anti-replay
 //! bitmap ([`replay`]), Ed25519 network and node signing keys ([`sign`]) and membership
 //! certificates ([`cert`]). Invariants shared by every module: nothing here reads a clock, a socket
 //! or the OS random source (randomness enters only through a seeded [`CoreRng`]); secret key
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod cert;
+pub mod cookie;
 pub mod handshake;
 pub mod keys;
 pub mod replay;
@@ -23,6 +25,10 @@ pub mod sign;
 
 pub use cert::{
     valid_member_name, CertError, Certificate, CERT_MAX_LEN, CERT_MIN_LEN, MAX_NAME_LEN,
+};
+pub use cookie::{
+    compute_mac2, cookie_key, open_cookie, seal_cookie, verify_mac2, Cookie, CookieSecret,
+    COOKIE_LEN, COOKIE_NONCE_LEN, MAC2_LEN, SEALED_COOKIE_LEN,
 };
 pub use handshake::{
     compute_mac1, mac1_key, respond, verify_mac1, Initiator, Responder, SessionKeys,
