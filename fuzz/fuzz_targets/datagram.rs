@@ -1,6 +1,6 @@
 //! Outer datagram parser: `classify` and every view's `new_checked` and accessors must never panic,
 //! must accept exactly what docs/wire-format.md says, and whatever they accept must survive being
-//! re-emitted through the setters (reserved bytes are normalised to zero). The same bytes are also
+//! re-emitted through the setters (reserved bytes are normalised to zero), the cookie reply included. The same bytes are also
 //! read as the decrypted payloads of the path messages (relay envelope, probe, probe answer), whose
 //! parsers see what a member sends after authentication.
 
@@ -8,10 +8,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use meshd::wire::{
-    classify, emit_data_header, Data, HandshakeInit, HandshakeResponse, Header, MessageType,
+    classify, emit_data_header, CookieReply, Data, HandshakeInit, HandshakeResponse, Header, MessageType,
     PayloadKind, WireError, DATA_HEADER_LEN, DATA_MIN_LEN, HANDSHAKE_INIT_MAX_LEN,
     HANDSHAKE_INIT_MIN_LEN, HANDSHAKE_RESPONSE_MAX_LEN, HANDSHAKE_RESPONSE_MIN_LEN, MAC_LEN,
-    PROTOCOL_VERSION, Probe, ProbeAck, RelayEnvelope, PROBE_ACK_MAX_LEN, RELAY_ENVELOPE_LEN,
+    PROTOCOL_VERSION, Probe, COOKIE_REPLY_LEN, ProbeAck, RelayEnvelope, PROBE_ACK_MAX_LEN, RELAY_ENVELOPE_LEN,
 };
 
 fuzz_target!(|datagram: &[u8]| {
@@ -19,6 +19,7 @@ fuzz_target!(|datagram: &[u8]| {
     check_header(datagram, classified);
     check_handshake_init(datagram, classified);
     check_handshake_response(datagram, classified);
+    check_cookie_reply(datagram, classified);
     check_data(datagram, classified);
     check_path_payloads(datagram);
 });
@@ -104,6 +105,24 @@ fn check_handshake_response(datagram: &[u8], classified: Result<MessageType, Wir
     assert_eq!(reparsed.noise(), message.noise());
     assert_eq!(reparsed.mac1(), message.mac1());
     assert_eq!(reparsed.mac2(), message.mac2());
+    assert_eq!(emitted[..2], datagram[..2]);
+    assert_eq!(emitted[2..4], [0, 0]);
+    assert_eq!(emitted[4..], datagram[4..]);
+}
+
+fn check_cookie_reply(datagram: &[u8], classified: Result<MessageType, WireError>) {
+    let should_accept =
+        classified == Ok(MessageType::CookieReply) && datagram.len() == COOKIE_REPLY_LEN;
+    let Ok(message) = CookieReply::new_checked(datagram) else {
+        assert!(!should_accept);
+        return;
+    };
+    assert!(should_accept);
+    let mut emitted = [0u8; COOKIE_REPLY_LEN];
+    let mut copy = CookieReply::new_emit(&mut emitted[..]).unwrap();
+    copy.set_receiver_index(message.receiver_index());
+    copy.set_nonce(message.nonce());
+    copy.set_sealed_cookie(&array(message.sealed_cookie()));
     assert_eq!(emitted[..2], datagram[..2]);
     assert_eq!(emitted[2..4], [0, 0]);
     assert_eq!(emitted[4..], datagram[4..]);

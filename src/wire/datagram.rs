@@ -1,5 +1,5 @@
 //! The outer datagram (protocol version 1): the 4-byte header shared by every message, the two handshake
-//! messages and the data message.
+//! messages, the cookie reply a responder under load answers an initiation with, and the data message.
 //!
 //! Invariant of every view here: once `new_checked` returned `Ok`, the buffer is at least as long as every
 //! accessor reads (handshakes are variable-length: their Noise part ends 32 bytes before the end), the version byte is
@@ -42,6 +42,12 @@ pub const fn handshake_init_len(payload_len: usize) -> usize {
 pub const fn handshake_response_len(payload_len: usize) -> usize {
     HANDSHAKE_RESPONSE_MIN_LEN + payload_len
 }
+/// Length of the random nonce of a CookieReply (XChaCha20-Poly1305).
+pub const COOKIE_NONCE_LEN: usize = 24;
+/// Length of the sealed cookie of a CookieReply: the 16-byte cookie and its 16-byte tag.
+pub const SEALED_COOKIE_LEN: usize = 32;
+/// A CookieReply's exact length: header, receiver index, nonce, sealed cookie.
+pub const COOKIE_REPLY_LEN: usize = HEADER_LEN + 4 + COOKIE_NONCE_LEN + SEALED_COOKIE_LEN;
 /// Cleartext part of a data message (header, receiver index, counter); authenticated as AAD.
 pub const DATA_HEADER_LEN: usize = 16;
 /// ChaCha20-Poly1305 tag appended to every encrypted payload.
@@ -68,12 +74,19 @@ mod response {
     pub const NOISE: usize = RECEIVER + 4;
 }
 
+mod cookie {
+    pub const RECEIVER: usize = super::HEADER_LEN;
+    pub const NONCE: usize = RECEIVER + 4;
+    pub const SEALED: usize = NONCE + super::COOKIE_NONCE_LEN;
+}
+
 mod data {
     pub const RECEIVER: usize = super::HEADER_LEN;
     pub const COUNTER: usize = RECEIVER + 4;
 }
 
 const _: () = assert!(HANDSHAKE_INIT_MIN_LEN == 136 && HANDSHAKE_RESPONSE_MIN_LEN == 92);
+const _: () = assert!(COOKIE_REPLY_LEN == 64 && cookie::SEALED + SEALED_COOKIE_LEN == 64);
 const _: () = assert!(data::COUNTER + 8 == DATA_HEADER_LEN && DATA_MIN_LEN == 32);
 
 // The layout is defined here so this layer stays free of crypto, but it must agree with what
@@ -83,6 +96,9 @@ const _: () = assert!(NOISE_RESPONSE_OVERHEAD == meshd_crypto::NOISE_RESPONSE_OV
 const _: () = assert!(HANDSHAKE_PAYLOAD_MAX == meshd_crypto::MAX_HANDSHAKE_PAYLOAD);
 const _: () = assert!(MAC_LEN == meshd_crypto::MAC1_LEN);
 const _: () = assert!(TAG_LEN == meshd_crypto::TAG_LEN);
+const _: () = assert!(COOKIE_NONCE_LEN == meshd_crypto::COOKIE_NONCE_LEN);
+const _: () = assert!(SEALED_COOKIE_LEN == meshd_crypto::SEALED_COOKIE_LEN);
+const _: () = assert!(MAC_LEN == meshd_crypto::MAC2_LEN);
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
     let mut raw = [0u8; 4];
@@ -270,7 +286,8 @@ impl<T: AsRef<[u8]>> HandshakeInit<T> {
         &self.buffer.as_ref()[at..at + MAC_LEN]
     }
 
-    /// Reserved for cookies; zero in version 1.
+    /// mac2: all zero unless the initiator holds a cookie from this responder, then the MAC under
+    /// that cookie over [`HandshakeInit::mac2_covered`].
     pub fn mac2(&self) -> &[u8] {
         &self.buffer.as_ref()[self.mac1_at() + MAC_LEN..]
     }
@@ -278,6 +295,11 @@ impl<T: AsRef<[u8]>> HandshakeInit<T> {
     /// The bytes mac1 authenticates: everything before it.
     pub fn mac1_covered(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.mac1_at()]
+    }
+
+    /// The bytes mac2 authenticates: everything before it, mac1 included.
+    pub fn mac2_covered(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.mac1_at() + MAC_LEN]
     }
 }
 
@@ -447,6 +469,80 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeResponse<T> {
     pub fn set_mac2(&mut self, mac: &[u8; MAC_LEN]) {
         let at = self.mac1_at() + MAC_LEN;
         self.buffer.as_mut()[at..].copy_from_slice(mac);
+    }
+}
+
+/// CookieReply (type 3): a responder under load answers an initiation without a valid mac2 with
+/// it, instead of doing the initiation's DH. Header, receiver index (the initiation's sender index),
+/// a random 24-byte nonce and the sealed cookie. Exactly [`COOKIE_REPLY_LEN`] bytes.
+#[derive(Debug, Clone)]
+pub struct CookieReply<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> CookieReply<T> {
+    /// Wraps `buffer` without checking it; accessors panic if it is shorter than
+    /// [`COOKIE_REPLY_LEN`].
+    pub const fn new_unchecked(buffer: T) -> Self {
+        CookieReply { buffer }
+    }
+
+    /// Wraps `buffer` if it is a version 1 CookieReply of exactly [`COOKIE_REPLY_LEN`] bytes.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        check_bounded(
+            buffer.as_ref(),
+            MessageType::CookieReply,
+            COOKIE_REPLY_LEN,
+            COOKIE_REPLY_LEN,
+        )?;
+        Ok(CookieReply { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The whole message as emitted or received.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// The sender index of the initiation this answers: the initiator's pending index.
+    pub fn receiver_index(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), cookie::RECEIVER)
+    }
+
+    pub fn nonce(&self) -> &[u8; COOKIE_NONCE_LEN] {
+        self.buffer.as_ref()[cookie::NONCE..cookie::SEALED]
+            .try_into()
+            .expect("new_checked fixed the length")
+    }
+
+    /// The encrypted cookie followed by its tag.
+    pub fn sealed_cookie(&self) -> &[u8] {
+        &self.buffer.as_ref()[cookie::SEALED..COOKIE_REPLY_LEN]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> CookieReply<T> {
+    /// Prepares `buffer` (exactly [`COOKIE_REPLY_LEN`] bytes) for emitting: writes the header.
+    pub fn new_emit(buffer: T) -> Result<Self, WireError> {
+        check_len(buffer.as_ref().len(), COOKIE_REPLY_LEN, COOKIE_REPLY_LEN)?;
+        let mut message = CookieReply { buffer };
+        write_header(message.buffer.as_mut(), MessageType::CookieReply, 0);
+        Ok(message)
+    }
+
+    pub fn set_receiver_index(&mut self, index: u32) {
+        self.buffer.as_mut()[cookie::RECEIVER..cookie::NONCE].copy_from_slice(&index.to_le_bytes());
+    }
+
+    pub fn set_nonce(&mut self, nonce: &[u8; COOKIE_NONCE_LEN]) {
+        self.buffer.as_mut()[cookie::NONCE..cookie::SEALED].copy_from_slice(nonce);
+    }
+
+    pub fn set_sealed_cookie(&mut self, sealed: &[u8; SEALED_COOKIE_LEN]) {
+        self.buffer.as_mut()[cookie::SEALED..COOKIE_REPLY_LEN].copy_from_slice(sealed);
     }
 }
 

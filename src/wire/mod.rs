@@ -35,11 +35,11 @@ mod tests;
 
 pub use checksum::{checksum, pseudo_header_sum, Checksum};
 pub use datagram::{
-    classify, emit_data_header, handshake_init_len, handshake_response_len, set_lane, Data,
-    HandshakeInit, HandshakeResponse, Header, DATA_HEADER_LEN, DATA_MIN_LEN, DATA_OVERHEAD,
+    classify, emit_data_header, handshake_init_len, handshake_response_len, set_lane, CookieReply,
+    Data, HandshakeInit, HandshakeResponse, Header, COOKIE_NONCE_LEN, COOKIE_REPLY_LEN, DATA_HEADER_LEN, DATA_MIN_LEN, DATA_OVERHEAD,
     HANDSHAKE_INIT_MAX_LEN, HANDSHAKE_INIT_MIN_LEN, HANDSHAKE_PAYLOAD_MAX,
     HANDSHAKE_RESPONSE_MAX_LEN, HANDSHAKE_RESPONSE_MIN_LEN, HEADER_LEN, LANE, MAC_LEN,
-    NOISE_INIT_OVERHEAD, NOISE_RESPONSE_OVERHEAD, PROTOCOL_VERSION, TAG_LEN,
+    NOISE_INIT_OVERHEAD, NOISE_RESPONSE_OVERHEAD, PROTOCOL_VERSION, SEALED_COOKIE_LEN, TAG_LEN,
 };
 pub use ethernet::{
     EthernetFrame, MacAddr, MacParseError, ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
@@ -107,7 +107,7 @@ impl WireError {
 pub enum MessageType {
     HandshakeInit,
     HandshakeResponse,
-    /// Reserved for a future cookie (DoS) reply; version 1 never sends it.
+    /// A responder under load answers an initiation without a valid mac2 with a cookie.
     CookieReply,
     Data,
     /// A new node asks an inviter for a certificate (see `join.rs`).

@@ -35,6 +35,15 @@ fn sample_response(
     buf
 }
 
+fn sample_cookie_reply(receiver_index: u32) -> Vec<u8> {
+    let mut bytes = vec![0u8; COOKIE_REPLY_LEN];
+    let mut message = CookieReply::new_emit(&mut bytes[..]).unwrap();
+    message.set_receiver_index(receiver_index);
+    message.set_nonce(&std::array::from_fn(|i| i as u8));
+    message.set_sealed_cookie(&std::array::from_fn(|i| 0x80 | i as u8));
+    bytes
+}
+
 fn sample_data(kind: PayloadKind, receiver_index: u32, counter: u64, ciphertext: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; DATA_HEADER_LEN + ciphertext.len()];
     emit_data_header(&mut buf, kind, receiver_index, counter);
@@ -83,6 +92,10 @@ fn exercise_all(bytes: &[u8]) {
             message.mac1_covered(),
             message.as_bytes(),
         );
+    }
+    if let Ok(message) = CookieReply::new_checked(bytes) {
+        let _ = (message.receiver_index(), message.nonce());
+        let _ = (message.sealed_cookie(), message.as_bytes());
     }
     if let Ok(message) = Data::new_checked(bytes) {
         let _ = (
@@ -249,6 +262,41 @@ fn handshake_reserved_bytes_are_ignored_on_receive() {
     init[2] = 0x7f;
     init[3] = 0xff;
     assert!(HandshakeInit::new_checked(&init[..]).is_ok());
+}
+
+#[test]
+fn cookie_reply_layout_and_exact_length() {
+    let bytes = sample_cookie_reply(0x1234_5678);
+    assert_eq!(bytes.len(), 64);
+    assert_eq!(bytes[..8], [1, 3, 0, 0, 0x78, 0x56, 0x34, 0x12]);
+    assert_eq!(bytes[8], 0);
+    assert_eq!(bytes[31], 23);
+    assert_eq!(bytes[32], 0x80);
+    let message = CookieReply::new_checked(&bytes[..]).unwrap();
+    assert_eq!(message.receiver_index(), 0x1234_5678);
+    assert_eq!(message.nonce()[23], 23);
+    assert_eq!(message.sealed_cookie().len(), SEALED_COOKIE_LEN);
+    assert_eq!(
+        CookieReply::new_checked(&bytes[..63]).err(),
+        Some(WireError::Truncated)
+    );
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(
+        CookieReply::new_checked(&longer[..]).err(),
+        Some(WireError::BadLength)
+    );
+    let mut wrong = bytes.clone();
+    wrong[1] = 1;
+    assert_eq!(
+        CookieReply::new_checked(&wrong[..]).err(),
+        Some(WireError::WrongType(MessageType::HandshakeInit))
+    );
+    wrong[0] = 2;
+    assert_eq!(
+        CookieReply::new_checked(&wrong[..]).err(),
+        Some(WireError::BadVersion(2))
+    );
 }
 
 #[test]
@@ -588,9 +636,10 @@ fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "data-unknown-kind",
             sample_data(PayloadKind::Unknown(9), 1, 1, &[0x44; TAG_LEN + 8]),
         ),
+        ("datagram", "cookie-reply", sample_cookie_reply(0x1234_5678)),
         (
             "datagram",
-            "cookie-reply",
+            "cookie-reply-truncated",
             vec![PROTOCOL_VERSION, 3, 0, 0, 1, 2, 3, 4],
         ),
         (
