@@ -168,6 +168,19 @@ counters! {
         observed_confirmed,
         /// Times this node re-signed its member record for a changed list of endpoints.
         endpoint_records_published,
+        /// Initiations this node did the responder's Diffie-Hellman work for: the ones that passed
+        /// mac1, the cookie check under load and the rate limit.
+        rx_handshake_dh,
+        /// Initiations answered with a cookie reply and no DH work: the node was under load and
+        /// their mac2 was missing or invalid.
+        tx_cookie_replies,
+        /// Initiations that carried a valid mac2 (their sender had a cookie from us).
+        rx_handshake_mac2,
+        /// Cookie replies accepted for our pending initiation: the next one carries mac2.
+        rx_cookie_replies,
+        /// Cookie replies that did not open for the pending initiation they named (forged, late or
+        /// meant for another node).
+        rx_bad_cookie_reply,
     }
 }
 

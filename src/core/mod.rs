@@ -6,6 +6,7 @@
 pub mod buffer;
 pub mod cipher;
 pub mod clock;
+pub mod cookie;
 pub mod counters;
 pub mod frames;
 pub mod invite;

@@ -1,22 +1,28 @@
-//! Key agreement: answering initiations and responses after the cheap checks (length, mac1, rate
-//! limit), admission by certificate, and driving our own initiations with retransmission.
+//! Key agreement: answering initiations and responses after the cheap checks (length, mac1, the
+//! cookie check under load, rate limit), admission by certificate, cookie replies both ways, and
+//! driving our own initiations with retransmission.
 //!
-//! Invariants: no Diffie-Hellman work before mac1 and the rate limiter; no peer entry before the
+//! Invariants: no Diffie-Hellman work before mac1 and the rate limiter, and, for a direct
+//! initiation while the node is under load, before a valid mac2 proved that its sender receives at
+//! its source address (otherwise it gets a cookie reply and nothing else); no peer entry before the
 //! certificate verified and the initiation proved newer than the last one accepted; every session
 //! change goes through `peer::Sessions`, whose retired indices leave the index table.
 
 use meshd_crypto::{
-    compute_mac1, respond, verify_mac1, CertError, Certificate, Initiator, PublicKey,
+    compute_mac1, cookie_key, open_cookie, respond, verify_mac1, CertError, Certificate, Initiator,
+    PublicKey,
 };
 use tracing::{debug, info, warn};
 
 use super::api::{direct_address, Origin};
+use crate::core::cookie::mac2_for;
+use crate::core::limit::{HandshakeKind, HandshakeSource};
 use crate::core::peer::{
     retry_delay, HandshakeProgress, Initiation, Route, Session, RELAY_AFTER_ATTEMPTS,
 };
 use crate::wire::{
-    emit_cipher_extension, handshake_init_len, handshake_response_len, HandshakeExtensions,
-    HandshakeInit, HandshakeResponse,
+    emit_cipher_extension, handshake_init_len, handshake_response_len, CookieReply,
+    HandshakeExtensions, HandshakeInit, HandshakeResponse, COOKIE_REPLY_LEN,
 };
 
 /// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
@@ -127,10 +133,24 @@ impl Node {
             self.counters.rx_bad_mac1 += 1;
             return;
         }
-        if !self.limiter_allows(now, origin) {
+        // A relayed initiation's sender was authenticated by its relay; a direct one may come
+        // from a spoofed address, which under load must first prove it receives there.
+        if let Origin::Direct(from) = origin {
+            let covered = init.mac2_covered();
+            if self
+                .cookies
+                .mac2_valid(now, &mut self.rng, from, covered, init.mac2())
+            {
+                self.counters.rx_handshake_mac2 += 1;
+            } else if self.limiter.must_challenge(now) {
+                return self.send_cookie_reply(now, from, init.sender_index(), init.mac1());
+            }
+        }
+        if !self.limiter_allows(now, HandshakeKind::Initiation, origin) {
             self.counters.rx_handshake_ratelimited += 1;
             return;
         }
+        self.counters.rx_handshake_dh += 1;
         let responder = match respond(&self.secret, NOISE_PROLOGUE, &mut self.rng, init.noise()) {
             Ok(r) => r,
             Err(_) => {
@@ -231,7 +251,7 @@ impl Node {
             self.counters.rx_unknown_index += 1;
             return;
         };
-        if !self.limiter_allows(now, origin) {
+        if !self.limiter_allows(now, HandshakeKind::Response, origin) {
             self.counters.rx_handshake_ratelimited += 1;
             return;
         }
@@ -292,14 +312,71 @@ impl Node {
         self.pump_membership(now);
     }
 
-    /// The rate limiter's verdict for a handshake message: keyed by the sender's address, or by
-    /// the relay's for a relayed one (only members relay, and each relay is one source).
-    pub(super) fn limiter_allows(&mut self, now: Instant, origin: Origin) -> bool {
-        let ip = match origin {
-            Origin::Direct(from) => Some(from.ip()),
-            Origin::Relayed { relay, .. } => self.peers[relay as usize].endpoint.map(|e| e.ip()),
+    /// The rate limiter's verdict for a handshake message: charged to the sender's address (an
+    /// IPv6 one per /64), or for a relayed one to the member that sent it (its relay
+    /// authenticated it), so one member's relayed handshakes cannot spend another's budget.
+    pub(super) fn limiter_allows(
+        &mut self,
+        now: Instant,
+        kind: HandshakeKind,
+        origin: Origin,
+    ) -> bool {
+        let source = match origin {
+            Origin::Direct(from) => HandshakeSource::of_ip(from.ip()),
+            Origin::Relayed { source, .. } => HandshakeSource::Member(source),
         };
-        ip.is_none_or(|ip| self.limiter.allow(now, ip))
+        self.limiter.allow_handshake(now, kind, source)
+    }
+
+    /// Answers an initiation from `from` with a cookie reply instead of any DH work (the node is
+    /// under load and the initiation's mac2 did not prove its source address).
+    fn send_cookie_reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender_index: u32,
+        mac1: &[u8],
+    ) {
+        let mut packet = self.pool.take();
+        let area = &mut packet.frame_area()[..COOKIE_REPLY_LEN];
+        self.cookies
+            .write_reply(now, &mut self.rng, from, sender_index, mac1, area);
+        packet.set_frame_len(COOKIE_REPLY_LEN);
+        self.counters.tx_cookie_replies += 1;
+        self.queue_transmit(DeferredTransmit {
+            destination: from,
+            packet,
+            seal: None,
+        });
+    }
+
+    /// A cookie reply to one of our initiations: kept for the peer, so the next initiation to it
+    /// (the retransmission, on its usual schedule) carries mac2. It is not answered at once, so a
+    /// forged reply cannot make us send faster.
+    pub(super) fn on_cookie_reply(&mut self, now: Instant, datagram: &[u8]) {
+        let reply = match CookieReply::new_checked(datagram) {
+            Ok(m) => m,
+            Err(e) => return self.count_wire_error(e),
+        };
+        let index = reply.receiver_index();
+        let Some(id) = self.by_index.lookup(index) else {
+            self.counters.rx_unknown_index += 1;
+            return;
+        };
+        let peer = &mut self.peers[id as usize];
+        let Some(initiation) = peer.sessions.initiation_mut(index) else {
+            self.counters.rx_unknown_index += 1;
+            return;
+        };
+        let key = cookie_key(&peer.public_key);
+        match open_cookie(&key, reply.nonce(), reply.sealed_cookie(), &initiation.mac1) {
+            Ok(cookie) => {
+                peer.cookie = Some((cookie, now));
+                self.counters.rx_cookie_replies += 1;
+                debug!(peer = %peer.name, "responder is under load: got a cookie");
+            }
+            Err(_) => self.counters.rx_bad_cookie_reply += 1,
+        }
     }
 
     /// The address a datagram came from, or its relay's (for logs and the membership layer).
@@ -373,13 +450,15 @@ impl Node {
         let peer = &mut self.peers[id as usize];
         let mac1 = compute_mac1(&peer.mac1_key, msg.mac1_covered());
         msg.set_mac1(&mac1);
-        msg.set_mac2(&[0; 16]);
+        let mac2 = mac2_for(peer.cookie, now, msg.mac2_covered());
+        msg.set_mac2(&mac2);
         packet.set_frame_len(len);
 
         // The old initiation was abandoned above, so nothing is retired here.
         let retired = peer.sessions.start_initiation(Initiation {
             initiator,
             local_index,
+            mac1,
         });
         let delay = retry_delay(peer.handshake.attempts);
         let jitter_ms = self.rng.next_u32() as u64 % (delay.as_millis() as u64 / 4 + 1);

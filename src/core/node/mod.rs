@@ -12,8 +12,9 @@
 //! of the peer it maps to, and is removed when that session or initiation goes; a frame received
 //! from a peer is only ever delivered to the TAP (split horizon), so a full mesh cannot loop; a
 //! packet is authenticated before anything about it (endpoint, FDB, counters of good traffic) is
-//! believed; no Diffie-Hellman work is done for a handshake message before its mac1 verified and
-//! the rate limiter let it through; what an input produces is queued on the lane set when it
+//! believed; no Diffie-Hellman work is done for a handshake message before its mac1 verified, a
+//! direct initiation while under load proved its source address (mac2), and the rate limiter let
+//! it through; what an input produces is queued on the lane set when it
 //! came in, and only that lane's worker sends it, so one flow never leaves through two sockets at
 //! once.
 //!
@@ -23,9 +24,10 @@
 //! member table and the bridge to gossip and joins; `paths` routes, relays and probes; `timers`
 //! the timer pass and `poll_timeout`; `snapshot` the status. The owners: `peer::Sessions` (a
 //! peer's sessions and key rotation), `peer::IndexTable` (session indices), `peer::PathState`
-//! (a route and its probes), `switch::Fdb`, `limit` (token buckets), `membership::Membership`,
-//! `invite::InviteBook`, `buffer::BufferPool`, `endpoints::ObservedEndpoints` (observed addresses
-//! and when our record may be re-signed for them).
+//! (a route and its probes), `switch::Fdb`, `limit` (token buckets and the load state),
+//! `cookie::CookieIssuer` (the cookie secret), `membership::Membership`, `invite::InviteBook`,
+//! `buffer::BufferPool`, `endpoints::ObservedEndpoints` (observed addresses and when our record
+//! may be re-signed for them).
 
 mod api;
 mod endpoints;
@@ -55,6 +57,7 @@ use rand_core::RngCore;
 use super::buffer::{BufferPool, PacketBuf};
 use super::cipher::CipherPolicy;
 use super::clock::WallClock;
+use super::cookie::CookieIssuer;
 use super::counters::Counters;
 use super::invite::InviteBook;
 use super::limit::{HandshakeLimiter, TokenBucket};
@@ -122,6 +125,8 @@ pub struct Node {
     by_index: IndexTable,
     fdb: Fdb,
     limiter: HandshakeLimiter,
+    /// The cookie secret and our cookie replies, for initiations while under load.
+    cookies: CookieIssuer,
     /// Datagrams to send, one queue per lane (data-path worker). What a worker's input produces
     /// is queued on its lane and leaves through its socket, so one flow's datagrams are never
     /// split between two workers sending at once, which would reorder them on the wire.
@@ -208,6 +213,7 @@ impl Node {
             by_index: IndexTable::default(),
             fdb: Fdb::new(config.fdb),
             limiter: HandshakeLimiter::new(config.now),
+            cookies: CookieIssuer::new(&public_key),
             transmits: vec![VecDeque::new()],
             lane: 0,
             defer_sealing: false,

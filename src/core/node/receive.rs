@@ -81,6 +81,10 @@ impl Node {
                 self.on_handshake_response(now, origin, datagram);
                 Received::Nothing
             }
+            Ok(MessageType::CookieReply) => {
+                self.on_cookie_reply(now, datagram);
+                Received::Nothing
+            }
             Ok(MessageType::JoinRequest) => {
                 if let Origin::Direct(from) = origin {
                     self.on_join_request(now, from, datagram);
@@ -90,12 +94,7 @@ impl Node {
                 Received::Nothing
             }
             // Join answers go to `meshd join`'s own socket, never to a running node.
-            Ok(
-                MessageType::CookieReply
-                | MessageType::JoinResponse
-                | MessageType::JoinRefused
-                | MessageType::Unknown(_),
-            ) => {
+            Ok(MessageType::JoinResponse | MessageType::JoinRefused | MessageType::Unknown(_)) => {
                 self.counters.rx_unknown_type += 1;
                 Received::Nothing
             }

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use meshd_crypto::{Certificate, PublicKey};
+use meshd_crypto::{Certificate, Cookie, PublicKey};
 
 use super::buffer::PacketBuf;
 use crate::wire::PayloadKind;
@@ -106,6 +106,9 @@ pub(crate) struct Peer {
     /// session wanted.
     pub last_data: Option<Instant>,
     pub path: PathState,
+    /// The newest cookie this peer sent us while under load, and when: our initiations to it
+    /// carry mac2 under it while it is fresh (see `core::cookie`).
+    pub cookie: Option<(Cookie, Instant)>,
 }
 
 impl Peer {
@@ -128,6 +131,7 @@ impl Peer {
             last_received: None,
             last_data: None,
             path: PathState::default(),
+            cookie: None,
         }
     }
 

@@ -91,6 +91,8 @@ pub(crate) enum Slot {
 pub(crate) struct Initiation {
     pub initiator: Initiator,
     pub local_index: u32,
+    /// The initiation's mac1: a cookie reply to it is sealed with it as associated data.
+    pub mac1: [u8; 16],
 }
 
 /// Local indices a transition released: at most the three sessions and the initiation.
