@@ -42,8 +42,8 @@ pub const fn handshake_init_len(payload_len: usize) -> usize {
 pub const fn handshake_response_len(payload_len: usize) -> usize {
     HANDSHAKE_RESPONSE_MIN_LEN + payload_len
 }
-/// Length of the random nonce of a CookieReply (XChaCha20-Poly1305).
-pub const COOKIE_NONCE_LEN: usize = 24;
+/// Length of the random nonce of a CookieReply (ChaCha20-Poly1305).
+pub const COOKIE_NONCE_LEN: usize = 12;
 /// Length of the sealed cookie of a CookieReply: the 16-byte cookie and its 16-byte tag.
 pub const SEALED_COOKIE_LEN: usize = 32;
 /// A CookieReply's exact length: header, receiver index, nonce, sealed cookie.
@@ -86,7 +86,7 @@ mod data {
 }
 
 const _: () = assert!(HANDSHAKE_INIT_MIN_LEN == 136 && HANDSHAKE_RESPONSE_MIN_LEN == 92);
-const _: () = assert!(COOKIE_REPLY_LEN == 64 && cookie::SEALED + SEALED_COOKIE_LEN == 64);
+const _: () = assert!(COOKIE_REPLY_LEN == 52 && cookie::SEALED + SEALED_COOKIE_LEN == 52);
 const _: () = assert!(data::COUNTER + 8 == DATA_HEADER_LEN && DATA_MIN_LEN == 32);
 
 // The layout is defined here so this layer stays free of crypto, but it must agree with what
@@ -474,7 +474,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HandshakeResponse<T> {
 
 /// CookieReply (type 3): a responder under load answers an initiation without a valid mac2 with
 /// it, instead of doing the initiation's DH. Header, receiver index (the initiation's sender index),
-/// a random 24-byte nonce and the sealed cookie. Exactly [`COOKIE_REPLY_LEN`] bytes.
+/// a random 12-byte nonce and the sealed cookie. Exactly [`COOKIE_REPLY_LEN`] bytes.
 #[derive(Debug, Clone)]
 pub struct CookieReply<T: AsRef<[u8]>> {
     buffer: T,

@@ -267,17 +267,17 @@ fn handshake_reserved_bytes_are_ignored_on_receive() {
 #[test]
 fn cookie_reply_layout_and_exact_length() {
     let bytes = sample_cookie_reply(0x1234_5678);
-    assert_eq!(bytes.len(), 64);
+    assert_eq!(bytes.len(), 52);
     assert_eq!(bytes[..8], [1, 3, 0, 0, 0x78, 0x56, 0x34, 0x12]);
     assert_eq!(bytes[8], 0);
-    assert_eq!(bytes[31], 23);
-    assert_eq!(bytes[32], 0x80);
+    assert_eq!(bytes[19], 11);
+    assert_eq!(bytes[20], 0x80);
     let message = CookieReply::new_checked(&bytes[..]).unwrap();
     assert_eq!(message.receiver_index(), 0x1234_5678);
-    assert_eq!(message.nonce()[23], 23);
+    assert_eq!(message.nonce()[11], 11);
     assert_eq!(message.sealed_cookie().len(), SEALED_COOKIE_LEN);
     assert_eq!(
-        CookieReply::new_checked(&bytes[..63]).err(),
+        CookieReply::new_checked(&bytes[..51]).err(),
         Some(WireError::Truncated)
     );
     let mut longer = bytes.clone();

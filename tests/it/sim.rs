@@ -1040,6 +1040,7 @@ fn status_reports_peers_fdb_and_counters() {
 }
 
 mod ciphers;
+mod floods;
 mod join_flood;
 mod observed;
 mod on_demand;
