@@ -1,8 +1,9 @@
 //! Handshake processing through a real node: arbitrary sequences of datagrams, some forged with a
 //! correct mac1 (so they reach Noise and the DH work behind the cheap checks), some genuine
 //! initiations from the configured peer with one byte flipped and an arbitrary cipher offer
-//! (negotiation extensions after the certificate), interleaved with timer ticks. The node accepts
-//! AES-256-GCM only, so offers decide between a session and a refusal.
+//! (negotiation extensions after the certificate), cookie replies with arbitrary contents for a
+//! guessed index, interleaved with timer ticks. The node accepts AES-256-GCM only, so offers
+//! decide between a session and a refusal.
 //! Invariants: no panic; the node's index bookkeeping stays consistent after every step; every
 //! datagram the node emits parses as a well-formed meshd message; the negotiation rule only ever
 //! picks a cipher its policy accepts.
@@ -19,9 +20,9 @@ use meshd::core::node::{NodeConfig, PeerSpec, NOISE_PROLOGUE};
 use meshd::core::switch::FdbConfig;
 use meshd::core::Node;
 use meshd::wire::{
-    classify, emit_cipher_extension, handshake_init_len, handshake_response_len, Data,
-    HandshakeExtensions, HandshakeInit, HandshakeResponse, MessageType, HANDSHAKE_PAYLOAD_MAX,
-    MAC_LEN, NOISE_INIT_OVERHEAD,
+    classify, emit_cipher_extension, handshake_init_len, handshake_response_len, CookieReply,
+    Data, HandshakeExtensions, HandshakeInit, HandshakeResponse, MessageType, COOKIE_NONCE_LEN,
+    COOKIE_REPLY_LEN, HANDSHAKE_PAYLOAD_MAX, MAC_LEN, NOISE_INIT_OVERHEAD, SEALED_COOKIE_LEN,
 };
 use meshd_crypto::{
     compute_mac1, mac1_key, Certificate, Cipher, CoreRng, Initiator, NetworkSecret, StaticSecret,
@@ -48,6 +49,12 @@ enum Step {
         /// of these ids.
         extensions: Result<Vec<u8>, Vec<u8>>,
         flip: Option<(u16, u8)>,
+    },
+    /// A cookie reply with a guessed index and arbitrary nonce and sealed cookie.
+    ForgedCookieReply {
+        receiver: u32,
+        nonce: [u8; COOKIE_NONCE_LEN],
+        sealed: [u8; SEALED_COOKIE_LEN],
     },
     /// Time passes.
     Tick { millis: u16 },
@@ -82,6 +89,7 @@ fn check_emitted(bytes: &[u8]) {
         MessageType::HandshakeInit => assert!(HandshakeInit::new_checked(bytes).is_ok()),
         MessageType::HandshakeResponse => assert!(HandshakeResponse::new_checked(bytes).is_ok()),
         MessageType::Data => assert!(Data::new_checked(bytes).is_ok()),
+        MessageType::CookieReply => assert!(CookieReply::new_checked(bytes).is_ok()),
         other => panic!("node emitted message type {other:?}"),
     }
 }
@@ -186,6 +194,18 @@ fuzz_target!(|steps: Vec<Step>| {
                     let at = usize::from(at) % m.len();
                     m[at] ^= bits.max(1);
                 }
+                m
+            }
+            Step::ForgedCookieReply {
+                receiver,
+                nonce,
+                sealed,
+            } => {
+                let mut m = vec![0u8; COOKIE_REPLY_LEN];
+                let mut reply = CookieReply::new_emit(&mut m[..]).unwrap();
+                reply.set_receiver_index(receiver);
+                reply.set_nonce(&nonce);
+                reply.set_sealed_cookie(&sealed);
                 m
             }
             Step::Tick { millis } => {
