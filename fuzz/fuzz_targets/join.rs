@@ -107,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
             network_secret: Some(&network_secret),
             rng: &mut rng,
             name_taken: &name_taken,
-            bootstrap: &bootstrap,
+            bootstrap: &|| bootstrap.to_vec(),
             certificate_lifetime: LIFETIME,
         };
         let outcome = book.handle_request(&mut ctx, addr("192.0.2.2:40000"), datagram);
