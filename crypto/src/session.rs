@@ -400,13 +400,13 @@ mod tests {
         assert!(recv.opener().open_in_place(counter, AAD, &mut copy).is_ok());
     }
 
-    #[test]
-    fn nonce_is_zero_prefix_then_little_endian_counter() {
-        // Sealing under counter 1 must equal a raw ring seal with nonce 00000000 0100000000000000.
-        let send = SendKey::new(KEY, Cipher::ChaCha20Poly1305);
+    /// Sealing under counter 1 must equal a raw ring seal of `algorithm` with nonce
+    /// 00000000 0100000000000000: the nonce layout, the same for both ciphers.
+    fn assert_counter_nonce_layout(cipher: Cipher, algorithm: &'static ring::aead::Algorithm) {
+        let send = SendKey::new(KEY, cipher);
         let mut ours = *b"nonce layout";
         let tag = send.sealer().seal_in_place(1, &[], &mut ours).unwrap();
-        let reference = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &KEY).unwrap());
+        let reference = LessSafeKey::new(UnboundKey::new(algorithm, &KEY).unwrap());
         let mut theirs = *b"nonce layout";
         let mut nonce_bytes = [0u8; NONCE_LEN];
         nonce_bytes[4] = 1;
@@ -419,6 +419,12 @@ mod tests {
             .unwrap();
         assert_eq!(ours, theirs);
         assert_eq!(&tag[..], reference_tag.as_ref());
+    }
+
+    #[test]
+    fn nonce_is_zero_prefix_then_little_endian_counter() {
+        assert_counter_nonce_layout(Cipher::ChaCha20Poly1305, &CHACHA20_POLY1305);
+        assert_counter_nonce_layout(Cipher::Aes256Gcm, &AES_256_GCM);
     }
 
     #[test]
@@ -457,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn aes_256_gcm_round_trips_and_matches_a_reference_seal() {
+    fn aes_256_gcm_round_trips() {
         let mut send = SendKey::new(KEY, Cipher::Aes256Gcm);
         let recv = RecvKey::new(KEY, Cipher::Aes256Gcm);
         for len in [0usize, 1, 64, 1500, 9000] {
@@ -469,22 +475,6 @@ mod tests {
                 .unwrap();
             assert_eq!(opened, &plain[..]);
         }
-        // The same nonce layout as ChaCha20-Poly1305: counter 1 is nonce 00000000 0100000000000000.
-        let reference = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &KEY).unwrap());
-        let mut ours = *b"nonce layout";
-        let tag = send.sealer().seal_in_place(1, &[], &mut ours).unwrap();
-        let mut theirs = *b"nonce layout";
-        let mut nonce_bytes = [0u8; NONCE_LEN];
-        nonce_bytes[4] = 1;
-        let reference_tag = reference
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::empty(),
-                &mut theirs,
-            )
-            .unwrap();
-        assert_eq!(ours, theirs);
-        assert_eq!(&tag[..], reference_tag.as_ref());
     }
 
     #[test]
