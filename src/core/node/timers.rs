@@ -1,9 +1,11 @@
 //! The timer pass: every peer's due timers (from its timer table, `peer::PeerTimer`), the sweep
 //! of aged tables, membership's timers; and `poll_timeout`, the minimum of all the owners'.
 //!
-//! Invariant: a peer timer fires only when `Peer::due` says so, and `poll_timeout` takes the same
-//! deadlines, so the handler and the wake-up can never disagree. Whether a session is wanted is
-//! decided in one place (`wants_session`) for both.
+//! Invariant: the dead-peer, keepalive, rekey, dial and retransmit timers fire only when
+//! `Peer::due` says so, and `poll_timeout` takes the same deadlines, so the handler and the
+//! wake-up can never disagree. Session expiry and the path timers check their own conditions on
+//! every pass (their deadlines only wake the node). Whether a session is wanted is decided in one
+//! place (`wants_session`) for both.
 
 use tracing::warn;
 

@@ -1,6 +1,7 @@
 //! A peer's timer table: when each of its timers is next due, from one definition.
 //!
-//! The node's timeout handler fires a timer only when [`Peer::due`] says so, and
+//! The node's timeout handler fires a timer only when [`Peer::due`] says so (session expiry and
+//! the path pass check their own conditions each pass; their deadlines wake the node), and
 //! `Node::poll_timeout` is the minimum of [`Peer::poll_timeout`] over the peers (and the other
 //! owners' own `poll_timeout`), both computed by [`Peer::deadline`] with the same "is a session
 //! wanted" verdict. So what the handler acts on and when the io layer wakes it cannot drift apart.
