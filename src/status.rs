@@ -41,6 +41,11 @@ pub struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     pub fdb: Vec<FdbEntryStatus>,
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// This host's share of the container network (subnet, range, gateway, MTU, bridge); `None`
+    /// while the network has no container subnet or this node's certificate names no range.
+    /// The Docker plugin, `meshd-cni` and `meshd attach` read it.
+    #[serde(default)]
+    pub host_network: Option<crate::core::ranges::HostNetwork>,
 }
 
 /// One peer as `meshd status` shows it.
@@ -325,6 +330,7 @@ impl NodeStatus {
             ]
             .into_iter()
             .collect(),
+            host_network: None,
         }
     }
 }

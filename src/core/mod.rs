@@ -15,6 +15,7 @@ pub mod membership;
 pub mod node;
 pub mod peer;
 pub mod pmtu;
+pub mod ranges;
 pub mod switch;
 
 pub use buffer::{BufferPool, PacketBuf};

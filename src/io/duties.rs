@@ -163,6 +163,7 @@ impl Duties {
                     peers: core.peers,
                     fdb: core.fdb,
                     counters,
+                    host_network: None,
                 });
             }
         }
