@@ -103,6 +103,8 @@ counters! {
         join_rx_name_refused,
         /// Refused: a member holds the name under another key.
         join_rx_name_taken,
+        /// Refused: the invitation's range is held by a live member, or no range is free.
+        join_rx_no_range,
         /// Refused: the certificate could not be issued or does not fit in a reply.
         join_rx_issue_failed,
         /// New members admitted.
