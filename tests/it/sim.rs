@@ -375,7 +375,6 @@ impl Sim {
         self.collect(at);
     }
 
-    /// Advances virtual time to `until`, delivering datagrams and firing timers in order.
     /// Each host's `poll_timeout`, re-read only for the hosts an event touched: a node's deadline
     /// changes only when it is handed an input, and asking every node of a large simulation after
     /// every datagram cost more than the simulation itself.
@@ -390,6 +389,7 @@ impl Sim {
         }
     }
 
+    /// Advances virtual time to `until`, delivering datagrams and firing timers in order.
     fn run_until(&mut self, until: Instant) {
         let mut timeouts: Vec<Option<Instant>> =
             self.hosts.iter().map(|h| h.node.poll_timeout()).collect();
@@ -1071,6 +1071,7 @@ fn status_reports_peers_fdb_and_counters() {
 mod ciphers;
 mod floods;
 mod join_flood;
+mod l2_guard;
 mod observed;
 mod on_demand;
 mod paths;

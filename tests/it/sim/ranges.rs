@@ -28,7 +28,7 @@ fn container_network() -> ContainerNetwork {
 }
 
 /// Admin `i`'s node: an admin certificate granting the network's `i`th range.
-fn admin_node(now: Instant, i: usize, peers: Vec<PeerSpec>, seed: u64) -> Node {
+pub(super) fn admin_node(now: Instant, i: usize, peers: Vec<PeerSpec>, seed: u64) -> Node {
     let secret = StaticSecret::from_bytes(secret(i));
     let net = container_network();
     let grant = Grant::new(net, net.range(i as u64).unwrap(), SIM_UNIX_SECS - 600).unwrap();
@@ -51,7 +51,7 @@ fn admin_node(now: Instant, i: usize, peers: Vec<PeerSpec>, seed: u64) -> Node {
     })
 }
 
-fn spec(i: usize) -> PeerSpec {
+pub(super) fn spec(i: usize) -> PeerSpec {
     PeerSpec {
         name: format!("h{}", i + 1),
         public_key: StaticSecret::from_bytes(secret(i)).public_key(),
