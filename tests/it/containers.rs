@@ -4,5 +4,6 @@
 //! holds the tests of one way in. Needs root (skips with a message otherwise; fails instead when
 //! `CI=true`).
 
+mod flood;
 pub mod hosts;
 mod ranges;
