@@ -13,6 +13,7 @@
 //! descriptor) and the control socket file is removed. `join` (src/io/join.rs) runs `meshd join`'s
 //! exchange with the inviter; `host` reads the host's addresses.
 
+pub mod addresses;
 pub mod control;
 pub mod duties;
 pub mod host;
@@ -23,6 +24,7 @@ pub mod netlink;
 pub mod node_lock;
 pub mod state;
 pub mod udp;
+pub mod veth;
 pub mod worker;
 
 use crate::core::cipher::CipherPolicy;
