@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 use super::control::ControlRequest;
@@ -60,6 +60,9 @@ pub struct Duties {
     pub auto_advertise: Option<SocketAddr>,
     /// Other workers' fatal errors (their TAP queue or socket failed): the daemon stops.
     pub failures: mpsc::UnboundedReceiver<RunError>,
+    /// This host's share of the container network (src/io/mod.rs, `host_network`); the Docker
+    /// plugin reads the receiving end, status reports the current value.
+    pub host_network: watch::Sender<Option<crate::core::ranges::HostNetwork>>,
 }
 
 /// Takes the state directory. Never while holding the node: the two locks are not held together.
@@ -163,7 +166,7 @@ impl Duties {
                     peers: core.peers,
                     fdb: core.fdb,
                     counters,
-                    host_network: None,
+                    host_network: self.host_network.borrow().clone(),
                 });
             }
         }
