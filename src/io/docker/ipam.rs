@@ -3,6 +3,10 @@
 //!
 //! Invariants: pool IDs are [`pool_id4`]/[`pool_id6`] of the subnet, so they mean the same after
 //! a restart of meshd or dockerd and a network made for another subnet is recognised and refused;
+//! a pool request that leaves the choice to the driver (no `--subnet`) is refused while the pool
+//! is leased, because dockerd asks again, without end, for as long as the pool it got overlaps a
+//! route of the host, and meshd's bridge routes the mesh subnet: the refusal ends that loop with
+//! a message naming `--subnet`;
 //! an IPv4 container address is recorded in the address store under an owner of its own before it
 //! is answered, and removed only by `ReleaseAddress`; the gateway is never recorded. IPv6
 //! addresses are not recorded: each is a random interface identifier in this host's /64 (2^64
@@ -98,7 +102,7 @@ impl<H: PluginHost> Plugin<H> {
                 )
                 .into());
             }
-            (pool_id6(subnet6), subnet6.to_string())
+            (pool_id6(subnet6), Pool::V6(subnet6))
         } else {
             if let Some(asked) = request.pool.filter(|p| *p != Pool::V4(host.subnet)) {
                 return Err(format!(
@@ -115,22 +119,40 @@ impl<H: PluginHost> Plugin<H> {
                 )
                 .into());
             }
-            (pool_id4(host.subnet), host.subnet.to_string())
+            (pool_id4(host.subnet), Pool::V4(host.subnet))
         };
+        let mut leases = self.pool_leases();
+        let held = leases.entry(pool_id.clone()).or_insert(0);
+        if request.pool.is_none() && *held > 0 {
+            return Err(format!(
+                "the mesh subnet {pool} is taken already: either by another network or because \
+                 dockerd found it routed on this host (meshd's bridge routes it) and asked for \
+                 another pool; create the network with --subnet {pool}"
+            )
+            .into());
+        }
+        *held += 1;
         Ok(Reply::json(
             200,
             &RequestPoolResponse {
                 pool_id,
-                pool,
+                pool: pool.to_string(),
                 data: BTreeMap::new(),
             },
         ))
     }
 
-    /// Nothing is held per pool (its addresses are released one by one), so releasing it only
-    /// acknowledges, whatever the ID: a network made before a change of subnet can still go.
-    pub(super) fn release_pool(&self, _pool_id: &str) -> Result<Reply, PluginError> {
-        Ok(ok())
+    /// Ends a lease. Nothing else is held per pool (its addresses are released one by one), so
+    /// an unknown ID (a network made before meshd restarted, or for another subnet) is no error.
+    pub(super) fn release_pool(&self, pool_id: &str) -> Reply {
+        let mut leases = self.pool_leases();
+        if let Some(held) = leases.get_mut(pool_id) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                leases.remove(pool_id);
+            }
+        }
+        ok()
     }
 
     pub(super) async fn request_address(

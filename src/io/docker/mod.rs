@@ -162,6 +162,8 @@ pub struct Plugin<H> {
     host: H,
     network: watch::Receiver<Option<HostNetwork>>,
     endpoints: Mutex<BTreeMap<DockerId, Endpoint>>,
+    /// Pools handed out and not yet released, by pool ID (src/io/docker/ipam.rs says why).
+    pool_leases: Mutex<BTreeMap<String, usize>>,
     counters: Arc<PluginCounters>,
 }
 
@@ -175,6 +177,7 @@ impl<H: PluginHost> Plugin<H> {
             host,
             network,
             endpoints: Mutex::new(BTreeMap::new()),
+            pool_leases: Mutex::new(BTreeMap::new()),
             counters,
         }
     }
@@ -230,7 +233,7 @@ impl<H: PluginHost> Plugin<H> {
             R::IpamCapabilities => Ok(ipam::capabilities()),
             R::DefaultAddressSpaces => Ok(ipam::address_spaces()),
             R::RequestPool(r) => self.request_pool(r),
-            R::ReleasePool(pool_id) => self.release_pool(&pool_id),
+            R::ReleasePool(pool_id) => Ok(self.release_pool(&pool_id)),
             R::RequestAddress(r) => self.request_address(r).await,
             R::ReleaseAddress(r) => self.release_address(r).await,
         }
@@ -246,6 +249,10 @@ impl<H: PluginHost> Plugin<H> {
 
     fn endpoints(&self) -> std::sync::MutexGuard<'_, BTreeMap<DockerId, Endpoint>> {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pool_leases(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
+        self.pool_leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

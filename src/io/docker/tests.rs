@@ -339,6 +339,21 @@ fn ipam_hands_out_the_subnet_the_gateway_and_addresses_of_this_hosts_range() {
             .ok("/IpamDriver.RequestPool", json!({"Pool": "10.77.0.0/16"}))
             .await;
         assert_eq!(again, v);
+        // dockerd asks again while holding the pool when the subnet is routed on the host (it
+        // is: meshd's bridge). The second driver-chosen request ends that loop with advice.
+        let e = served
+            .err("/IpamDriver.RequestPool", json!({"Pool": ""}))
+            .await;
+        assert!(e.contains("--subnet 10.77.0.0/16"), "{e}");
+        for _ in 0..2 {
+            served
+                .ok("/IpamDriver.ReleasePool", json!({"PoolID": pool_id()}))
+                .await;
+        }
+        let chosen = served
+            .ok("/IpamDriver.RequestPool", json!({"Pool": ""}))
+            .await;
+        assert_eq!(chosen, v, "released, the pool can be chosen again");
         let e = served
             .err("/IpamDriver.RequestPool", json!({"Pool": "172.20.0.0/16"}))
             .await;
