@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use super::control::ControlRequest;
@@ -48,6 +48,9 @@ pub struct StaticInfo {
 
 /// The duties of one daemon.
 pub struct Duties {
+    /// This host's container range, applied to the bridge and subnet.env as the node's grant
+    /// changes.
+    pub containers: super::containers::ContainerHost,
     pub node: Arc<NodeLock>,
     pub state: Arc<Mutex<StateDir>>,
     pub io: Arc<IoCounters>,
@@ -60,9 +63,6 @@ pub struct Duties {
     pub auto_advertise: Option<SocketAddr>,
     /// Other workers' fatal errors (their TAP queue or socket failed): the daemon stops.
     pub failures: mpsc::UnboundedReceiver<RunError>,
-    /// This host's share of the container network (src/io/mod.rs, `host_network`); the Docker
-    /// plugin reads the receiving end, status reports the current value.
-    pub host_network: watch::Sender<Option<crate::core::ranges::HostNetwork>>,
 }
 
 /// Takes the state directory. Never while holding the node: the two locks are not held together.
@@ -86,6 +86,7 @@ impl Duties {
         let mut next_address_scan = Instant::now() + ADDRESS_SCAN_INTERVAL;
         self.node.lock(LANE).handle_timeout(Instant::now());
         self.wake.notify_one();
+        self.apply_grant().await;
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); return Ok(()) }
@@ -99,9 +100,17 @@ impl Duties {
                         next_address_scan = now + ADDRESS_SCAN_INTERVAL;
                     }
                     self.rescan(now, scan_addresses);
+                    self.apply_grant().await;
                 }
             }
         }
+    }
+
+    /// Applies the node's current address grant to the host (read under the lock, applied
+    /// after it; nothing happens unless it changed).
+    async fn apply_grant(&mut self) {
+        let grant = self.node.lock(LANE).grant();
+        self.containers.apply(grant).await;
     }
 
     /// Re-reads the state directory (invitations a `meshd invite` wrote, revocations a
@@ -166,7 +175,8 @@ impl Duties {
                     peers: core.peers,
                     fdb: core.fdb,
                     counters,
-                    host_network: self.host_network.borrow().clone(),
+                    host_network: self.containers.current(),
+                    range_conflicts: core.range_conflicts,
                 });
             }
         }

@@ -14,6 +14,7 @@
 //! exchange with the inviter; `host` reads the host's addresses.
 
 pub mod addresses;
+pub mod containers;
 pub mod control;
 pub mod docker;
 pub mod duties;
@@ -33,17 +34,15 @@ use meshd_crypto::Cipher;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::info;
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
 use crate::config::{Config, MAX_WORKERS};
-use crate::core::ranges::HostNetwork;
 use crate::core::switch::FdbConfig;
 use crate::core::{Node, NodeConfig, PeerSpec};
 use control::ControlServer;
 use duties::{Duties, StaticInfo};
-use meshd_crypto::Certificate;
 use netlink::Netlink;
 use node_lock::NodeLock;
 use tokio::sync::Notify;
@@ -99,7 +98,6 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     let certificate = config
         .load_certificate(&secret.public_key())
         .map_err(|e| RunError(e.to_string()))?;
-    let (host_network_tx, host_network_rx) = watch::channel(host_network(&config, &certificate));
     let network_secret = config
         .load_network_secret()
         .map_err(|e| RunError(e.to_string()))?;
@@ -245,22 +243,6 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     });
     drop(control_tx);
 
-    let io_counters = Arc::new(IoCounters::default());
-    let docker_task = if config.docker.enabled {
-        let socket = &config.docker.socket;
-        let server = docker::server::PluginServer::bind(socket).map_err(fail(&format!(
-            "opening the Docker plugin socket {}",
-            socket.display()
-        )))?;
-        let host = docker::server::SystemHost::open(&config.state_dir)
-            .map_err(fail("opening the container address store"))?;
-        let plugin = docker::Plugin::new(host, host_network_rx, io_counters.docker.clone());
-        info!(socket = %socket.display(), "serving the Docker network and IPAM plugin");
-        Some(tokio::spawn(server.serve(Arc::new(plugin))))
-    } else {
-        None
-    };
-
     let info = StaticInfo {
         name: config.name.clone(),
         listen: listen.to_string(),
@@ -277,6 +259,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     let auto_advertise =
         (config.advertise.is_empty() && listen.ip().is_unspecified()).then_some(listen);
     let node = Arc::new(NodeLock::new(node));
+    let io_counters = Arc::new(IoCounters::default());
     let (failures_tx, failures) = mpsc::unbounded_channel();
     for (lane, queue) in (1..).zip(queues) {
         start_worker(
@@ -295,7 +278,28 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             .map_err(fail("steering the UDP sockets by lane"))?;
     }
     let wake = Arc::new(Notify::new());
+    let (containers, host_network) = containers::ContainerHost::new(
+        netlink,
+        iface.bridge.clone().zip(bridge_index),
+        iface.mtu,
+        Some(config.subnet_env.clone()),
+    );
+    let docker_task = if config.docker.enabled {
+        let socket = &config.docker.socket;
+        let server = docker::server::PluginServer::bind(socket).map_err(fail(&format!(
+            "opening the Docker plugin socket {}",
+            socket.display()
+        )))?;
+        let host = docker::server::SystemHost::open(&config.state_dir)
+            .map_err(fail("opening the container address store"))?;
+        let plugin = docker::Plugin::new(host, host_network, io_counters.docker.clone());
+        info!(socket = %socket.display(), "serving the Docker network and IPAM plugin");
+        Some(tokio::spawn(server.serve(Arc::new(plugin))))
+    } else {
+        None
+    };
     let duties = Duties {
+        containers,
         node: node.clone(),
         state: state.clone(),
         io: io_counters.clone(),
@@ -304,7 +308,6 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         control: control_rx,
         auto_advertise,
         failures,
-        host_network: host_network_tx,
     };
     let worker = Worker::new(0, node, state, Some(wake), io_counters, tap, udp, offload);
     // Both on this thread: the duties end the daemon (signal, another worker's failure), worker 0
@@ -324,17 +327,6 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     tokio::task::yield_now().await;
     info!("meshd stopped");
     result
-}
-
-/// This host's share of the container network, as the Docker plugin, `meshd status` and the other
-/// container tooling see it: the range `certificate` names inside the network's container subnet,
-/// with the bridge and MTU of `config`. `None` while certificates carry no container range (they
-/// gain one with issue 13's container network), so the plugin refuses with its "no address range
-/// yet" error instead of guessing. The one place that computes it: the daemon puts its answer in
-/// the `watch` channel the plugin reads, and sends a new one when the certificate changes.
-pub fn host_network(config: &Config, certificate: &Certificate) -> Option<HostNetwork> {
-    let _ = (config, certificate);
-    None
 }
 
 /// One worker per CPU this process may run on, up to [`MAX_WORKERS`].
