@@ -4,5 +4,7 @@
 //! holds the tests of one way in. Needs root (skips with a message otherwise; fails instead when
 //! `CI=true`).
 
+mod docker;
+mod dockerd;
 pub mod hosts;
 mod ranges;
