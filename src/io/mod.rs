@@ -11,7 +11,9 @@
 //! them under the data-path lock. On SIGINT/SIGTERM the duties stop, the process ends with every
 //! worker, the TAP is closed (the kernel removes a non-persistent TAP with its last file
 //! descriptor) and the control socket file is removed. `join` (src/io/join.rs) runs `meshd join`'s
-//! exchange with the inviter; `host` reads the host's addresses.
+//! exchange with the inviter; `host` reads the host's addresses. With `docker_plugin` set, the
+//! Docker network and IPAM driver (src/io/docker/) is served on its socket beside the control
+//! socket, fed this host's network by `containers`, and its socket file removed the same way.
 
 pub mod addresses;
 pub mod containers;
