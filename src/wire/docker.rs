@@ -59,7 +59,8 @@ pub enum Method {
     ReleaseAddress,
 }
 
-const METHODS: [(&str, Method); 19] = [
+/// Every method with its URL path.
+pub const METHODS: [(&str, Method); 19] = [
     ("/Plugin.Activate", Method::Activate),
     (
         "/NetworkDriver.GetCapabilities",
