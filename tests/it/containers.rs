@@ -6,5 +6,6 @@
 
 mod docker;
 mod dockerd;
+mod flood;
 pub mod hosts;
 mod ranges;
