@@ -184,6 +184,16 @@ fn docker_containers_on_two_hosts_get_distinct_addresses_and_reach_each_other() 
         ]);
     }
     let ranges = [hosts.host_network(0), hosts.host_network(1)];
+    // The daemon counts the plugin's requests and the refusal above in its status.
+    let counters = &hosts.status(0)["counters"];
+    assert!(
+        counters["docker_plugin_requests"].as_u64() > Some(3),
+        "{counters}"
+    );
+    assert!(
+        counters["docker_plugin_errors"].as_u64() >= Some(1),
+        "{counters}"
+    );
 
     run_container(&dockers[0], "c1");
     run_container(&dockers[1], "c2");
