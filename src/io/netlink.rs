@@ -26,6 +26,11 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// The raw rtnetlink handle, for requests this type has no method for (src/io/veth.rs).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// The index of the link called `name`, or `None` if there is no such link.
     pub async fn link_index(&self, name: &str) -> std::io::Result<Option<u32>> {
         let mut links = self

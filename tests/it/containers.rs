@@ -4,6 +4,8 @@
 //! holds the tests of one way in. Needs root (skips with a message otherwise; fails instead when
 //! `CI=true`).
 
+mod docker;
+mod dockerd;
 mod flood;
 pub mod hosts;
 mod ranges;
