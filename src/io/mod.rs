@@ -70,6 +70,13 @@ fn fail(context: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |e| RunError(format!("{context}: {e}"))
 }
 
+/// Nanoseconds since the Unix epoch, by the system clock.
+pub fn unix_now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Seconds since the Unix epoch by the system clock (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     SystemTime::now()
