@@ -9,9 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use meshd::wire::handshake_init_len;
-use meshd_crypto::{compute_mac1, mac1_key, CoreRng, PublicKey};
-use rand_core::RngCore;
+use meshd_crypto::{mac1_key, CoreRng, PublicKey};
 
 use crate::netns::cmd::{self, check, exec_in, ip, ip_in, ip_ok};
 use crate::netns::mesh::meshd;
@@ -143,17 +141,7 @@ fn initiations(victim: &PublicKey, seed: u8) -> Vec<Vec<u8>> {
     let mut rng = CoreRng::from_seed([seed; 32]);
     let key = mac1_key(victim);
     (0..MESSAGES)
-        .map(|_| {
-            let len = handshake_init_len(8 + 300);
-            let mut msg = vec![0u8; len];
-            rng.fill_bytes(&mut msg);
-            msg[..4].copy_from_slice(&[1, 1, 0, 0]);
-            let covered = len - 32;
-            let mac = compute_mac1(&key, &msg[..covered]);
-            msg[covered..covered + 16].copy_from_slice(&mac);
-            msg[covered + 16..].fill(0);
-            msg
-        })
+        .map(|_| crate::sim::floods::forged_initiation(&key, &mut rng, true))
         .collect()
 }
 
