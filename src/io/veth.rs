@@ -381,12 +381,13 @@ async fn configure_inside(
             .await
             .map_err(|e| nl_error(&format!("adding the default route via {gateway}"), e))?;
     }
-    inspect(netlink, &carrier_name)
+    inspect_link(netlink, &carrier_name)
         .await?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{carrier_name} vanished")))
 }
 
-async fn inspect(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState>> {
+/// The link `ifname` in the namespace of `netlink`, or `None` if there is none.
+pub async fn inspect_link(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState>> {
     let Some(link) = find_link(netlink, ifname).await? else {
         return Ok(None);
     };
@@ -421,7 +422,7 @@ async fn inspect(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState
 pub async fn inspect_in_netns(netns: &File, ifname: &str) -> io::Result<Option<LinkState>> {
     let ifname = ifname.to_string();
     in_netns(netns, move |netlink| async move {
-        inspect(&netlink, &ifname).await
+        inspect_link(&netlink, &ifname).await
     })
     .await
 }
@@ -455,14 +456,6 @@ pub async fn plug(
     }
 }
 
-/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,10 +475,6 @@ mod tests {
     fn vlan_names_must_fit() {
         assert_eq!(vlan_ifname("eth1", 42).as_deref(), Some("eth1.42"));
         assert_eq!(vlan_ifname("abcdefghijk", 4094), None);
-        assert_eq!(
-            format_mac(&[0x02, 0, 0xab, 1, 2, 0xff]),
-            "02:00:ab:01:02:ff"
-        );
     }
 
     fn root_with_netns() -> bool {

@@ -1,0 +1,262 @@
+//! `meshd attach` / `meshd detach`: put any network namespace (a `ip netns` name or a process's)
+//! on the container network by hand, as pipework does for containers of any runtime.
+//!
+//! Owns the checks of the request against this host's network (an address must lie in the
+//! container subnet with its prefix; one inside this host's range is reserved in the address
+//! store, one in another host's range is used as given) and the messages that say what was done.
+//! The plugging itself is src/io/plug.rs, shared with the CNI plugin. Invariants: the owner string
+//! (`attach:<name>/<ifname>` or `attach:pid<PID>/<ifname>`) and the host veth name (`ma` + 12 hex
+//! digits of its hash) depend only on the arguments, so `detach` with the same `--netns`/`--pid`
+//! and `--ifname` finds what `attach` made; argument errors exit 2 before anything is changed.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use crate::cli::CliError;
+use crate::config::Config;
+use crate::core::ranges::HostNetwork;
+use crate::io::addresses::{AddressError, AddressStore};
+use crate::io::netlink::Netlink;
+use crate::io::plug::{self, AddressChoice, PlugError, PlugRequest};
+use crate::io::veth::{self, VethNames};
+use crate::wire::attach::{AddressArg, NetnsTarget};
+use crate::wire::MacAddr;
+
+/// Prefix of host veth names made by `meshd attach`.
+pub const VETH_PREFIX: &str = "ma";
+
+/// What `meshd attach` was asked to do.
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    pub target: NetnsTarget,
+    pub ifname: String,
+    pub ip: Option<AddressArg>,
+    pub mac: Option<[u8; 6]>,
+    pub vlan: Option<u16>,
+}
+
+fn runtime_error(e: impl std::fmt::Display) -> CliError {
+    CliError::Runtime(e.to_string())
+}
+
+fn host_network(config: &Config) -> Result<HostNetwork, CliError> {
+    let status = crate::io::control::query_status(&config.control_socket).map_err(runtime_error)?;
+    status.host_network.ok_or_else(|| {
+        CliError::Runtime(format!(
+            "meshd at {} has no container address range yet: this host needs a range in its \
+             certificate",
+            config.control_socket.display()
+        ))
+    })
+}
+
+/// Where the address comes from, checked against this host's network.
+fn address_choice(host: &HostNetwork, ip: Option<AddressArg>) -> Result<AddressChoice, CliError> {
+    let Some(ip) = ip else {
+        return Ok(AddressChoice::FromRange(None));
+    };
+    if !host.subnet.contains(ip.address) {
+        return Err(CliError::Usage(format!(
+            "--ip {} is outside the container subnet {}",
+            ip.address, host.subnet
+        )));
+    }
+    if let Some(prefix) = ip.prefix {
+        if prefix != host.subnet.prefix() {
+            return Err(CliError::Usage(format!(
+                "--ip {}/{prefix}: the container network is one segment, {}; use /{} or no \
+                 prefix",
+                ip.address,
+                host.subnet,
+                host.subnet.prefix()
+            )));
+        }
+    }
+    if host.range.contains(ip.address) {
+        return Ok(AddressChoice::FromRange(Some(ip.address)));
+    }
+    if ip.address == host.subnet.base() || ip.address == host.subnet.last() {
+        return Err(CliError::Usage(format!(
+            "--ip {} is the subnet's network or broadcast address",
+            ip.address
+        )));
+    }
+    Ok(AddressChoice::Unmanaged(ip.address))
+}
+
+fn open_netns(target: &NetnsTarget) -> Result<File, CliError> {
+    let path = target.path();
+    File::open(&path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            CliError::Usage(format!(
+                "{target} does not exist ({} is missing)",
+                path.display()
+            ))
+        } else {
+            CliError::Runtime(format!("cannot open {}: {e}", path.display()))
+        }
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(runtime_error)
+}
+
+fn open_store(config: &Config) -> Result<AddressStore, CliError> {
+    AddressStore::open(&config.state_dir).map_err(|e| {
+        CliError::Runtime(format!(
+            "opening the address store in {}: {e}",
+            config.state_dir.display()
+        ))
+    })
+}
+
+/// Attaches the namespace and returns what to print.
+pub fn attach(config_path: &Path, request: &AttachRequest) -> Result<String, CliError> {
+    let config = Config::load(config_path)?;
+    if let Some(vid) = request.vlan {
+        if veth::vlan_ifname(&request.ifname, vid).is_none() {
+            return Err(CliError::Usage(format!(
+                "--ifname {} with --vlan {vid}: the VLAN interface {}.{vid} would be longer \
+                 than {} characters",
+                request.ifname,
+                request.ifname,
+                veth::MAX_IFNAME
+            )));
+        }
+    }
+    let netns = open_netns(&request.target)?;
+    let host = host_network(&config)?;
+    let choice = address_choice(&host, request.ip)?;
+    let store = open_store(&config)?;
+    let owner = request.target.owner(&request.ifname);
+    let names = VethNames::for_owner(VETH_PREFIX, &owner);
+    let plugged = runtime()?.block_on(async {
+        let netlink = Netlink::connect().map_err(runtime_error)?;
+        let plug_request = PlugRequest {
+            store: &store,
+            host: &host,
+            owner: &owner,
+            names: &names,
+            netns: &netns,
+            ifname: &request.ifname,
+            address: choice,
+            mac: request.mac,
+            vlan: request.vlan,
+        };
+        plug::plug(&netlink, &plug_request)
+            .await
+            .map_err(|e| match e {
+                PlugError::Address(e @ AddressError::NotAssignable { .. }) => {
+                    CliError::Usage(format!("--ip: {e}"))
+                }
+                other => runtime_error(other),
+            })
+    })?;
+    let mac = plugged
+        .inside
+        .mac
+        .map(|m| MacAddr(m).to_string())
+        .unwrap_or_else(|| "none".into());
+    let mut report = format!(
+        "attached {}: {} {}/{} mac {mac}, host end {} in bridge {}",
+        request.target,
+        plugged.inside_name,
+        plugged.address,
+        plugged.prefix,
+        names.host,
+        host.bridge
+    );
+    match plugged.gateway {
+        Some(gw) => report.push_str(&format!(", default route via {gw}")),
+        None => report.push_str(", no default route (the gateway is not on the VLAN)"),
+    }
+    if let AddressChoice::Unmanaged(addr) = choice {
+        report.push_str(&format!(
+            "\nnote: {addr} is outside this host's range {}, so it is not reserved here; make sure \
+             the host holding that range does not hand it out",
+            host.range
+        ));
+    }
+    Ok(report)
+}
+
+/// Detaches what `attach` made for this namespace and interface name; returns what to print.
+pub fn detach(config_path: &Path, target: &NetnsTarget, ifname: &str) -> Result<String, CliError> {
+    let config = Config::load(config_path)?;
+    let store = open_store(&config)?;
+    let owner = target.owner(ifname);
+    let names = VethNames::for_owner(VETH_PREFIX, &owner);
+    let done = runtime()?.block_on(async {
+        let netlink = Netlink::connect().map_err(runtime_error)?;
+        plug::unplug(&netlink, &store, &owner, &names)
+            .await
+            .map_err(runtime_error)
+    })?;
+    if !done.link_deleted && done.released.is_empty() {
+        return Ok(format!("nothing was attached as {ifname} in {target}"));
+    }
+    let released: Vec<String> = done.released.iter().map(|a| a.to_string()).collect();
+    Ok(format!(
+        "detached {ifname} from {target}: {}, {}",
+        if done.link_deleted {
+            format!("deleted veth {}", names.host)
+        } else {
+            format!("veth {} was already gone", names.host)
+        },
+        if released.is_empty() {
+            "no address was reserved".to_string()
+        } else {
+            format!("released {}", released.join(", "))
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ranges::{ContainerNetwork, Range4};
+
+    fn host() -> HostNetwork {
+        let net = ContainerNetwork::new("10.77.0.0/16".parse().unwrap(), 24, None).unwrap();
+        let range: Range4 = "10.77.3.0/24".parse().unwrap();
+        HostNetwork::new(&net, range, None, "meshbr0".into(), 1400).unwrap()
+    }
+
+    fn arg(s: &str) -> Option<AddressArg> {
+        Some(crate::wire::attach::parse_address(s).unwrap())
+    }
+
+    fn usage(r: Result<AddressChoice, CliError>) -> String {
+        match r {
+            Err(CliError::Usage(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn addresses_are_checked_against_the_hosts_network() {
+        let h = host();
+        assert_eq!(
+            address_choice(&h, None).unwrap(),
+            AddressChoice::FromRange(None)
+        );
+        assert_eq!(
+            address_choice(&h, arg("10.77.3.9/16")).unwrap(),
+            AddressChoice::FromRange(Some("10.77.3.9".parse().unwrap()))
+        );
+        assert_eq!(
+            address_choice(&h, arg("10.77.8.9")).unwrap(),
+            AddressChoice::Unmanaged("10.77.8.9".parse().unwrap())
+        );
+        assert!(
+            usage(address_choice(&h, arg("10.78.3.9"))).contains("outside the container subnet")
+        );
+        assert!(usage(address_choice(&h, arg("10.77.3.9/24"))).contains("use /16"));
+        assert!(usage(address_choice(&h, arg("10.77.255.255"))).contains("broadcast"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Attaching a network namespace to this host's share of the container network, all or nothing:
+//! an address from the store, a veth pair into the bridge, the namespace end configured.
+//!
+//! Owns the order of those steps and their undoing, shared by the CNI plugin and `meshd attach`.
+//! Invariants: on failure only what this call made is undone (an address the owner already held
+//! before the call stays reserved, a link that already existed is not deleted), so a repeated or
+//! racing request can never tear down a working attachment; teardown ([`unplug`]) deletes the host
+//! end first and releases the address last, so an address is never free while an interface still
+//! carries it; both are idempotent.
+
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+
+use crate::core::ranges::HostNetwork;
+use crate::io::addresses::{AddressError, AddressStore};
+use crate::io::netlink::Netlink;
+use crate::io::veth::{self, LinkState, PeerSetup, VethNames};
+
+/// Where the address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressChoice {
+    /// From this host's range through the store: the lowest free one, or the one wanted.
+    FromRange(Option<Ipv4Addr>),
+    /// An address of the subnet outside this host's range (another host answers for that
+    /// range's allocation): used as given, not recorded in this host's store.
+    Unmanaged(Ipv4Addr),
+}
+
+/// What to attach, and how.
+pub struct PlugRequest<'a> {
+    pub store: &'a AddressStore,
+    pub host: &'a HostNetwork,
+    pub owner: &'a str,
+    pub names: &'a VethNames,
+    pub netns: &'a File,
+    pub ifname: &'a str,
+    pub address: AddressChoice,
+    pub mac: Option<[u8; 6]>,
+    pub vlan: Option<u16>,
+}
+
+/// A finished attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plugged {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    /// The default route's next hop (none on a VLAN: the gateway is on the untagged bridge).
+    pub gateway: Option<Ipv4Addr>,
+    pub host_mac: Option<[u8; 6]>,
+    /// The interface inside the namespace that carries the address.
+    pub inside: LinkState,
+    /// Its name (`ifname`, or `ifname.VLAN`).
+    pub inside_name: String,
+}
+
+/// Why an attachment failed: the address, or the links.
+#[derive(Debug, thiserror::Error)]
+pub enum PlugError {
+    #[error("{0}")]
+    Address(#[from] AddressError),
+    #[error("{0}")]
+    Link(#[from] io::Error),
+}
+
+/// Attaches `req.netns`: reserves the address, plugs the veth pair, configures the inside end.
+pub async fn plug(netlink: &Netlink, req: &PlugRequest<'_>) -> Result<Plugged, PlugError> {
+    let (address, reserved_here) = match req.address {
+        AddressChoice::FromRange(wanted) => {
+            let held_before = req.store.lookup_owner(req.owner)?;
+            let address = req.store.allocate(req.host.range, req.owner, wanted)?;
+            (address, !held_before.contains(&address))
+        }
+        AddressChoice::Unmanaged(address) => (address, false),
+    };
+    let gateway = req.vlan.is_none().then_some(req.host.gateway);
+    let setup = PeerSetup {
+        ifname: req.ifname.to_string(),
+        address,
+        prefix: req.host.subnet.prefix(),
+        gateway,
+        mtu: req.host.mtu,
+        vlan: req.vlan,
+    };
+    let linked = async {
+        let inside = veth::plug(
+            netlink,
+            req.names,
+            &req.host.bridge,
+            req.netns,
+            &setup,
+            req.mac,
+        )
+        .await?;
+        let host_mac = veth::inspect_link(netlink, &req.names.host)
+            .await?
+            .and_then(|l| l.mac);
+        Ok::<_, io::Error>((inside, host_mac))
+    }
+    .await;
+    match linked {
+        Ok((inside, host_mac)) => Ok(Plugged {
+            address,
+            prefix: setup.prefix,
+            gateway,
+            host_mac,
+            inside,
+            inside_name: match req.vlan {
+                Some(vid) => veth::vlan_ifname(req.ifname, vid).unwrap_or_default(),
+                None => req.ifname.to_string(),
+            },
+        }),
+        Err(e) => {
+            if reserved_here {
+                // The link error is what the caller must see; a failed release leaves an
+                // address reserved for an owner that a later DEL/detach releases.
+                let _ = req.store.release_address(address);
+            }
+            Err(PlugError::Link(e))
+        }
+    }
+}
+
+/// What [`unplug`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplugged {
+    pub link_deleted: bool,
+    pub released: Vec<Ipv4Addr>,
+}
+
+/// Detaches `owner`: deletes its host veth end (and with it the namespace end), then releases its
+/// addresses. Nothing to remove is no error.
+pub async fn unplug(
+    netlink: &Netlink,
+    store: &AddressStore,
+    owner: &str,
+    names: &VethNames,
+) -> Result<Unplugged, PlugError> {
+    let link_deleted = veth::delete(netlink, &names.host).await?;
+    let released = store.release_owner(owner)?;
+    Ok(Unplugged {
+        link_deleted,
+        released,
+    })
+}
