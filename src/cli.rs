@@ -3,6 +3,9 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error. Every failure prints
 //! one line `meshd: error: ...` on stderr that says what to fix.
 
+use crate::core::ranges::{
+    choose_range, ContainerNetwork, Grant, Range4, Range6, DEFAULT_HOST_PREFIX,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +32,32 @@ pub struct Cli {
     command: Option<Command>,
 }
 
+/// The network's container address space, fixed when the network is founded.
+#[derive(clap::Args, Debug)]
+struct ContainerArgs {
+    /// The network's IPv4 container subnet (e.g. 10.77.0.0/16); every member is granted a
+    /// range of it when admitted. Without it the network has no container addresses.
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<Range4>,
+    /// The network's IPv6 container subnet (e.g. fd77::/48); every member gets a /64 of it.
+    #[arg(long, value_name = "CIDR", requires = "subnet")]
+    subnet6: Option<Range6>,
+    /// Prefix length of each member's IPv4 range.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_HOST_PREFIX, requires = "subnet")]
+    host_prefix: u8,
+}
+
+impl ContainerArgs {
+    fn network(&self) -> Result<Option<ContainerNetwork>, CliError> {
+        let Some(subnet) = self.subnet else {
+            return Ok(None);
+        };
+        ContainerNetwork::new(subnet, self.host_prefix, self.subnet6)
+            .map(Some)
+            .map_err(|e| CliError::Usage(format!("--subnet/--subnet6/--host-prefix: {e}")))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Found a new network: config, node key, network secret (this node is its first admin), certificate.
@@ -47,6 +76,8 @@ enum Command {
         /// Address for the TAP device itself, when no bridge is used.
         #[arg(long, value_name = "CIDR")]
         address: Option<Cidr>,
+        #[command(flatten)]
+        containers: ContainerArgs,
     },
     /// Print this node's public key.
     Pubkey {
@@ -71,6 +102,10 @@ enum Command {
         /// How long the token stays valid (s, m, h or d suffix).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
         expires: std::time::Duration,
+        /// The container address range the new host is to hold (one of the network's host
+        /// ranges, e.g. 10.77.9.0/24); default: the lowest free one at admission.
+        #[arg(long, value_name = "CIDR")]
+        range: Option<Range4>,
     },
     /// Join a network with a token from `meshd invite`: writes this host's key, certificate and config.
     Join {
@@ -228,7 +263,15 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                 listen,
                 bridge,
                 address,
-            } => init(&config, &name, listen, bridge, address),
+                containers,
+            } => init(
+                &config,
+                &name,
+                listen,
+                bridge,
+                address,
+                containers.network()?,
+            ),
             Command::Pubkey { config } => {
                 let c = Config::load(&config)?;
                 println!("{}", c.load_private_key()?.public_key());
@@ -239,7 +282,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                 config,
                 name,
                 expires,
-            } => invite(&config, name.as_deref(), expires),
+                range,
+            } => invite(&config, name.as_deref(), expires, range),
             Command::Join {
                 config,
                 name,
@@ -340,6 +384,7 @@ fn init(
     listen: Option<SocketAddr>,
     bridge: Option<String>,
     address: Option<Cidr>,
+    containers: Option<ContainerNetwork>,
 ) -> Result<(), CliError> {
     config::validate_node_name(name).map_err(CliError::Usage)?;
     if let Some(b) = &bridge {
@@ -371,6 +416,13 @@ fn init(
         now + lifetime,
         true,
     )
+    .and_then(|certificate| {
+        // The founder holds the network's first range.
+        let grant = containers
+            .and_then(|network| Grant::new(network, network.range(0)?, now))
+            .map(|g| g.to_certificate());
+        certificate.with_grant(&network, grant)
+    })
     .map_err(|e| CliError::Usage(e.to_string()))?;
     let text = render_config(
         &files,
@@ -402,6 +454,42 @@ fn init(
     Ok(())
 }
 
+/// `meshd invite --range`: the range must be one of the network's host ranges, and (when the
+/// daemon answers) not overlap a range a member holds. The admin checks again at admission.
+fn check_invite_range(config: &Config, key: &PublicKey, range: Range4) -> Result<(), CliError> {
+    let certificate = config.load_certificate(key)?;
+    let Some(grant) = certificate.grant.as_ref().and_then(Grant::from_certificate) else {
+        return Err(CliError::Usage(format!(
+            "--range {range}: this network has no container subnet (it was founded without \
+             `meshd init --subnet`)"
+        )));
+    };
+    choose_range(&grant.network, Some(range), &[])
+        .map_err(|e| CliError::Usage(format!("--range: {e}")))?;
+    if let Ok(status) = crate::io::control::query_status(&config.control_socket) {
+        let own = status
+            .host_network
+            .as_ref()
+            .map(|h| (status.name.as_str(), h.range));
+        let members = status
+            .members
+            .iter()
+            .filter(|m| m.state != "revoked")
+            .filter_map(|m| Some((m.name.as_str(), m.range?)));
+        if let Some((holder, _)) = own
+            .into_iter()
+            .chain(members)
+            .find(|(_, r)| r.overlaps(&range))
+        {
+            return Err(CliError::Usage(format!(
+                "--range {range} overlaps the range member `{holder}` holds; `meshd status` lists \
+                 the ranges in use"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses `90s`, `15m`, `1h`, `7d` (a bare number is seconds).
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
@@ -424,7 +512,12 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(secs))
 }
 
-fn invite(path: &Path, name: Option<&str>, expires: std::time::Duration) -> Result<(), CliError> {
+fn invite(
+    path: &Path,
+    name: Option<&str>,
+    expires: std::time::Duration,
+    range: Option<Range4>,
+) -> Result<(), CliError> {
     let config = Config::load(path)?;
     if let Some(n) = name {
         config::validate_node_name(n).map_err(CliError::Usage)?;
@@ -435,6 +528,9 @@ fn invite(path: &Path, name: Option<&str>, expires: std::time::Duration) -> Resu
         ));
     }
     let key = config.load_private_key()?;
+    if let Some(range) = range {
+        check_invite_range(&config, &key.public_key(), range)?;
+    }
     let endpoints = crate::io::host::advertised_endpoints(&config.advertise, config.listen);
     if endpoints.is_empty() {
         return Err(CliError::Usage(
@@ -444,7 +540,7 @@ fn invite(path: &Path, name: Option<&str>, expires: std::time::Duration) -> Resu
     let seed = crate::io::os_seed().map_err(|e| CliError::Runtime(e.to_string()))?;
     let secret = InviteSecret::generate(&mut CoreRng::from_seed(seed));
     let expires_at = crate::io::unix_now().saturating_add(expires.as_secs());
-    crate::io::invites::create_invite(&config.state_dir, expires_at, name, *secret.expose())
+    crate::io::invites::create_invite(&config.state_dir, expires_at, name, range, *secret.expose())
         .map_err(|e| {
             CliError::Runtime(format!(
                 "recording the invitation in {}: {e}",
@@ -759,6 +855,7 @@ mod tests {
             direct: false,
             via: None,
             admin: false,
+            range: None,
         }
     }
 

@@ -20,6 +20,8 @@ use toml::Spanned;
 
 /// The listen address used when the config names none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:6655";
+/// Where `subnet.env` goes when the config names no `subnet_env`.
+pub const DEFAULT_SUBNET_ENV: &str = "/run/meshd/subnet.env";
 /// The TAP device name used when the config names none.
 pub const DEFAULT_INTERFACE: &str = "meshd0";
 /// TAP MTU when the config sets none: Ethernet's (and Docker's) 1500, so the TAP never drops what
@@ -58,6 +60,8 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// Where the certificate, revocations and invitations live.
     pub state_dir: PathBuf,
+    /// Where this host's container range is written in flannel's format (`subnet_env`).
+    pub subnet_env: PathBuf,
     /// Endpoints other members should use to reach this node (default: derived from `listen`).
     pub advertise: Vec<SocketAddr>,
     pub network: NetworkConfig,
@@ -192,6 +196,7 @@ struct RawConfig {
     #[serde(default)]
     peers: Vec<RawPeer>,
     state_dir: Option<PathBuf>,
+    subnet_env: Option<PathBuf>,
     #[serde(default)]
     advertise: Vec<SocketAddr>,
     network: Option<RawNetwork>,
@@ -521,6 +526,11 @@ impl Config {
                 .as_deref()
                 .map(resolve)
                 .unwrap_or_else(|| base.join(format!("{name}.state"))),
+            subnet_env: raw
+                .subnet_env
+                .as_deref()
+                .map(resolve)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SUBNET_ENV)),
             advertise: raw.advertise,
             network,
             name,

@@ -46,6 +46,30 @@ pub struct NodeStatus {
     /// The Docker plugin, `meshd-cni` and `meshd attach` read it.
     #[serde(default)]
     pub host_network: Option<crate::core::ranges::HostNetwork>,
+    /// Live members whose address ranges overlap, each with the member that keeps the range.
+    #[serde(default)]
+    pub range_conflicts: Vec<RangeConflictStatus>,
+}
+
+/// Two live members whose ranges overlap: the one granted first keeps it, the other gets a new
+/// range from an admin at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RangeConflictStatus {
+    pub keeper: String,
+    pub keeper_range: crate::core::ranges::Range4,
+    pub loser: String,
+    pub loser_range: crate::core::ranges::Range4,
+}
+
+impl From<&crate::core::ranges::RangeConflict> for RangeConflictStatus {
+    fn from(c: &crate::core::ranges::RangeConflict) -> RangeConflictStatus {
+        RangeConflictStatus {
+            keeper: c.keeper.name.clone(),
+            keeper_range: c.keeper.range,
+            loser: c.loser.name.clone(),
+            loser_range: c.loser.range,
+        }
+    }
 }
 
 /// One peer as `meshd status` shows it.
@@ -85,6 +109,9 @@ pub struct MemberStatus {
     pub via: Option<String>,
     #[serde(default)]
     pub admin: bool,
+    /// The container address range the member's certificate grants.
+    #[serde(default)]
+    pub range: Option<crate::core::ranges::Range4>,
 }
 
 /// One FDB entry as `meshd status` shows it.
@@ -106,6 +133,10 @@ pub struct CoreStatus {
     pub peers: Vec<PeerStatus>,
     pub fdb: Vec<FdbEntryStatus>,
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// This node's grant, for the io layer to turn into a [`HostNetwork`](crate::core::ranges::HostNetwork).
+    #[serde(skip)]
+    pub grant: Option<crate::core::ranges::Grant>,
+    pub range_conflicts: Vec<RangeConflictStatus>,
 }
 
 impl From<&PeerSnapshot> for PeerStatus {
@@ -136,6 +167,7 @@ impl From<&MemberSnapshot> for MemberStatus {
             direct: m.direct,
             via: m.via.clone(),
             admin: m.admin,
+            range: m.range,
         }
     }
 }
@@ -166,6 +198,12 @@ impl From<&NodeSnapshot> for CoreStatus {
                 .counters
                 .iter()
                 .map(|&(name, value)| (name.to_string(), value))
+                .collect(),
+            grant: s.grant,
+            range_conflicts: s
+                .range_conflicts
+                .iter()
+                .map(RangeConflictStatus::from)
                 .collect(),
         }
     }
@@ -211,12 +249,41 @@ impl NodeStatus {
             "cert       expires {}",
             crate::core::invite::format_unix(self.certificate_expires)
         );
+        match &self.host_network {
+            Some(h) => {
+                let _ = writeln!(
+                    out,
+                    "containers subnet {}, this host's range {} (gateway {} on {}){}",
+                    h.subnet,
+                    h.range,
+                    h.gateway,
+                    h.bridge,
+                    match (h.subnet6, h.range6) {
+                        (Some(s6), Some(r6)) => format!("; IPv6 {s6}, range {r6}"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "containers no address range (network founded without --subnet, or no bridge)"
+                );
+            }
+        }
+        for c in &self.range_conflicts {
+            let _ = writeln!(
+                out,
+                "CONFLICT   {} holds {} which overlaps {} of {} (granted first: {} keeps it)",
+                c.loser, c.loser_range, c.keeper_range, c.keeper, c.keeper
+            );
+        }
         let alive = self.members.iter().filter(|m| m.state == "alive").count();
         let _ = writeln!(out, "\nmembers ({alive} of {} alive)", self.members.len());
         let _ = writeln!(
             out,
-            "  {:<16} {:<8} {:<7} {:<24} {:<20}  KEY",
-            "NAME", "STATE", "PATH", "ENDPOINT", "CERT EXPIRES"
+            "  {:<16} {:<8} {:<7} {:<24} {:<18} {:<20}  KEY",
+            "NAME", "STATE", "PATH", "ENDPOINT", "RANGE", "CERT EXPIRES"
         );
         for m in &self.members {
             let path = if m.direct {
@@ -228,7 +295,7 @@ impl NodeStatus {
             };
             let _ = writeln!(
                 out,
-                "  {:<16} {:<8} {:<7} {:<24} {:<20}  {}",
+                "  {:<16} {:<8} {:<7} {:<24} {:<18} {:<20}  {}",
                 if m.admin {
                     format!("{} (admin)", m.name)
                 } else {
@@ -237,6 +304,7 @@ impl NodeStatus {
                 m.state,
                 path,
                 m.endpoints.first().map_or("-", String::as_str),
+                m.range.map_or("-".to_string(), |r| r.to_string()),
                 crate::core::invite::format_unix(m.certificate_expires),
                 m.public_key,
             );
@@ -306,6 +374,7 @@ impl NodeStatus {
                 direct: true,
                 via: None,
                 admin: false,
+                range: "10.77.1.0/24".parse().ok(),
             }],
             peers: vec![PeerStatus {
                 name: "h2".into(),
@@ -330,7 +399,17 @@ impl NodeStatus {
             ]
             .into_iter()
             .collect(),
-            host_network: None,
+            host_network: Some(crate::core::ranges::HostNetwork {
+                subnet: "10.77.0.0/16".parse().unwrap(),
+                range: "10.77.0.0/24".parse().unwrap(),
+                gateway: "10.77.0.1".parse().unwrap(),
+                subnet6: None,
+                range6: None,
+                gateway6: None,
+                mtu: 1402,
+                bridge: "br0".into(),
+            }),
+            range_conflicts: Vec::new(),
         }
     }
 }
@@ -346,6 +425,13 @@ mod tests {
         assert!(t.contains("1 of 1 up"), "{t}");
         assert!(t.contains("1 of 1 alive"), "{t}");
         assert!(t.contains("network    NET"), "{t}");
+        assert!(
+            t.contains(
+                "subnet 10.77.0.0/16, this host's range 10.77.0.0/24 (gateway 10.77.0.1 on br0)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("10.0.0.2:6655            10.77.1.0/24"), "{t}");
         assert!(t.contains("mtu 1402, offloads on, 2 workers"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("1426  aes-256-gcm"), "{t}");

@@ -9,7 +9,14 @@
 //!
 //! Layout (little-endian; see docs/wire-format.md):
 //! version(1) flags(1) name_len(1) reserved(1) network(32) static_key(32) signing_key(32)
-//! issued_at(8) expires_at(8) name(name_len) signature(64).
+//! issued_at(8) expires_at(8) name(name_len) [grant(54) when flags has GRANT] signature(64).
+//!
+//! The optional [`AddressGrant`] is the container address space the network key hands the
+//! member: the network's subnets (the same in every grant of a network) and the member's own
+//! IPv4 range and IPv6 /64. Nodes that predate grants refuse a certificate that has one (unknown
+//! flag), which is the safe failure: they cannot honour ranges they do not know.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::sign::{NetworkId, NetworkSecret, SigningPublicKey, SIGNATURE_LEN};
 use crate::{PublicKey, KEY_LEN};
@@ -23,12 +30,15 @@ const FIXED_LEN: usize = 4 + 3 * KEY_LEN + 8 + 8;
 /// Smallest possible encoding (one-character name).
 pub const CERT_MIN_LEN: usize = FIXED_LEN + 1 + SIGNATURE_LEN;
 /// Largest possible encoding.
-pub const CERT_MAX_LEN: usize = FIXED_LEN + MAX_NAME_LEN + SIGNATURE_LEN;
+pub const CERT_MAX_LEN: usize = FIXED_LEN + MAX_NAME_LEN + GRANT_LEN + SIGNATURE_LEN;
 /// Clock skew tolerated on `issued_at`, in seconds.
 pub const CLOCK_SKEW_SECS: u64 = 300;
 /// Domain label in front of the signed bytes.
 const SIGNATURE_LABEL: &[u8] = b"meshd v1 certificate\0";
 const FLAG_ADMIN: u8 = 1;
+const FLAG_GRANT: u8 = 2;
+/// Bytes of an encoded [`AddressGrant`].
+pub const GRANT_LEN: usize = 54;
 
 mod field {
     pub const VERSION: usize = 0;
@@ -74,6 +84,9 @@ pub enum CertError {
     /// `expires_at` is not after `issued_at`.
     #[error("certificate validity window is empty")]
     BadValidity,
+    /// The address grant has a prefix out of bounds or a range outside its subnet.
+    #[error("certificate has a malformed address grant")]
+    BadGrant,
 }
 
 /// Names are what operators type (`meshd revoke NAME`) and see in status and logs: 1 to 63
@@ -85,6 +98,97 @@ pub fn valid_member_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && !name.starts_with(['.', '-'])
+}
+
+/// The container address space a certificate grants its member (see the module docs). Prefixes
+/// are checked for their bounds and the ranges for lying inside their subnets on decode; the
+/// meshd crate checks the rest (host bits, the host prefix) when it turns a grant into ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressGrant {
+    /// The network's IPv4 container subnet and its prefix length.
+    pub subnet: (Ipv4Addr, u8),
+    /// Prefix length of every member's IPv4 range.
+    pub host_prefix: u8,
+    /// This member's IPv4 range.
+    pub range: (Ipv4Addr, u8),
+    /// Unix seconds when this range was first granted to this member (renewals keep it): of two
+    /// members whose ranges overlap, the one granted first keeps its range.
+    pub granted_at: u64,
+    /// The network's IPv6 subnet, if the network has IPv6.
+    pub subnet6: Option<(Ipv6Addr, u8)>,
+    /// This member's /64 of `subnet6`; present exactly when `subnet6` is.
+    pub range6: Option<(Ipv6Addr, u8)>,
+}
+
+fn v4_in(subnet: (Ipv4Addr, u8), addr: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(subnet.1)).unwrap_or(0);
+    u32::from(subnet.0) & mask == u32::from(addr) & mask
+}
+
+fn v6_in(subnet: (Ipv6Addr, u8), addr: Ipv6Addr) -> bool {
+    let mask = u128::MAX
+        .checked_shl(128 - u32::from(subnet.1))
+        .unwrap_or(0);
+    u128::from(subnet.0) & mask == u128::from(addr) & mask
+}
+
+impl AddressGrant {
+    /// Whether the fields are in bounds and each range lies inside its subnet.
+    pub fn is_well_formed(&self) -> bool {
+        let v4 = self.subnet.1 <= 32
+            && self.range.1 <= 32
+            && self.host_prefix == self.range.1
+            && self.range.1 >= self.subnet.1
+            && v4_in(self.subnet, self.range.0);
+        let v6 = match (self.subnet6, self.range6) {
+            (None, None) => true,
+            (Some(s), Some(r)) => s.1 <= 128 && r.1 <= 128 && r.1 >= s.1 && v6_in(s, r.0),
+            _ => false,
+        };
+        v4 && v6
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.subnet.0.octets());
+        out[4] = self.subnet.1;
+        out[5] = self.host_prefix;
+        out[6..10].copy_from_slice(&self.range.0.octets());
+        out[10] = self.range.1;
+        out[11..19].copy_from_slice(&self.granted_at.to_le_bytes());
+        out[19..GRANT_LEN].fill(0);
+        if let (Some(s), Some(r)) = (self.subnet6, self.range6) {
+            out[19] = 1;
+            out[20..36].copy_from_slice(&s.0.octets());
+            out[36] = s.1;
+            out[37..53].copy_from_slice(&r.0.octets());
+            out[53] = r.1;
+        }
+    }
+
+    fn read(b: &[u8]) -> Option<AddressGrant> {
+        let v4 = |at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
+        let v6 = |at: usize| {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&b[at..at + 16]);
+            Ipv6Addr::from(o)
+        };
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&b[11..19]);
+        let (subnet6, range6) = match b[19] {
+            0 if b[20..GRANT_LEN].iter().all(|&x| x == 0) => (None, None),
+            1 => (Some((v6(20), b[36])), Some((v6(37), b[53]))),
+            _ => return None,
+        };
+        let grant = AddressGrant {
+            subnet: (v4(0), b[4]),
+            host_prefix: b[5],
+            range: (v4(6), b[10]),
+            granted_at: u64::from_le_bytes(t),
+            subnet6,
+            range6,
+        };
+        grant.is_well_formed().then_some(grant)
+    }
 }
 
 /// A node's membership certificate.
@@ -104,6 +208,8 @@ pub struct Certificate {
     pub expires_at: u64,
     /// The node holds the network key: it can invite, renew and revoke.
     pub admin: bool,
+    /// The container address space granted to the member, if the network has one.
+    pub grant: Option<AddressGrant>,
     signature: [u8; SIGNATURE_LEN],
 }
 
@@ -115,6 +221,7 @@ impl core::fmt::Debug for Certificate {
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("admin", &self.admin)
+            .field("grant", &self.grant)
             .finish_non_exhaustive()
     }
 }
@@ -144,20 +251,45 @@ impl Certificate {
             issued_at,
             expires_at,
             admin,
+            grant: None,
             signature: [0; SIGNATURE_LEN],
         };
         cert.signature = network.sign(&cert.signed_message());
         Ok(cert)
     }
 
+    /// The same certificate with `grant` in place of its address grant, signed again by
+    /// `network`. Refuses a grant that is not well formed (it would not decode).
+    pub fn with_grant(
+        mut self,
+        network: &NetworkSecret,
+        grant: Option<AddressGrant>,
+    ) -> Result<Certificate, CertError> {
+        if grant.is_some_and(|g| !g.is_well_formed()) {
+            return Err(CertError::BadGrant);
+        }
+        self.grant = grant;
+        self.signature = network.sign(&self.signed_message());
+        Ok(self)
+    }
+
+    fn grant_len(&self) -> usize {
+        if self.grant.is_some() {
+            GRANT_LEN
+        } else {
+            0
+        }
+    }
+
     /// Bytes of the encoding.
     pub fn encoded_len(&self) -> usize {
-        FIXED_LEN + self.name.len() + SIGNATURE_LEN
+        FIXED_LEN + self.name.len() + self.grant_len() + SIGNATURE_LEN
     }
 
     fn write_body(&self, out: &mut [u8]) {
         out[field::VERSION] = CERT_VERSION;
-        out[field::FLAGS] = if self.admin { FLAG_ADMIN } else { 0 };
+        out[field::FLAGS] = if self.admin { FLAG_ADMIN } else { 0 }
+            | if self.grant.is_some() { FLAG_GRANT } else { 0 };
         out[field::NAME_LEN] = self.name.len() as u8;
         out[field::RESERVED] = 0;
         out[field::NETWORK..field::STATIC_KEY].copy_from_slice(self.network.as_bytes());
@@ -165,11 +297,15 @@ impl Certificate {
         out[field::SIGNING_KEY..field::ISSUED_AT].copy_from_slice(self.signing_key.as_bytes());
         out[field::ISSUED_AT..field::EXPIRES_AT].copy_from_slice(&self.issued_at.to_le_bytes());
         out[field::EXPIRES_AT..field::NAME].copy_from_slice(&self.expires_at.to_le_bytes());
-        out[field::NAME..field::NAME + self.name.len()].copy_from_slice(self.name.as_bytes());
+        let name_end = field::NAME + self.name.len();
+        out[field::NAME..name_end].copy_from_slice(self.name.as_bytes());
+        if let Some(grant) = &self.grant {
+            grant.write(&mut out[name_end..name_end + GRANT_LEN]);
+        }
     }
 
     fn signed_message(&self) -> Vec<u8> {
-        let body_len = FIXED_LEN + self.name.len();
+        let body_len = FIXED_LEN + self.name.len() + self.grant_len();
         let mut msg = vec![0u8; SIGNATURE_LABEL.len() + body_len];
         msg[..SIGNATURE_LABEL.len()].copy_from_slice(SIGNATURE_LABEL);
         self.write_body(&mut msg[SIGNATURE_LABEL.len()..]);
@@ -201,11 +337,16 @@ impl Certificate {
             return Err(CertError::BadVersion(fixed[field::VERSION]));
         }
         let flags = fixed[field::FLAGS];
-        if flags & !FLAG_ADMIN != 0 || fixed[field::RESERVED] != 0 {
+        if flags & !(FLAG_ADMIN | FLAG_GRANT) != 0 || fixed[field::RESERVED] != 0 {
             return Err(CertError::BadFlags);
         }
         let name_len = usize::from(fixed[field::NAME_LEN]);
-        let total = FIXED_LEN + name_len + SIGNATURE_LEN;
+        let grant_len = if flags & FLAG_GRANT != 0 {
+            GRANT_LEN
+        } else {
+            0
+        };
+        let total = FIXED_LEN + name_len + grant_len + SIGNATURE_LEN;
         let all = bytes.get(..total).ok_or(CertError::Truncated)?;
         let name = core::str::from_utf8(&all[field::NAME..field::NAME + name_len])
             .ok()
@@ -221,6 +362,14 @@ impl Certificate {
             t.copy_from_slice(&all[at..at + 8]);
             u64::from_le_bytes(t)
         };
+        let name_end = field::NAME + name_len;
+        let grant = match grant_len {
+            0 => None,
+            _ => Some(
+                AddressGrant::read(&all[name_end..name_end + GRANT_LEN])
+                    .ok_or(CertError::BadGrant)?,
+            ),
+        };
         let mut signature = [0u8; SIGNATURE_LEN];
         signature.copy_from_slice(&all[total - SIGNATURE_LEN..]);
         let cert = Certificate {
@@ -231,6 +380,7 @@ impl Certificate {
             issued_at: time(field::ISSUED_AT),
             expires_at: time(field::EXPIRES_AT),
             admin: flags & FLAG_ADMIN != 0,
+            grant,
             signature,
         };
         Ok((cert, total))
@@ -388,6 +538,59 @@ mod tests {
         let mut b = bytes.clone();
         b[1] = 0x80;
         assert_eq!(Certificate::decode(&b).unwrap_err(), CertError::BadFlags);
+    }
+
+    fn grant() -> AddressGrant {
+        AddressGrant {
+            subnet: (Ipv4Addr::new(10, 77, 0, 0), 16),
+            host_prefix: 24,
+            range: (Ipv4Addr::new(10, 77, 3, 0), 24),
+            granted_at: 900,
+            subnet6: Some(("fd77::".parse().unwrap(), 48)),
+            range6: Some(("fd77:0:0:3::".parse().unwrap(), 64)),
+        }
+    }
+
+    #[test]
+    fn a_grant_round_trips_is_signed_and_is_refused_when_malformed() {
+        let c = cert("granted")
+            .with_grant(&network(), Some(grant()))
+            .unwrap();
+        let bytes = c.encode();
+        assert_eq!(bytes.len(), CERT_MIN_LEN + "granted".len() - 1 + GRANT_LEN);
+        let (back, used) = Certificate::decode(&bytes).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(back.grant, Some(grant()));
+        let id = network().network_id();
+        assert_eq!(back.verify(&id, 1_500), Ok(()));
+        // The grant is covered by the signature: move the range and the signature fails.
+        let range_at = FIXED_LEN + "granted".len() + 8;
+        let mut moved = bytes.clone();
+        moved[range_at] = 4;
+        let (t, _) = Certificate::decode(&moved).unwrap();
+        assert_eq!(t.verify(&id, 1_500), Err(CertError::BadSignature));
+        // A range outside the subnet does not decode.
+        let mut outside = bytes.clone();
+        outside[range_at - 1] = 78;
+        assert_eq!(
+            Certificate::decode(&outside).unwrap_err(),
+            CertError::BadGrant
+        );
+        let mut bad = grant();
+        bad.range6 = None;
+        assert_eq!(
+            cert("x").with_grant(&network(), Some(bad)).unwrap_err(),
+            CertError::BadGrant
+        );
+        // Without IPv6 the v6 half must be zero.
+        let mut v4_only = grant();
+        v4_only.subnet6 = None;
+        v4_only.range6 = None;
+        let c = cert("v4").with_grant(&network(), Some(v4_only)).unwrap();
+        assert_eq!(
+            Certificate::decode(&c.encode()).unwrap().0.grant,
+            Some(v4_only)
+        );
     }
 
     proptest! {

@@ -24,7 +24,8 @@ pub mod session;
 pub mod sign;
 
 pub use cert::{
-    valid_member_name, CertError, Certificate, CERT_MAX_LEN, CERT_MIN_LEN, MAX_NAME_LEN,
+    valid_member_name, AddressGrant, CertError, Certificate, CERT_MAX_LEN, CERT_MIN_LEN, GRANT_LEN,
+    MAX_NAME_LEN,
 };
 pub use cookie::{
     compute_mac2, cookie_key, open_cookie, seal_cookie, verify_mac2, Cookie, CookieSecret,

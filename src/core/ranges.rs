@@ -5,7 +5,10 @@
 //! the network key signed them into every certificate), [`HostNetwork`] (what a host's container
 //! tooling needs: the subnet, this host's ranges, the gateway, the MTU and the bridge) and the two
 //! pure allocation rules: [`next_free_range`] (an admin picking a range for a new member) and
-//! [`first_free_address`] (a host picking an address inside its own range).
+//! [`first_free_address`] (a host picking an address inside its own range). [`Grant`] is the
+//! typed form of a certificate's address grant, and [`find_conflicts`] the collision rule: of two
+//! live members whose ranges overlap, the one granted its range first keeps it (ties: the lower
+//! static key), so every node that sees the same certificates names the same loser.
 //!
 //! Invariants: a `Range4`/`Range6` value never has host bits set, so two ranges overlap exactly
 //! when one contains the other's base; a host's IPv6 /64 is the same index inside `subnet6` as its
@@ -16,6 +19,13 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+
+use meshd_crypto::{AddressGrant, PublicKey};
+
+/// How long a range stays out of the pool after its holder was revoked or its certificate
+/// expired: long enough for containers of a host that is gone to be cleaned up before a new
+/// host could reuse their addresses.
+pub const RANGE_GRACE_SECS: u64 = 86_400;
 
 /// Why a range or network parameter was refused. Messages name the value and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -343,6 +353,147 @@ pub fn first_free_address(range: &Range4, in_use: impl Fn(Ipv4Addr) -> bool) -> 
         .find(|a| range.is_assignable(*a) && !in_use(*a))
 }
 
+/// A member's address grant in typed form, checked for consistency with its network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub network: ContainerNetwork,
+    pub range: Range4,
+    pub range6: Option<Range6>,
+    /// Unix seconds when the range was first granted to the member (renewals keep it).
+    pub granted_at: u64,
+}
+
+impl Grant {
+    /// The typed grant of a certificate's, or `None` when it does not hold together (host bits
+    /// set, a host prefix out of bounds, a range that is not one of the network's host ranges,
+    /// an IPv6 range that is not the /64 paired with the IPv4 one).
+    pub fn from_certificate(g: &AddressGrant) -> Option<Grant> {
+        let subnet = Range4::new(g.subnet.0, g.subnet.1).ok()?;
+        let subnet6 = match g.subnet6 {
+            Some((addr, prefix)) => Some(Range6::new(addr, prefix).ok()?),
+            None => None,
+        };
+        let network = ContainerNetwork::new(subnet, g.host_prefix, subnet6).ok()?;
+        let range = Range4::new(g.range.0, g.range.1).ok()?;
+        network.index_of(&range)?;
+        let range6 = match g.range6 {
+            Some((addr, prefix)) => Some(Range6::new(addr, prefix).ok()?),
+            None => None,
+        };
+        (range6 == network.range6_for(&range)).then_some(Grant {
+            network,
+            range,
+            range6,
+            granted_at: g.granted_at,
+        })
+    }
+
+    /// A grant of `range` (one of `network`'s host ranges) made at `granted_at`.
+    pub fn new(network: ContainerNetwork, range: Range4, granted_at: u64) -> Option<Grant> {
+        network.index_of(&range)?;
+        Some(Grant {
+            network,
+            range,
+            range6: network.range6_for(&range),
+            granted_at,
+        })
+    }
+
+    /// What the certificate carries.
+    pub fn to_certificate(&self) -> AddressGrant {
+        AddressGrant {
+            subnet: (self.network.subnet.base(), self.network.subnet.prefix()),
+            host_prefix: self.network.host_prefix,
+            range: (self.range.base(), self.range.prefix()),
+            granted_at: self.granted_at,
+            subnet6: self.network.subnet6.map(|s| (s.base(), s.prefix())),
+            range6: self.range6.map(|r| (r.base(), r.prefix())),
+        }
+    }
+}
+
+/// Why an admin could not grant a range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0} is not one of the /{1} host ranges of the network's subnet {2}")]
+    NotAHostRange(Range4, u8, Range4),
+    #[error("{0} overlaps a range held by a member (or one released less than a day ago)")]
+    Taken(Range4),
+    #[error("every /{0} range of {1} is held")]
+    Full(u8, Range4),
+}
+
+/// An admin's choice of a range for a new member: `requested` if it is a free host range of the
+/// network, else the lowest free one. `taken` are the ranges held (and in their grace period).
+pub fn choose_range(
+    network: &ContainerNetwork,
+    requested: Option<Range4>,
+    taken: &[Range4],
+) -> Result<Range4, GrantError> {
+    match requested {
+        Some(range) if network.index_of(&range).is_none() => Err(GrantError::NotAHostRange(
+            range,
+            network.host_prefix,
+            network.subnet,
+        )),
+        Some(range) if taken.iter().any(|t| t.overlaps(&range)) => Err(GrantError::Taken(range)),
+        Some(range) => Ok(range),
+        None => next_free_range(network, taken)
+            .ok_or(GrantError::Full(network.host_prefix, network.subnet)),
+    }
+}
+
+/// A live member's range, as the collision rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeHolder {
+    pub key: PublicKey,
+    pub name: String,
+    pub range: Range4,
+    pub granted_at: u64,
+}
+
+impl RangeHolder {
+    /// The order of precedence: granted first, then the lower key.
+    fn precedence(&self) -> (u64, PublicKey) {
+        (self.granted_at, self.key)
+    }
+}
+
+/// Two live members whose ranges overlap, and which of them keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeConflict {
+    pub keeper: RangeHolder,
+    pub loser: RangeHolder,
+}
+
+/// Every overlapping pair among `holders`, each with its keeper by the collision rule. Sorted by
+/// range so the sweep only compares neighbours that can overlap.
+pub fn find_conflicts(holders: &[RangeHolder]) -> Vec<RangeConflict> {
+    let mut order: Vec<&RangeHolder> = holders.iter().collect();
+    order.sort_by_key(|h| (h.range.base(), h.range.prefix()));
+    let mut out = Vec::new();
+    for (i, a) in order.iter().enumerate() {
+        for b in order[i + 1..]
+            .iter()
+            .take_while(|b| b.range.base() <= a.range.last())
+        {
+            if a.key == b.key || !a.range.overlaps(&b.range) {
+                continue;
+            }
+            let (keeper, loser) = if a.precedence() <= b.precedence() {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            out.push(RangeConflict {
+                keeper: (*keeper).clone(),
+                loser: (*loser).clone(),
+            });
+        }
+    }
+    out
+}
+
 /// What one host's container tooling (the Docker plugin, the CNI plugin, `meshd attach`) needs
 /// to know, as the daemon reports it: the network's subnets and this host's share of them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -432,6 +583,74 @@ mod tests {
                 .is_err()
         );
         assert!(ContainerNetwork::new(r4("10.77.0.0/16"), 15, None).is_err());
+    }
+
+    fn holder(key: u8, range: &str, granted_at: u64) -> RangeHolder {
+        RangeHolder {
+            key: PublicKey::from_bytes([key; 32]),
+            name: format!("h{key}"),
+            range: r4(range),
+            granted_at,
+        }
+    }
+
+    #[test]
+    fn the_member_granted_first_keeps_an_overlapping_range() {
+        let holders = [
+            holder(1, "10.77.1.0/24", 50),
+            holder(2, "10.77.2.0/24", 10),
+            holder(3, "10.77.1.0/24", 40),
+            holder(4, "10.77.3.0/24", 5),
+            holder(5, "10.77.3.0/24", 5),
+        ];
+        let conflicts = find_conflicts(&holders);
+        assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+        assert_eq!(conflicts[0].keeper.name, "h3", "granted at 40, before 50");
+        assert_eq!(conflicts[0].loser.name, "h1");
+        assert_eq!(conflicts[1].keeper.name, "h4", "same time: the lower key");
+        assert_eq!(conflicts[1].loser.name, "h5");
+        // The rule does not depend on the order the holders are listed in.
+        let mut reversed = holders.to_vec();
+        reversed.reverse();
+        let again = find_conflicts(&reversed);
+        let names = |c: &[RangeConflict]| {
+            let mut v: Vec<_> = c
+                .iter()
+                .map(|c| (c.keeper.name.clone(), c.loser.name.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&again), names(&conflicts));
+    }
+
+    #[test]
+    fn grants_round_trip_and_refuse_inconsistent_certificate_fields() {
+        let net = ContainerNetwork::new(r4("10.77.0.0/16"), 24, Some("fd77::/48".parse().unwrap()))
+            .unwrap();
+        let grant = Grant::new(net, r4("10.77.9.0/24"), 77).unwrap();
+        assert_eq!(grant.range6.unwrap().to_string(), "fd77:0:0:9::/64");
+        assert_eq!(
+            Grant::from_certificate(&grant.to_certificate()),
+            Some(grant)
+        );
+        let mut wrong6 = grant.to_certificate();
+        wrong6.range6 = Some(("fd77:0:0:8::".parse().unwrap(), 64));
+        assert_eq!(Grant::from_certificate(&wrong6), None);
+        assert_eq!(
+            choose_range(&net, Some(r4("10.77.9.0/25")), &[])
+                .unwrap_err()
+                .to_string(),
+            "10.77.9.0/25 is not one of the /24 host ranges of the network's subnet 10.77.0.0/16"
+        );
+        assert!(matches!(
+            choose_range(&net, Some(r4("10.77.9.0/24")), &[r4("10.77.9.0/24")]),
+            Err(GrantError::Taken(_))
+        ));
+        assert_eq!(
+            choose_range(&net, None, &[r4("10.77.0.0/24")]),
+            Ok(r4("10.77.1.0/24"))
+        );
     }
 
     #[test]

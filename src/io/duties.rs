@@ -48,6 +48,9 @@ pub struct StaticInfo {
 
 /// The duties of one daemon.
 pub struct Duties {
+    /// This host's container range, applied to the bridge and subnet.env as the node's grant
+    /// changes.
+    pub containers: super::containers::ContainerHost,
     pub node: Arc<NodeLock>,
     pub state: Arc<Mutex<StateDir>>,
     pub io: Arc<IoCounters>,
@@ -83,6 +86,7 @@ impl Duties {
         let mut next_address_scan = Instant::now() + ADDRESS_SCAN_INTERVAL;
         self.node.lock(LANE).handle_timeout(Instant::now());
         self.wake.notify_one();
+        self.apply_grant().await;
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); return Ok(()) }
@@ -96,9 +100,17 @@ impl Duties {
                         next_address_scan = now + ADDRESS_SCAN_INTERVAL;
                     }
                     self.rescan(now, scan_addresses);
+                    self.apply_grant().await;
                 }
             }
         }
+    }
+
+    /// Applies the node's current address grant to the host (read under the lock, applied
+    /// after it; nothing happens unless it changed).
+    async fn apply_grant(&mut self) {
+        let grant = self.node.lock(LANE).grant();
+        self.containers.apply(grant).await;
     }
 
     /// Re-reads the state directory (invitations a `meshd invite` wrote, revocations a
@@ -163,7 +175,8 @@ impl Duties {
                     peers: core.peers,
                     fdb: core.fdb,
                     counters,
-                    host_network: None,
+                    host_network: self.containers.current(),
+                    range_conflicts: core.range_conflicts,
                 });
             }
         }

@@ -14,6 +14,7 @@
 //! while its thread holds the node (src/io/node_lock.rs): the daemon reads and marks invitations
 //! with the data-path lock released.
 
+use crate::core::ranges::Range4;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -48,6 +49,9 @@ struct InviteFile {
     name: Option<String>,
     #[serde(default)]
     used: Option<UsedBy>,
+    /// The address range the new member is to hold (`meshd invite --range`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range: Option<Range4>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -82,6 +86,7 @@ impl InviteFile {
             secret_hash,
             expires_at: self.expires_at,
             name: self.name.clone(),
+            range: self.range,
         })
     }
 }
@@ -155,6 +160,7 @@ pub fn create_invite(
     state_dir: &Path,
     expires_at: u64,
     name: Option<&str>,
+    range: Option<Range4>,
     secret: [u8; 32],
 ) -> io::Result<PendingInvite> {
     if let Some(name) = name {
@@ -187,6 +193,7 @@ pub fn create_invite(
         expires_at,
         name: name.map(str::to_owned),
         used: None,
+        range,
     };
     write_file(&dir, &file, &id)?;
     Ok(PendingInvite {
@@ -194,6 +201,7 @@ pub fn create_invite(
         secret_hash,
         expires_at,
         name: name.map(str::to_owned),
+        range,
     })
 }
 
@@ -312,8 +320,8 @@ mod tests {
     fn create_load_mark_used() {
         let state = TempDir::new();
         assert!(load_pending_at(&state.0, NOW).unwrap().is_empty());
-        let a = create_invite(&state.0, NOW + 3600, Some("web-1"), [1; 32]).unwrap();
-        let b = create_invite(&state.0, NOW + 60, None, [2; 32]).unwrap();
+        let a = create_invite(&state.0, NOW + 3600, Some("web-1"), None, [1; 32]).unwrap();
+        let b = create_invite(&state.0, NOW + 60, None, None, [2; 32]).unwrap();
         assert_eq!(a.secret_hash, InviteSecret::from_bytes([1; 32]).hash());
         assert!(a.is_consistent() && b.is_consistent());
         let mut expected = vec![a.clone(), b.clone()];
@@ -357,17 +365,17 @@ mod tests {
     #[test]
     fn create_refuses_bad_names_and_duplicates() {
         let state = TempDir::new();
-        let err = create_invite(&state.0, NOW, Some("bad name"), [1; 32]).unwrap_err();
+        let err = create_invite(&state.0, NOW, Some("bad name"), None, [1; 32]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        create_invite(&state.0, NOW, None, [1; 32]).unwrap();
-        let err = create_invite(&state.0, NOW, None, [1; 32]).unwrap_err();
+        create_invite(&state.0, NOW, None, None, [1; 32]).unwrap();
+        let err = create_invite(&state.0, NOW, None, None, [1; 32]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }
 
     #[test]
     fn junk_files_are_skipped() {
         let state = TempDir::new();
-        let good = create_invite(&state.0, NOW + 10, None, [3; 32]).unwrap();
+        let good = create_invite(&state.0, NOW + 10, None, None, [3; 32]).unwrap();
         let dir = invites_dir(&state.0);
         fs::write(dir.join("README"), "hello").unwrap();
         fs::write(dir.join(".half-written.json.tmp"), "{").unwrap();

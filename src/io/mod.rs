@@ -14,6 +14,7 @@
 //! exchange with the inviter; `host` reads the host's addresses.
 
 pub mod addresses;
+pub mod containers;
 pub mod control;
 pub mod duties;
 pub mod host;
@@ -277,7 +278,14 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             .map_err(fail("steering the UDP sockets by lane"))?;
     }
     let wake = Arc::new(Notify::new());
+    let (containers, _host_network) = containers::ContainerHost::new(
+        netlink,
+        iface.bridge.clone().zip(bridge_index),
+        iface.mtu,
+        Some(config.subnet_env.clone()),
+    );
     let duties = Duties {
+        containers,
         node: node.clone(),
         state: state.clone(),
         io: io_counters.clone(),

@@ -107,4 +107,28 @@ impl Netlink {
             Err(e) => Err(to_io(&format!("adding address {cidr}"), e)),
         }
     }
+
+    /// Removes `cidr` from link `index`; an address that is not there is not an error.
+    pub async fn del_address(&self, index: u32, cidr: Cidr) -> std::io::Result<()> {
+        let mut found = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(cidr.addr)
+            .set_prefix_length_filter(cidr.prefix)
+            .execute();
+        while let Some(message) = found
+            .try_next()
+            .await
+            .map_err(|e| to_io("listing addresses", e))?
+        {
+            match self.handle.address().del(message).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
+                Err(e) => return Err(to_io(&format!("removing address {cidr}"), e)),
+            }
+        }
+        Ok(())
+    }
 }

@@ -311,7 +311,8 @@ mod tests {
         let t0 = Instant::now();
         // No invites directory yet: read (forced), found empty.
         assert_eq!(state.invites_for_join(t0), Some(Vec::new()));
-        let invite = super::super::invites::create_invite(&dir, u64::MAX, None, [5; 32]).unwrap();
+        let invite =
+            super::super::invites::create_invite(&dir, u64::MAX, None, None, [5; 32]).unwrap();
         // The directory appeared: read again even within the interval.
         assert_eq!(
             state.invites_for_join(t0 + Duration::from_millis(10)),

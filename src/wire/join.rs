@@ -143,6 +143,9 @@ pub enum RefusalReason {
     Malformed,
     /// The requested name is not a valid member name, or not the name the invitation reserves.
     NameRefused,
+    /// The address range the invitation names is held by a live member, or no range of the
+    /// network's container subnet is free.
+    NoRange,
     /// Any other value; a newer inviter's reason this build does not know.
     Unknown(u8),
 }
@@ -159,6 +162,7 @@ impl RefusalReason {
             RefusalReason::NotAdmin => "not_admin",
             RefusalReason::Malformed => "malformed",
             RefusalReason::NameRefused => "name_refused",
+            RefusalReason::NoRange => "no_range",
             RefusalReason::Unknown(_) => "unknown",
         }
     }
@@ -175,6 +179,7 @@ impl From<u8> for RefusalReason {
             6 => RefusalReason::NotAdmin,
             7 => RefusalReason::Malformed,
             8 => RefusalReason::NameRefused,
+            9 => RefusalReason::NoRange,
             other => RefusalReason::Unknown(other),
         }
     }
@@ -191,6 +196,7 @@ impl From<RefusalReason> for u8 {
             RefusalReason::NotAdmin => 6,
             RefusalReason::Malformed => 7,
             RefusalReason::NameRefused => 8,
+            RefusalReason::NoRange => 9,
             RefusalReason::Unknown(other) => other,
         }
     }

@@ -17,8 +17,8 @@
 //! `underlay_changes_take_effect_and_are_undone`: add `--ignored`.
 
 mod admission;
-mod cmd;
-mod mesh;
+pub mod cmd;
+pub mod mesh;
 mod nsthread;
 mod packet;
 mod paths;
@@ -42,12 +42,12 @@ const ROAMED_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 10 + ROAMING_HOST);
 const SKIP_MESSAGE: &str =
     "skipping netns tests: need root for network namespaces (run as root / sudo)";
 
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
-fn env_flag(name: &str) -> bool {
+pub fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 

@@ -19,6 +19,7 @@ use crate::wire::{
 };
 
 use super::*;
+use crate::core::ranges::{choose_range, ContainerNetwork, Grant, Range4};
 
 /// What the inviter's node lends the book for one request.
 pub struct JoinContext<'a> {
@@ -41,6 +42,12 @@ pub struct JoinContext<'a> {
     pub bootstrap: &'a dyn Fn() -> Vec<BootstrapMember>,
     /// Seconds a new certificate is valid.
     pub certificate_lifetime: u64,
+    /// The network's container address space (from the admin's own grant), if it has one:
+    /// then every admitted member is granted a range of it.
+    pub container_network: Option<ContainerNetwork>,
+    /// The ranges that are not in the pool (held or in their grace period), as the membership
+    /// table knows them. Called only when a certificate is about to be issued.
+    pub ranges_out_of_pool: &'a dyn Fn() -> Vec<Range4>,
 }
 
 /// A request the book accepted. The io layer must persist `mark_used(invite_id, name, key)` and
@@ -312,6 +319,33 @@ impl InviteBook {
                 if issued_here || (ctx.name_taken)(name, &joiner) {
                     return Self::refuse(&mut c.join_rx_name_taken, RefusalReason::NameTaken, &id);
                 }
+                let grant = match ctx.container_network {
+                    None if pending.range.is_some() => {
+                        return Self::refuse(&mut c.join_rx_no_range, RefusalReason::NoRange, &id)
+                    }
+                    None => None,
+                    Some(network) => {
+                        // Ranges this book granted are held even before gossip carries them.
+                        let mut taken = (ctx.ranges_out_of_pool)();
+                        taken.extend(self.used.values().filter_map(|u| {
+                            let g = u.certificate.grant.as_ref()?;
+                            Range4::new(g.range.0, g.range.1).ok()
+                        }));
+                        match choose_range(&network, pending.range, &taken)
+                            .ok()
+                            .and_then(|range| Grant::new(network, range, now))
+                        {
+                            Some(grant) => Some(grant.to_certificate()),
+                            None => {
+                                return Self::refuse(
+                                    &mut c.join_rx_no_range,
+                                    RefusalReason::NoRange,
+                                    &id,
+                                )
+                            }
+                        }
+                    }
+                };
                 match Certificate::issue(
                     network_secret,
                     name,
@@ -320,7 +354,9 @@ impl InviteBook {
                     now,
                     now.saturating_add(ctx.certificate_lifetime),
                     false,
-                ) {
+                )
+                .and_then(|certificate| certificate.with_grant(network_secret, grant))
+                {
                     Ok(certificate) => (certificate, pending.expires_at, false),
                     Err(_) => {
                         return Self::refuse(

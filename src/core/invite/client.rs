@@ -63,6 +63,11 @@ pub enum JoinError {
     NameTaken(String),
     #[error("the inviter refused the name `{0}`")]
     NameRefused(String),
+    #[error(
+        "the inviter has no container address range for this host: the range the invitation \
+         names is held by a live member, or the network's subnet is full"
+    )]
+    NoRange,
     #[error("this token belongs to another network than the inviter's")]
     WrongNetwork,
     #[error("the inviter cannot sign certificates: it is not an admin of the network")]
@@ -278,6 +283,7 @@ impl JoinClient {
             RefusalReason::NotAdmin => JoinError::NotAdmin,
             RefusalReason::Malformed => JoinError::Malformed,
             RefusalReason::NameRefused => JoinError::NameRefused(self.name.clone()),
+            RefusalReason::NoRange => JoinError::NoRange,
             RefusalReason::Unknown(code) => JoinError::UnknownRefusal(code),
         })
     }

@@ -37,6 +37,7 @@ use std::time::Duration;
 use crate::core::counters::counters;
 use crate::wire::{invite_id, InviteId};
 
+use crate::core::ranges::Range4;
 pub use crate::wire::BootstrapMember;
 
 /// The Noise prologue of the join handshake; differs from the data handshake's, so neither
@@ -62,6 +63,9 @@ pub struct PendingInvite {
     pub expires_at: u64,
     /// The only name this invitation may be used for, if any.
     pub name: Option<String>,
+    /// The address range the new member is to hold (`meshd invite --range`); without one the
+    /// admin picks the lowest free range at admission.
+    pub range: Option<Range4>,
 }
 
 impl PendingInvite {
@@ -103,6 +107,8 @@ counters! {
         join_rx_name_refused,
         /// Refused: a member holds the name under another key.
         join_rx_name_taken,
+        /// Refused: the invitation's range is held by a live member, or no range is free.
+        join_rx_no_range,
         /// Refused: the certificate could not be issued or does not fit in a reply.
         join_rx_issue_failed,
         /// New members admitted.

@@ -70,6 +70,7 @@ impl Inviter {
             secret_hash: secret.hash(),
             expires_at,
             name: name.map(str::to_owned),
+            range: None,
         });
         self.book.set_pending(pending);
         InviteToken::new(
@@ -97,6 +98,8 @@ impl Inviter {
             name_taken: &name_taken,
             bootstrap: &|| self.bootstrap.clone(),
             certificate_lifetime: LIFETIME,
+            container_network: None,
+            ranges_out_of_pool: &Vec::new,
         };
         self.book
             .handle_request(&mut ctx, addr("203.0.113.9:40000"), datagram)
@@ -227,6 +230,7 @@ fn a_used_invitation_is_refused_to_another_key() {
         secret_hash: secret.hash(),
         expires_at: NOW + HOUR,
         name: None,
+        range: None,
     }]);
     let outcome = inviter.handle(later, &second.request().unwrap());
     assert_eq!(refused(&outcome), RefusalReason::AlreadyUsed);

@@ -142,6 +142,13 @@ counters! {
         renew_throttled,
         /// Certificates issued for renewal requests.
         renewals_issued,
+        /// Overlaps between live members' address ranges found (each counted once when it
+        /// appears; see `meshd status` for the ones that stand).
+        range_conflicts_detected,
+        /// Range overlaps that went away (the loser got a new range, or left).
+        range_conflicts_resolved,
+        /// Renewals issued with a new range because the member's range lost a conflict.
+        ranges_reassigned,
         /// Renewal answers that were not a valid, newer certificate for this node.
         renew_response_bad,
         /// Times this node's certificate was renewed (by an admin or, as admin, locally).

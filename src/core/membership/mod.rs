@@ -32,6 +32,7 @@
 
 mod codec;
 mod counters;
+mod ranges;
 mod record;
 mod registry;
 mod renew;
@@ -219,6 +220,8 @@ pub struct MemberReport {
     pub cert_expires_at: u64,
     pub state: MemberState,
     pub endpoints: Vec<SocketAddr>,
+    /// The container address range the member's certificate grants.
+    pub range: Option<crate::core::ranges::Range4>,
 }
 
 /// Why [`Membership::revoke`] refused a revocation.
@@ -245,6 +248,7 @@ pub struct Membership {
     swim: SwimDriver,
     sync: TableSync,
     renewal: Renewal,
+    ranges: ranges::RangeWatch,
     /// Shared with foca's broadcast handler; never locked while foca runs.
     registry: Arc<Mutex<Registry>>,
     /// Every counter but the item verdicts, which the registry counts as it judges items.
@@ -287,6 +291,7 @@ impl Membership {
             swim,
             sync: TableSync::new(now),
             renewal: Renewal::new(now, cfg.network_secret, cfg.certificate_lifetime),
+            ranges: ranges::RangeWatch::default(),
             registry,
             counters: MembershipCounters::default(),
             network: cfg.network,
@@ -374,6 +379,7 @@ impl Membership {
                         cert_expires_at: certificate.expires_at,
                         state,
                         endpoints: record.endpoints,
+                        range: stored.grant.map(|g| g.range),
                     });
                 }
                 KeyEntry::Revoked(stored) => {
@@ -386,6 +392,7 @@ impl Membership {
                         cert_expires_at: stored.expires_at,
                         state: MemberState::Revoked,
                         endpoints: Vec::new(),
+                        range: None,
                     });
                 }
             }
@@ -558,20 +565,9 @@ impl Membership {
                             key: *key,
                             generation: r.generation,
                         }));
-                        KeyEntry::Member(registry::StoredRecord {
-                            item: r.item.clone(),
-                            record_at: r.record_at,
-                            version: r.version,
-                            generation: r.generation,
-                            cert_expires_at: r.cert_expires_at,
-                            admin: r.admin,
-                        })
+                        KeyEntry::Member(r.clone())
                     }
-                    KeyEntry::Revoked(r) => KeyEntry::Revoked(registry::StoredRevocation {
-                        item: r.item.clone(),
-                        expires_at: r.expires_at,
-                        signed_expires_at: r.signed_expires_at,
-                    }),
+                    KeyEntry::Revoked(r) => KeyEntry::Revoked(r.clone()),
                 };
                 registry.slots.insert(*key, copy);
             }
@@ -750,6 +746,7 @@ impl Membership {
         self.rearm_suspicions(now);
         let now_unix = lock(&self.registry).now_unix;
         self.swim.tune(self.swim.foca.num_members() + 1);
+        self.check_ranges();
         self.renew(now, now_unix);
         self.send_wants(now);
         self.drive_sync(now);
@@ -766,7 +763,7 @@ impl Membership {
             registry.slots.retain(|key, slot| match slot {
                 KeyEntry::Member(r) if *key != own && r.cert_expires_at <= now_unix => {
                     expired_records += 1;
-                    dropped.push(*key);
+                    dropped.push((*key, r.grant.map(|g| (g.range, r.cert_expires_at))));
                     false
                 }
                 KeyEntry::Revoked(r) if r.expires_at <= now_unix => {
@@ -778,8 +775,14 @@ impl Membership {
             self.counters.records_expired += expired_records;
             self.counters.revocations_expired += expired_revocations;
             registry.forgotten.retain(|_, (_, until)| *until > now_unix);
+            for (range, expired_at) in dropped.iter().filter_map(|(_, released)| *released) {
+                registry.release_range(range, expired_at);
+            }
+            registry
+                .released_ranges
+                .retain(|(_, free_at)| *free_at > now_unix);
         }
-        for key in dropped {
+        for key in dropped.into_iter().map(|(key, _)| key) {
             self.refresh_report(key);
             // Still alive: its renewed record is somewhere; ask for it.
             if self.live.get(&key).is_some_and(|l| l.active) {

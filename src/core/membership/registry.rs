@@ -25,6 +25,7 @@ use super::record::{
     Item, MemberRecord, RecordView, Revocation, RevocationView, MAX_RECORD_VERSION,
 };
 use super::MembershipCounters;
+use crate::core::ranges::{Grant, Range4, RangeHolder, RANGE_GRACE_SECS};
 
 /// What the registry knows about one static key.
 pub(super) enum KeyEntry {
@@ -102,6 +103,7 @@ fn entry_hash(key: &PublicKey, version: u64) -> u64 {
 
 /// A verified member item, kept as the bytes it arrived in (so it can be served to others
 /// unchanged) plus the few fields read on every decision.
+#[derive(Clone)]
 pub(super) struct StoredRecord {
     /// `ITEM_MEMBER`, certificate, record.
     pub item: Box<[u8]>,
@@ -111,6 +113,8 @@ pub(super) struct StoredRecord {
     pub generation: u32,
     pub cert_expires_at: u64,
     pub admin: bool,
+    /// The certificate's address grant, when it has a consistent one.
+    pub grant: Option<Grant>,
 }
 
 impl StoredRecord {
@@ -129,6 +133,7 @@ impl StoredRecord {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct StoredRevocation {
     /// `ITEM_REVOCATION`, revocation.
     pub item: Box<[u8]>,
@@ -203,6 +208,9 @@ pub(super) struct Registry {
     /// second given, so older copies still travelling are refused.
     pub forgotten: BTreeMap<PublicKey, (u64, u64)>,
     pub accepted: Vec<Accepted>,
+    /// Ranges whose holder was revoked or whose certificate expired, with the unix second they
+    /// return to the pool ([`RANGE_GRACE_SECS`] later).
+    pub released_ranges: Vec<(Range4, u64)>,
     /// The verdicts on items (accepted, stale, refused and why), counted as items are judged,
     /// under the lock that judging holds anyway. Every other counter is the membership layer's.
     pub counters: MembershipCounters,
@@ -222,6 +230,7 @@ impl Registry {
             slots: BTreeMap::new(),
             forgotten: BTreeMap::new(),
             accepted: Vec::new(),
+            released_ranges: Vec::new(),
             counters: MembershipCounters::default(),
         }
     }
@@ -279,6 +288,7 @@ impl Registry {
             generation: view.generation(),
             cert_expires_at: certificate.expires_at,
             admin: certificate.admin,
+            grant: certificate.grant.as_ref().and_then(Grant::from_certificate),
             record_at,
             item: item.into_boxed_slice(),
         };
@@ -383,6 +393,7 @@ impl Registry {
                 generation,
                 cert_expires_at: certificate.expires_at,
                 admin: certificate.admin,
+                grant: certificate.grant.as_ref().and_then(Grant::from_certificate),
             }),
         );
         self.accepted.push(Accepted::Record { key, generation });
@@ -430,6 +441,9 @@ impl Registry {
         if keep_until > view.expires_at() {
             self.counters.revocation_extended += 1;
         }
+        if let Some(grant) = self.record(&key).and_then(|r| r.grant) {
+            self.release_range(grant.range, view.revoked_at());
+        }
         self.slots.insert(
             key,
             KeyEntry::Revoked(StoredRevocation {
@@ -462,6 +476,50 @@ impl Registry {
             revocation.expires_at = certificate.expires_at;
             self.counters.revocation_extended += 1;
         }
+    }
+}
+
+impl Registry {
+    /// Every range that is not in the pool at `now_unix`: held by a member whose certificate is
+    /// valid or expired less than [`RANGE_GRACE_SECS`] ago, or released by a revocation less than
+    /// that long ago.
+    pub fn ranges_out_of_pool(&self, now_unix: u64) -> Vec<Range4> {
+        let held = self.slots.values().filter_map(|slot| match slot {
+            KeyEntry::Member(r) => r.grant.map(|g| g.range),
+            KeyEntry::Revoked(_) => None,
+        });
+        let released = self
+            .released_ranges
+            .iter()
+            .filter(|(_, free_at)| *free_at > now_unix)
+            .map(|(range, _)| *range);
+        held.chain(released).collect()
+    }
+
+    /// Keeps `range` out of the pool until [`RANGE_GRACE_SECS`] after `released_at`.
+    pub fn release_range(&mut self, range: Range4, released_at: u64) {
+        self.released_ranges
+            .push((range, released_at.saturating_add(RANGE_GRACE_SECS)));
+    }
+
+    /// The ranges of members whose certificate is valid at `now_unix` (revoked keys hold none):
+    /// what the collision rule compares.
+    pub fn live_range_holders(&self, now_unix: u64) -> Vec<RangeHolder> {
+        self.slots
+            .iter()
+            .filter_map(|(key, slot)| match slot {
+                KeyEntry::Member(r) if r.cert_expires_at > now_unix => {
+                    let grant = r.grant?;
+                    Some(RangeHolder {
+                        key: *key,
+                        name: r.certificate()?.name,
+                        range: grant.range,
+                        granted_at: grant.granted_at,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -7,20 +7,23 @@
 //! (an admin renews itself locally), again after [`RENEW_RETRY`] without an answer.
 //!
 //! Invariants: a certificate is issued only for a member whose verified record is held here,
-//! only once half of its current certificate's life is gone, and within the renewal budget; it
-//! copies everything but the validity window from the member's current certificate. A renewal
-//! answer is installed only if it is a valid certificate of this network for exactly this
-//! node's key, signing key, name and admin flag, and expires later than the current one.
+//! only once half of its current certificate's life is gone (at once if the member's address
+//! range lost a conflict: see ranges.rs), and within the renewal budget; it copies everything but
+//! the validity window from the member's current certificate, and the range when that lost (a new
+//! one, granted now). A renewal answer is installed only if it is a valid certificate of this
+//! network for exactly this node's key, signing key, name and admin flag, and expires later than
+//! the current one or grants another range.
 
 use std::time::{Duration, Instant};
 
 use meshd_crypto::{Certificate, NetworkSecret, PublicKey};
 use rand_core::RngCore as _;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::registry::{lock, KeyEntry};
 use super::{Membership, MembershipEvent, RENEW_BURST, RENEW_RATE, RENEW_RETRY};
 use crate::core::limit::TokenBucket;
+use crate::core::ranges::{choose_range, Grant};
 use crate::wire::membership::{
     emit_renew_request, emit_renew_response, RenewRequest, RenewResponse,
 };
@@ -53,10 +56,58 @@ impl Renewal {
 }
 
 impl Membership {
+    /// Due once the last third of the certificate's life began, or at once when this node's
+    /// address range lost a conflict.
     pub(super) fn renewal_due(&self, now_unix: u64) -> bool {
         let c = &self.certificate;
         let lifetime = c.expires_at.saturating_sub(c.issued_at);
-        now_unix >= c.expires_at.saturating_sub(lifetime / 3)
+        now_unix >= c.expires_at.saturating_sub(lifetime / 3) || self.own_range_lost()
+    }
+
+    /// A fresh certificate for the holder of `current`: the same in everything but its validity
+    /// window, and its range if that lost a conflict (then the lowest free range, granted now).
+    fn reissue(
+        &mut self,
+        secret: &NetworkSecret,
+        current: &Certificate,
+        now_unix: u64,
+    ) -> Option<Certificate> {
+        let mut grant = current.grant;
+        if self.ranges.lost(&current.static_key) {
+            let taken = self.ranges_out_of_pool();
+            let network = current
+                .grant
+                .as_ref()
+                .and_then(Grant::from_certificate)?
+                .network;
+            match choose_range(&network, None, &taken)
+                .ok()
+                .and_then(|range| Grant::new(network, range, now_unix))
+            {
+                Some(new) => {
+                    self.counters.ranges_reassigned += 1;
+                    info!(member = %current.name, range = %new.range, "membership: granted a new address range");
+                    grant = Some(new.to_certificate());
+                }
+                None => {
+                    warn!(member = %current.name, "membership: no free address range to replace a conflicting one");
+                }
+            }
+        }
+        let issued = Certificate::issue(
+            secret,
+            &current.name,
+            current.static_key,
+            current.signing_key,
+            now_unix,
+            now_unix.saturating_add(self.renewal.certificate_lifetime.as_secs()),
+            current.admin,
+        )
+        .and_then(|c| c.with_grant(secret, grant));
+        if issued.is_err() {
+            self.counters.foca_errors += 1;
+        }
+        issued.ok()
     }
 
     pub(super) fn on_renew_request(&mut self, now: Instant, from: PublicKey, body: &[u8]) {
@@ -64,7 +115,7 @@ impl Membership {
             self.counters.renew_request_malformed += 1;
             return;
         }
-        let Some(secret) = self.renewal.network_secret.as_ref() else {
+        let Some(secret) = self.renewal.network_secret.clone() else {
             self.counters.renew_not_admin += 1;
             return;
         };
@@ -80,7 +131,9 @@ impl Membership {
             return;
         };
         let lifetime = current.expires_at.saturating_sub(current.issued_at);
-        if current.expires_at.saturating_sub(now_unix) > lifetime / 2 {
+        if current.expires_at.saturating_sub(now_unix) > lifetime / 2
+            && !self.ranges.lost(&current.static_key)
+        {
             self.counters.renew_too_early += 1;
             return;
         }
@@ -88,22 +141,10 @@ impl Membership {
             self.counters.renew_throttled += 1;
             return;
         }
-        let issued = Certificate::issue(
-            secret,
-            &current.name,
-            current.static_key,
-            current.signing_key,
-            now_unix,
-            now_unix.saturating_add(self.renewal.certificate_lifetime.as_secs()),
-            current.admin,
-        );
-        match issued {
-            Ok(certificate) => {
-                self.counters.renewals_issued += 1;
-                info!(member = %current.name, "membership: renewed a member's certificate");
-                self.queue(from, emit_renew_response(&certificate.encode()));
-            }
-            Err(_) => self.counters.foca_errors += 1,
+        if let Some(certificate) = self.reissue(&secret, &current, now_unix) {
+            self.counters.renewals_issued += 1;
+            info!(member = %current.name, "membership: renewed a member's certificate");
+            self.queue(from, emit_renew_response(&certificate.encode()));
         }
     }
 
@@ -120,7 +161,7 @@ impl Membership {
                     && c.signing_key == ours.signing_key
                     && c.name == ours.name
                     && c.admin == ours.admin
-                    && c.expires_at > ours.expires_at
+                    && (c.expires_at > ours.expires_at || c.grant != ours.grant)
                     && c.verify(&self.network, now_unix).is_ok();
                 fits.then_some(certificate)
             }
@@ -151,19 +192,10 @@ impl Membership {
             return;
         }
         self.renewal.next_attempt = Some(now + RENEW_RETRY);
-        if let Some(secret) = self.renewal.network_secret.as_ref() {
-            let c = &self.certificate;
-            match Certificate::issue(
-                secret,
-                &c.name,
-                c.static_key,
-                c.signing_key,
-                now_unix,
-                now_unix.saturating_add(self.renewal.certificate_lifetime.as_secs()),
-                c.admin,
-            ) {
-                Ok(certificate) => self.install_certificate(certificate),
-                Err(_) => self.counters.foca_errors += 1,
+        if let Some(secret) = self.renewal.network_secret.clone() {
+            let current = self.certificate.clone();
+            if let Some(certificate) = self.reissue(&secret, &current, now_unix) {
+                self.install_certificate(certificate);
             }
             return;
         }

@@ -131,7 +131,7 @@ impl Node {
         }
         let now_unix = self.unix_secs(now);
         let visited = Cell::new(0u64);
-        let (peers, revoked) = (&self.peers, &self.revoked);
+        let (peers, revoked, membership) = (&self.peers, &self.revoked, &self.membership);
         let own = (self.certificate.name.as_str(), self.public_key);
         let name_taken = |name: &str, key: &PublicKey| {
             (own.0 == name && own.1 != *key)
@@ -152,6 +152,8 @@ impl Node {
             name_taken: &name_taken,
             bootstrap: &bootstrap,
             certificate_lifetime: self.certificate_lifetime.as_secs(),
+            container_network: membership.grant().map(|g| g.network),
+            ranges_out_of_pool: &|| membership.ranges_out_of_pool(),
         };
         let outcome = self.invites.handle_checked(&mut ctx, from, request);
         self.counters.join_table_entries_visited += visited.get();

@@ -250,6 +250,11 @@ impl Node {
         &self.certificate
     }
 
+    /// This node's container address grant (from its current certificate), if it has one.
+    pub fn grant(&self) -> Option<crate::core::ranges::Grant> {
+        self.membership.grant()
+    }
+
     /// Replaces this node's certificate (after a renewal); later handshakes carry the new one.
     pub fn set_certificate(&mut self, certificate: Certificate) {
         self.certificate_bytes = certificate.encode();

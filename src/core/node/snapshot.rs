@@ -2,6 +2,7 @@
 //! and the metrics endpoint. Read-only: taking one changes nothing. It holds values, not their
 //! display: `crate::status` owns the serialised form and does the formatting.
 
+use crate::core::ranges::{Grant, Range4, RangeConflict};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ pub struct MemberSnapshot {
     pub direct: bool,
     pub via: Option<String>,
     pub admin: bool,
+    pub range: Option<Range4>,
 }
 
 /// Where the switch sends frames for one MAC address.
@@ -74,6 +76,10 @@ pub struct NodeSnapshot {
     pub fdb: Vec<FdbSnapshot>,
     /// Every counter of the node, the join book and membership, with its stable name.
     pub counters: Vec<(&'static str, u64)>,
+    /// This node's address grant (its container range), if its certificate has one.
+    pub grant: Option<Grant>,
+    /// Overlapping ranges of live members, each with the member that keeps the range.
+    pub range_conflicts: Vec<RangeConflict>,
 }
 
 impl Node {
@@ -141,6 +147,7 @@ impl Node {
                     certificate_expires: m.cert_expires_at,
                     state: m.state,
                     endpoints: m.endpoints,
+                    range: m.range,
                     via,
                 }
             })
@@ -158,6 +165,8 @@ impl Node {
                 .chain(self.invites.counters().iter())
                 .chain(self.membership.counters().iter())
                 .collect(),
+            grant: self.membership.grant(),
+            range_conflicts: self.membership.range_conflicts(),
         }
     }
 }

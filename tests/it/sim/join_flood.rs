@@ -121,6 +121,7 @@ fn join_requests_that_pass_mac1_walk_no_table_until_admitted() {
         secret_hash: invite.hash(),
         expires_at: SIM_UNIX_SECS + 86_400,
         name: None,
+        range: None,
     }]);
     let token = InviteToken::new(
         network().network_id(),
