@@ -171,9 +171,10 @@ pub fn attach(config_path: &Path, request: &AttachRequest) -> Result<String, Cli
         names.host,
         host.bridge
     );
-    match plugged.gateway {
-        Some(gw) => report.push_str(&format!(", default route via {gw}")),
-        None => report.push_str(", no default route (the gateway is not on the VLAN)"),
+    match (plugged.default_route, request.vlan) {
+        (Some(gw), _) => report.push_str(&format!(", default route via {gw}")),
+        (None, Some(_)) => report.push_str(", no default route (the gateway is not on the VLAN)"),
+        (None, None) => report.push_str(", the namespace's existing default route was kept"),
     }
     if let AddressChoice::Unmanaged(addr) = choice {
         report.push_str(&format!(

@@ -218,6 +218,7 @@ fn add(call: &CniCall, config: &Config) -> Result<String, CniError> {
         plugged.address,
         plugged.prefix,
         host.gateway,
+        plugged.default_route.is_some(),
     );
     serde_json::to_string(&result)
         .map_err(|e| CniError::new(ErrorCode::IoFailure, format!("encoding the result: {e}")))

@@ -45,8 +45,9 @@ pub struct PlugRequest<'a> {
 pub struct Plugged {
     pub address: Ipv4Addr,
     pub prefix: u8,
-    /// The default route's next hop (none on a VLAN: the gateway is on the untagged bridge).
-    pub gateway: Option<Ipv4Addr>,
+    /// The default route's next hop, if this call added the route (not on a VLAN: the gateway is
+    /// on the untagged bridge; not where the namespace had a default route already).
+    pub default_route: Option<Ipv4Addr>,
     pub host_mac: Option<[u8; 6]>,
     /// The interface inside the namespace that carries the address.
     pub inside: LinkState,
@@ -102,9 +103,9 @@ pub async fn plug(netlink: &Netlink, req: &PlugRequest<'_>) -> Result<Plugged, P
         Ok((inside, host_mac)) => Ok(Plugged {
             address,
             prefix: setup.prefix,
-            gateway,
+            default_route: gateway.filter(|_| inside.default_route),
             host_mac,
-            inside,
+            inside: inside.link,
             inside_name: match req.vlan {
                 Some(vid) => veth::vlan_ifname(req.ifname, vid).unwrap_or_default(),
                 None => req.ifname.to_string(),

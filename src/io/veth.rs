@@ -95,6 +95,15 @@ pub fn vlan_ifname(ifname: &str, vlan: u16) -> Option<String> {
     (name.len() <= MAX_IFNAME).then_some(name)
 }
 
+/// The namespace end after [`configure_peer_in_netns`]: the interface that carries the address,
+/// and whether the default route via the gateway was added (false when none was asked for, or
+/// the namespace already had a default route, which is left alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configured {
+    pub link: LinkState,
+    pub default_route: bool,
+}
+
 /// What an interface inside a namespace looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkState {
@@ -249,14 +258,15 @@ where
 }
 
 /// Moves the peer of `names` into `netns` and configures it there as `setup` says (renamed,
-/// MTU, address, up, default route; a VLAN interface on it if asked). Returns the state of the
-/// interface that carries the address. On failure the caller deletes the pair by its host end.
+/// MTU, address, up, default route; a VLAN interface on it if asked). Returns the interface that
+/// carries the address and whether the default route was added. On failure the caller deletes
+/// the pair by its host end.
 pub async fn configure_peer_in_netns(
     netlink: &Netlink,
     names: &VethNames,
     netns: &File,
     setup: &PeerSetup,
-) -> io::Result<LinkState> {
+) -> io::Result<Configured> {
     netlink
         .handle()
         .link()
@@ -280,7 +290,7 @@ async fn configure_inside(
     netlink: &Netlink,
     peer: &str,
     setup: &PeerSetup,
-) -> io::Result<LinkState> {
+) -> io::Result<Configured> {
     let link = find_link(netlink, peer).await?.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -368,22 +378,32 @@ async fn configure_inside(
         .execute()
         .await
         .map_err(|e| nl_error(&format!("bringing {carrier_name} up"), e))?;
+    let mut default_route = false;
     if let Some(gateway) = setup.gateway {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gateway)
             .output_interface(carrier_index)
             .build();
-        netlink
-            .handle()
-            .route()
-            .add(route)
-            .execute()
-            .await
-            .map_err(|e| nl_error(&format!("adding the default route via {gateway}"), e))?;
+        match netlink.handle().route().add(route).execute().await {
+            Ok(()) => default_route = true,
+            // A second interface in a namespace that has its default route already: that route
+            // stays, this interface serves its subnet (the caller reports it).
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(nl_error(
+                    &format!("adding the default route via {gateway}"),
+                    e,
+                ))
+            }
+        }
     }
-    inspect_link(netlink, &carrier_name)
-        .await?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{carrier_name} vanished")))
+    let link = inspect_link(netlink, &carrier_name).await?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{carrier_name} vanished"))
+    })?;
+    Ok(Configured {
+        link,
+        default_route,
+    })
 }
 
 /// The link `ifname` in the namespace of `netlink`, or `None` if there is none.
@@ -445,7 +465,7 @@ pub async fn plug(
     netns: &File,
     setup: &PeerSetup,
     peer_mac: Option<[u8; 6]>,
-) -> io::Result<LinkState> {
+) -> io::Result<Configured> {
     create_in_bridge(netlink, names, bridge, setup.mtu, peer_mac).await?;
     match configure_peer_in_netns(netlink, names, netns, setup).await {
         Ok(state) => Ok(state),
@@ -526,9 +546,11 @@ mod tests {
                     vlan: None,
                 };
                 let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
-                let state = plug(&netlink, &names, &bridge, &netns, &setup, Some(mac))
+                let configured = plug(&netlink, &names, &bridge, &netns, &setup, Some(mac))
                     .await
                     .unwrap();
+                assert!(configured.default_route);
+                let state = configured.link;
                 assert_eq!(state.mac, Some(mac));
                 assert_eq!(state.mtu, Some(1400));
                 assert_eq!(state.addresses, vec![("10.99.3.5".parse().unwrap(), 16)]);

@@ -552,8 +552,9 @@ pub struct CniResult {
 }
 
 impl CniResult {
-    /// The result for a host veth `host` and a container interface `inside` in `sandbox` that
-    /// has `address/prefix` and a default route via `gateway`.
+    /// The result for a host veth `host` and a container interface `inside` that has
+    /// `address/prefix` with `gateway`, and the default route via it if `default_route` (a
+    /// namespace that had one already keeps it, and the result does not claim it).
     pub fn attachment(
         version: CniVersion,
         host: ResultInterface,
@@ -561,6 +562,7 @@ impl CniResult {
         address: Ipv4Addr,
         prefix: u8,
         gateway: Ipv4Addr,
+        default_route: bool,
     ) -> CniResult {
         CniResult {
             cni_version: version.as_str(),
@@ -571,10 +573,13 @@ impl CniResult {
                 gateway,
                 interface: 1,
             }],
-            routes: vec![ResultRoute {
-                dst: "0.0.0.0/0".into(),
-                gw: gateway,
-            }],
+            routes: default_route
+                .then(|| ResultRoute {
+                    dst: "0.0.0.0/0".into(),
+                    gw: gateway,
+                })
+                .into_iter()
+                .collect(),
             dns: BTreeMap::new(),
         }
     }
@@ -778,6 +783,7 @@ mod tests {
             "10.77.3.2".parse().unwrap(),
             16,
             "10.77.3.1".parse().unwrap(),
+            true,
         );
         let json: serde_json::Value = serde_json::to_value(&result).unwrap();
         assert_eq!(
@@ -800,11 +806,11 @@ mod tests {
             "10.77.3.2".parse().unwrap(),
             16,
             "10.77.3.1".parse().unwrap(),
+            false,
         );
-        assert_eq!(
-            serde_json::to_value(&old).unwrap()["ips"][0]["version"],
-            "4"
-        );
+        let old = serde_json::to_value(&old).unwrap();
+        assert_eq!(old["ips"][0]["version"], "4");
+        assert_eq!(old["routes"], serde_json::json!([]));
         let error = CniError::new(ErrorCode::TryAgainLater, "no range yet").with_details("d");
         let json: serde_json::Value =
             serde_json::from_str(&error.to_json(CniVersion::V1_0_0)).unwrap();

@@ -4,5 +4,8 @@
 //! holds the tests of one way in. Needs root (skips with a message otherwise; fails instead when
 //! `CI=true`).
 
+mod attach;
+pub mod cni;
 pub mod hosts;
+mod podman;
 mod ranges;
