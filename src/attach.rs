@@ -11,11 +11,12 @@
 
 use std::fs::File;
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::cli::CliError;
 use crate::config::Config;
-use crate::core::ranges::HostNetwork;
+use crate::core::ranges::{HostNetwork, Range4};
 use crate::io::addresses::{AddressError, AddressStore};
 use crate::io::netlink::Netlink;
 use crate::io::plug::{self, AddressChoice, PlugError, PlugRequest};
@@ -76,9 +77,15 @@ fn address_choice(host: &HostNetwork, ip: Option<AddressArg>) -> Result<AddressC
     if host.range.contains(ip.address) {
         return Ok(AddressChoice::FromRange(Some(ip.address)));
     }
-    if ip.address == host.subnet.base() || ip.address == host.subnet.last() {
+    // Another host's range (ranges all have this host's range's size): its network, gateway and
+    // broadcast addresses are never a container's.
+    let prefix = host.range.prefix();
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let other_range = Range4::new(Ipv4Addr::from(u32::from(ip.address) & mask), prefix)
+        .map_err(|e| CliError::Usage(format!("--ip {}: {e}", ip.address)))?;
+    if !other_range.is_assignable(ip.address) {
         return Err(CliError::Usage(format!(
-            "--ip {} is the subnet's network or broadcast address",
+            "--ip {} is the network, gateway or broadcast address of the range {other_range}",
             ip.address
         )));
     }
@@ -220,7 +227,7 @@ pub fn detach(config_path: &Path, target: &NetnsTarget, ifname: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ranges::{ContainerNetwork, Range4};
+    use crate::core::ranges::ContainerNetwork;
 
     fn host() -> HostNetwork {
         let net = ContainerNetwork::new("10.77.0.0/16".parse().unwrap(), 24, None).unwrap();
@@ -259,5 +266,7 @@ mod tests {
         );
         assert!(usage(address_choice(&h, arg("10.77.3.9/24"))).contains("use /16"));
         assert!(usage(address_choice(&h, arg("10.77.255.255"))).contains("broadcast"));
+        assert!(usage(address_choice(&h, arg("10.77.8.1"))).contains("10.77.8.0/24"));
+        assert!(usage(address_choice(&h, arg("10.77.8.0"))).contains("gateway"));
     }
 }

@@ -333,7 +333,7 @@ async fn configure_inside(
                 )
             })?;
             // The tag adds 4 bytes to each frame; keep tagged frames inside the mesh's MTU.
-            let vlan = LinkVlan::new(&name, index, vid).mtu(u32::from(setup.mtu) - 4);
+            let vlan = LinkVlan::new(&name, index, vid).mtu(u32::from(setup.mtu).saturating_sub(4));
             netlink
                 .handle()
                 .link()
