@@ -94,6 +94,8 @@ pub struct InterfaceConfig {
 pub struct SwitchConfig {
     pub fdb_max_entries: usize,
     pub fdb_ageing: Duration,
+    /// Drop IPv6 router advertisements that come from other members.
+    pub drop_router_advertisements: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +240,7 @@ struct RawInterface {
 struct RawSwitch {
     fdb_max_entries: Option<Spanned<usize>>,
     fdb_ageing_secs: Option<Spanned<u64>>,
+    drop_router_advertisements: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -433,6 +436,7 @@ impl Config {
             Some(n) => Duration::from_secs(n.into_inner()),
             None => Duration::from_secs(300),
         };
+        let drop_router_advertisements = sw.drop_router_advertisements.unwrap_or(false);
 
         let Some(network) = raw.network else {
             return Err(ConfigError::Other {
@@ -519,6 +523,7 @@ impl Config {
             switch: SwitchConfig {
                 fdb_max_entries,
                 fdb_ageing,
+                drop_router_advertisements,
             },
             peers,
             state_dir: raw
@@ -808,6 +813,25 @@ mod tests {
         ));
         assert!(e.contains("15 characters"), "{e}");
     }
+    #[test]
+    fn switch_router_advertisements_and_subnet_env_have_defaults_and_are_read() {
+        let c = parse(&minimal()).unwrap();
+        assert!(!c.switch.drop_router_advertisements);
+        assert_eq!(c.subnet_env, PathBuf::from(DEFAULT_SUBNET_ENV));
+        let c = parse(&format!(
+            "subnet_env = \"/tmp/h1.env\"\n{}[switch]\ndrop_router_advertisements = true\n",
+            minimal()
+        ))
+        .unwrap();
+        assert!(c.switch.drop_router_advertisements);
+        assert_eq!(c.subnet_env, PathBuf::from("/tmp/h1.env"));
+        let e = err(&format!(
+            "{}[switch]\ndrop_router_advertisements = 1\n",
+            minimal()
+        ));
+        assert!(e.contains("drop_router_advertisements"), "{e}");
+    }
+
     #[test]
     fn cipher_is_auto_by_default_and_names_its_key_and_line_when_bad() {
         assert_eq!(parse(&minimal()).unwrap().cipher, CipherPreference::Auto);

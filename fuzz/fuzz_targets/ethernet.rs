@@ -7,16 +7,29 @@
 
 use libfuzzer_sys::fuzz_target;
 use meshd::wire::{
-    EthernetFrame, IpError, IpFrame, MacAddr, ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN,
-    VLAN_TAG_LEN,
+    source_claim, EthernetFrame, IpError, IpFrame, MacAddr, SourceClaim, ETHERNET_HEADER_LEN,
+    ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
 };
 
 fuzz_target!(|bytes: &[u8]| {
     check_frame(bytes);
+    check_source_claim(bytes);
     check_ip(bytes);
     check_mac_bytes(bytes);
     check_mac_text(bytes);
 });
+
+/// The layer-2 guard's view: an IP claim only for frames `IpFrame` accepts, an ARP claim only for
+/// ARP frames, and never a panic.
+fn check_source_claim(bytes: &[u8]) {
+    match source_claim(bytes) {
+        SourceClaim::V4(_) | SourceClaim::V6 { .. } => assert!(IpFrame::new_checked(bytes).is_ok()),
+        SourceClaim::Arp(_) => assert!(EthernetFrame::new_checked(bytes)
+            .is_ok_and(|f| f.inner_ethertype() == Some(meshd::wire::ETHERTYPE_ARP))),
+        SourceClaim::NoAddress => assert!(IpFrame::new_checked(bytes).is_err()),
+        SourceClaim::Malformed => {}
+    }
+}
 
 fn check_frame(bytes: &[u8]) {
     let Ok(frame) = EthernetFrame::new_checked(bytes) else {

@@ -62,6 +62,21 @@ counters! {
         rx_bad_frame,
         /// Decrypted frames larger than this node's TAP carries (a peer with a larger MTU).
         rx_oversize,
+        /// Frames from members to an IEEE 802.1D reserved group address (STP, LLDP, 802.1X).
+        rx_l2_reserved,
+        /// Router advertisements from members, dropped (`drop_router_advertisements`).
+        rx_l2_router_advertisement,
+        /// Frames from members with a source address outside the member's range.
+        rx_l2_foreign_source,
+        /// Frames from members that say ARP or IP but are not well formed.
+        rx_l2_malformed,
+        /// Frames from members that would have moved a MAC learned elsewhere without proving an
+        /// address of the member's range.
+        rx_l2_unproven_move,
+        /// Frames from members with a new MAC beyond the member's learning budget.
+        rx_l2_learning_limited,
+        /// Frames from this host's bridge to a reserved group address, kept on this host.
+        tx_l2_reserved,
         /// Handshake messages whose mac1 did not verify (sent without knowing our public key).
         rx_bad_mac1,
         /// Handshake messages dropped because the handshake rate limit was reached.

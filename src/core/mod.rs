@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cookie;
 pub mod counters;
 pub mod frames;
+pub mod guard;
 pub mod invite;
 pub mod limit;
 pub mod membership;

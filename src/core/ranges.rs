@@ -443,6 +443,24 @@ pub fn choose_range(
     }
 }
 
+/// A free range for a member whose range lost a conflict: the first free one from a start that
+/// the member's key picks. Two admins moving the same member choose the same range, and admins
+/// moving different members at the same moment rarely choose the same one (lowest-free would make
+/// every concurrent move collide again).
+pub fn free_range_for(
+    network: &ContainerNetwork,
+    key: &PublicKey,
+    taken: &[Range4],
+) -> Result<Range4, GrantError> {
+    let count = network.range_count();
+    let bytes = key.as_bytes();
+    let start = u64::from_le_bytes(bytes[..8].try_into().expect("8 of 32 bytes")) % count;
+    (0..count)
+        .filter_map(|i| network.range((start + i) % count))
+        .find(|candidate| !taken.iter().any(|t| t.overlaps(candidate)))
+        .ok_or(GrantError::Full(network.host_prefix, network.subnet))
+}
+
 /// A live member's range, as the collision rule sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeHolder {

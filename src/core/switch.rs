@@ -50,13 +50,15 @@ pub const REQUEUE_INTERVAL: Duration = Duration::from_secs(1);
 /// Stale stamps tolerated beyond `2 * len` before the recency FIFO is compacted.
 const COMPACT_SLACK: usize = 64;
 
-/// Limits of the forwarding database.
+/// Limits of the forwarding database, and the switch's policy on members' frames.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct FdbConfig {
     /// Upper bound on entries; a new MAC beyond it evicts the least recently seen one.
     pub max_entries: usize,
     /// How long an entry stays valid without traffic from its MAC.
     pub ageing: Duration,
+    /// Drop ICMPv6 router advertisements that come from members (see core::guard).
+    pub drop_router_advertisements: bool,
 }
 
 impl Default for FdbConfig {
@@ -64,6 +66,7 @@ impl Default for FdbConfig {
         FdbConfig {
             max_entries: 8192,
             ageing: Duration::from_secs(300),
+            drop_router_advertisements: false,
         }
     }
 }

@@ -206,6 +206,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         fdb: FdbConfig {
             max_entries: config.switch.fdb_max_entries,
             ageing: config.switch.fdb_ageing,
+            drop_router_advertisements: config.switch.drop_router_advertisements,
         },
         max_frame: usize::from(iface.mtu) + ETHERNET_FRAME_OVERHEAD,
         underlay_mtu: underlay_mtu(&iface.name),

@@ -27,6 +27,7 @@ pub mod ip;
 mod join;
 pub mod membership;
 mod path;
+mod source;
 mod token;
 pub mod vnet;
 
@@ -62,6 +63,7 @@ pub use path::{
     Probe, ProbeAck, RelayEnvelope, PROBE_ACK_MAX_LEN, PROBE_MIN_LEN, RELAY_ENVELOPE_LEN,
     RELAY_OVERHEAD,
 };
+pub use source::{source_claim, SourceClaim};
 pub(crate) use token::constant_time_eq;
 pub use token::{
     invite_id, InviteId, InviteSecret, InviteToken, TokenError, INVITE_ID_LEN, INVITE_SECRET_LEN,

@@ -375,15 +375,27 @@ impl Sim {
         self.collect(at);
     }
 
+    /// Each host's `poll_timeout`, re-read only for the hosts an event touched: a node's deadline
+    /// changes only when it is handed an input, and asking every node of a large simulation after
+    /// every datagram cost more than the simulation itself.
+    fn refresh_timeouts(&self, timeouts: &mut [Option<Instant>], touched: usize) {
+        if self.split {
+            // A parked datagram may finish on another host: re-read them all.
+            for (t, h) in timeouts.iter_mut().zip(&self.hosts) {
+                *t = h.node.poll_timeout();
+            }
+        } else {
+            timeouts[touched] = self.hosts[touched].node.poll_timeout();
+        }
+    }
+
     /// Advances virtual time to `until`, delivering datagrams and firing timers in order.
     fn run_until(&mut self, until: Instant) {
+        let mut timeouts: Vec<Option<Instant>> =
+            self.hosts.iter().map(|h| h.node.poll_timeout()).collect();
         loop {
             let next_delivery = self.flight.iter().map(|f| (f.deliver_at, f.seq)).min();
-            let next_timer = self
-                .hosts
-                .iter()
-                .filter_map(|h| h.node.poll_timeout())
-                .min();
+            let next_timer = timeouts.iter().flatten().min().copied();
             let next = match (next_delivery, next_timer) {
                 (Some((d, _)), Some(t)) => d.min(t),
                 (Some((d, _)), None) => d,
@@ -400,20 +412,19 @@ impl Sim {
                 let _ = d;
                 let idx = self.flight.iter().position(|f| f.seq == seq).unwrap();
                 let f = self.flight.swap_remove(idx);
-                self.deliver(f.to, f.from, f.bytes);
+                let to = f.to;
+                self.deliver(to, f.from, f.bytes);
+                self.refresh_timeouts(&mut timeouts, to);
                 continue;
             }
             for i in 0..self.hosts.len() {
-                if self.hosts[i]
-                    .node
-                    .poll_timeout()
-                    .is_some_and(|t| t <= self.now)
-                {
+                if timeouts[i].is_some_and(|t| t <= self.now) {
                     let now = self.now;
                     // Timers run between the halves of a parked datagram too (a rekey, say).
                     self.hosts[i].node.handle_timeout(now);
                     self.hosts[i].node.check_invariants().unwrap();
                     self.collect(i);
+                    self.refresh_timeouts(&mut timeouts, i);
                 }
             }
         }
@@ -525,23 +536,41 @@ fn make_node_issued_by(
     max_frame: usize,
     issuer: &NetworkSecret,
 ) -> Node {
-    let mut rng_seed = [0u8; 32];
-    rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
     let raw = secret;
     let secret = StaticSecret::from_bytes(secret);
     // Simulated hosts advertise their own address; host 1 (index 0) is the admin.
     let index = (raw[0] == 0x42).then(|| usize::from(raw[1]) - 1);
+    let certificate = certificate(&secret, issuer);
     Node::new(NodeConfig {
         network_secret: (index == Some(0)).then(network),
-        certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
         advertise: index.map(addr).into_iter().collect(),
+        peers,
+        max_frame,
+        ..node_config(now, secret, certificate, seed)
+    })
+}
+
+/// A simulated node's config with `certificate`: no network key, nothing advertised, no
+/// bootstrap peers, the simulator's frame size, MTU and ciphers; callers set what differs.
+fn node_config(
+    now: Instant,
+    secret: StaticSecret,
+    certificate: Certificate,
+    seed: u64,
+) -> NodeConfig {
+    let mut rng_seed = [0u8; 32];
+    rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+    NodeConfig {
+        network_secret: None,
+        certificate_lifetime: std::time::Duration::from_secs(30 * 86_400),
+        advertise: Vec::new(),
         revocations: Vec::new(),
         network: network().network_id(),
-        certificate: certificate(&secret, issuer),
+        certificate,
         secret,
-        peers,
+        peers: Vec::new(),
         fdb: FdbConfig::default(),
-        max_frame,
+        max_frame: MAX_FRAME,
         underlay_mtu: UNDERLAY_MTU.with(|m| m.get()),
         rng_seed,
         ciphers: SIM_CIPHERS.with(|c| {
@@ -551,7 +580,7 @@ fn make_node_issued_by(
         now,
         // Wall clock advances with the virtual clock; a restart happens "later" in wall time too.
         unix_nanos_at_now: (SIM_UNIX_SECS + seed) * 1_000_000_000,
-    })
+    }
 }
 
 /// Sends `count` numbered frames a→b and b→a every `interval`, running the network between them,
@@ -1042,9 +1071,11 @@ fn status_reports_peers_fdb_and_counters() {
 mod ciphers;
 mod floods;
 mod join_flood;
+mod l2_guard;
 mod observed;
 mod on_demand;
 mod paths;
+mod ranges;
 
 mod random_input {
     use super::*;

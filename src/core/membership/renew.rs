@@ -21,9 +21,9 @@ use rand_core::RngCore as _;
 use tracing::{debug, info, warn};
 
 use super::registry::{lock, KeyEntry};
-use super::{Membership, MembershipEvent, RENEW_BURST, RENEW_RATE, RENEW_RETRY};
+use super::{Membership, MembershipEvent, RANGE_RENEW_RETRY, RENEW_BURST, RENEW_RATE, RENEW_RETRY};
 use crate::core::limit::TokenBucket;
-use crate::core::ranges::{choose_range, Grant};
+use crate::core::ranges::{free_range_for, Grant};
 use crate::wire::membership::{
     emit_renew_request, emit_renew_response, RenewRequest, RenewResponse,
 };
@@ -65,7 +65,8 @@ impl Membership {
     }
 
     /// A fresh certificate for the holder of `current`: the same in everything but its validity
-    /// window, and its range if that lost a conflict (then the lowest free range, granted now).
+    /// window, and its range if that lost a conflict (then a free range picked from the member's
+    /// key, granted now).
     fn reissue(
         &mut self,
         secret: &NetworkSecret,
@@ -80,7 +81,7 @@ impl Membership {
                 .as_ref()
                 .and_then(Grant::from_certificate)?
                 .network;
-            match choose_range(&network, None, &taken)
+            match free_range_for(&network, &current.static_key, &taken)
                 .ok()
                 .and_then(|range| Grant::new(network, range, now_unix))
             {
@@ -191,7 +192,14 @@ impl Membership {
         if !self.renewal_due(now_unix) || self.renewal.next_attempt.is_some_and(|t| now < t) {
             return;
         }
-        self.renewal.next_attempt = Some(now + RENEW_RETRY);
+        // A range that lost a conflict is asked about again soon: the admin asked first may not
+        // have seen the conflict yet (it answers nothing then).
+        let retry = if self.own_range_lost() {
+            RANGE_RENEW_RETRY
+        } else {
+            RENEW_RETRY
+        };
+        self.renewal.next_attempt = Some(now + retry);
         if let Some(secret) = self.renewal.network_secret.clone() {
             let current = self.certificate.clone();
             if let Some(certificate) = self.reissue(&secret, &current, now_unix) {

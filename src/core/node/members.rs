@@ -4,6 +4,7 @@
 //! Invariants: a revoked key has no session, no pending frame and no FDB entry, and gets no new
 //! peer entry; the table never grows past `MEMBER_TABLE_MAX`.
 
+use crate::core::ranges::Grant;
 use std::cell::Cell;
 
 use meshd_crypto::{Certificate, PublicKey};
@@ -99,6 +100,7 @@ impl Node {
             .is_none_or(|c| c.expires_at < certificate.expires_at);
         if newer {
             peer.name = certificate.name.clone();
+            peer.grant = certificate.grant.as_ref().and_then(Grant::from_certificate);
             peer.certificate = Some(certificate.clone());
         }
         Some(id)

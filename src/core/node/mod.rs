@@ -45,6 +45,7 @@ pub use api::{
 pub use endpoints::{CONFIRMATIONS, PUBLISH_BURST, PUBLISH_PER_SECOND, REPORTERS_MAX};
 pub use snapshot::{FdbPortSnapshot, FdbSnapshot, MemberSnapshot, NodeSnapshot, PeerSnapshot};
 
+use crate::core::guard::GuardPolicy;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -124,6 +125,8 @@ pub struct Node {
     /// Our session indices and the peer each belongs to (the one table of them).
     by_index: IndexTable,
     fdb: Fdb,
+    /// What the layer-2 guard enforces on members' frames.
+    guard: GuardPolicy,
     limiter: HandshakeLimiter,
     /// The cookie secret and our cookie replies, for initiations while under load.
     cookies: CookieIssuer,
@@ -192,6 +195,7 @@ impl Node {
             .enumerate()
             .map(|(i, p)| (p.public_key, i as PeerId))
             .collect();
+        let enforce_ranges = config.certificate.grant.is_some();
         Node {
             network: config.network,
             certificate_bytes: config.certificate.encode(),
@@ -211,6 +215,10 @@ impl Node {
             peers,
             by_key,
             by_index: IndexTable::default(),
+            guard: GuardPolicy {
+                enforce_ranges,
+                drop_router_advertisements: config.fdb.drop_router_advertisements,
+            },
             fdb: Fdb::new(config.fdb),
             limiter: HandshakeLimiter::new(config.now),
             cookies: CookieIssuer::new(&public_key),
@@ -258,6 +266,7 @@ impl Node {
     /// Replaces this node's certificate (after a renewal); later handshakes carry the new one.
     pub fn set_certificate(&mut self, certificate: Certificate) {
         self.certificate_bytes = certificate.encode();
+        self.guard.enforce_ranges = certificate.grant.is_some();
         self.certificate = certificate;
     }
 

@@ -6,6 +6,9 @@
 //! authenticated and passed the replay window; a frame from a peer only ever goes to the TAP
 //! (split horizon); a relay envelope found inside a relayed datagram is dropped (one hop).
 
+use crate::core::guard::{self, GuardDrop, SourceMac, LEARN_BURST, LEARN_RATE};
+use crate::core::limit::TokenBucket;
+use crate::wire::source_claim;
 use std::ops::Range;
 
 use meshd_crypto::PublicKey;
@@ -296,13 +299,46 @@ impl Node {
             self.counters.rx_oversize += 1;
             return Received::Nothing;
         }
-        let (src, dst) = match EthernetFrame::new_checked(&datagram[frame.clone()]) {
+        let bytes = &datagram[frame.clone()];
+        let (src, dst) = match EthernetFrame::new_checked(bytes) {
             Ok(eth) => (eth.src(), eth.dst()),
             Err(_) => {
                 self.counters.rx_bad_frame += 1;
                 return Received::Nothing;
             }
         };
+        let source_mac = match self.fdb.lookup(now, src) {
+            // Never learned: nothing to move, nothing to spend.
+            _ if src.is_multicast() || src.is_zero() => SourceMac::Here,
+            None => SourceMac::New,
+            Some(Port::Peer(p)) if p == id => SourceMac::Here,
+            Some(_) => SourceMac::Elsewhere,
+        };
+        let peer = &mut self.peers[id as usize];
+        let budget = peer
+            .learning
+            .get_or_insert_with(|| TokenBucket::new(now, LEARN_RATE, LEARN_BURST));
+        let verdict = guard::check_remote(
+            self.guard,
+            dst,
+            || source_claim(bytes),
+            peer.grant.as_ref(),
+            source_mac,
+            budget,
+            now,
+        );
+        if let Err(drop) = verdict {
+            let c = &mut self.counters;
+            *match drop {
+                GuardDrop::Reserved => &mut c.rx_l2_reserved,
+                GuardDrop::RouterAdvertisement => &mut c.rx_l2_router_advertisement,
+                GuardDrop::ForeignSource => &mut c.rx_l2_foreign_source,
+                GuardDrop::Malformed => &mut c.rx_l2_malformed,
+                GuardDrop::UnprovenMove => &mut c.rx_l2_unproven_move,
+                GuardDrop::LearningLimited => &mut c.rx_l2_learning_limited,
+            } += 1;
+            return Received::Nothing;
+        }
         if let Learned::Moved { from } = self.fdb.learn(now, src, Port::Peer(id)) {
             debug!(mac = %src, from = ?from, peer = %self.peers[id as usize].name, "MAC moved");
         }

@@ -28,6 +28,12 @@ impl Node {
                 return;
             }
         };
+        if crate::core::guard::is_reserved_group(dst) {
+            // A Linux bridge keeps these on the host; so does the switch across hosts.
+            self.counters.tx_l2_reserved += 1;
+            self.pool.give(frame);
+            return;
+        }
         if let Learned::Moved { from } = self.fdb.learn(now, src, Port::Local) {
             debug!(mac = %src, from = ?from, "MAC moved to this host");
         }

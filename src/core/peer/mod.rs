@@ -22,6 +22,8 @@ pub(crate) use sessions::{Initiation, Retired, Session, Sessions, Slot};
 pub use sessions::{REJECT_AFTER_TIME, REKEY_AFTER_TIME, RESPONDER_REKEY_AFTER_TIME};
 pub(crate) use timers::PeerTimer;
 
+use crate::core::limit::TokenBucket;
+use crate::core::ranges::Grant;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -87,6 +89,10 @@ pub(crate) struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// The newest verified certificate seen for this key (handshake or gossip).
     pub certificate: Option<Certificate>,
+    /// The address grant of that certificate, if it has a consistent one (the guard's input).
+    pub grant: Option<Grant>,
+    /// New MAC addresses this member may still teach this host (made at its first frame).
+    pub learning: Option<TokenBucket>,
     /// Listed in the config: always kept connected, the way back into the mesh.
     pub bootstrap: bool,
     pub sessions: Sessions,
@@ -119,6 +125,8 @@ impl Peer {
             public_key,
             endpoint,
             certificate: None,
+            grant: None,
+            learning: None,
             bootstrap: false,
             sessions: Sessions::default(),
             handshake: HandshakeProgress::default(),
