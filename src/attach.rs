@@ -1,9 +1,10 @@
 //! `meshd attach` / `meshd detach`: put any network namespace (a `ip netns` name or a process's)
 //! on the container network by hand, as pipework does for containers of any runtime.
 //!
-//! Owns the checks of the request against this host's network (an address must lie in the
-//! container subnet with its prefix; one inside this host's range is reserved in the address
-//! store, one in another host's range is used as given) and the messages that say what was done.
+//! Owns the checks of the request against this host's network (an address must lie in this host's
+//! range, given with the subnet's prefix or none, and is reserved in the address store: other
+//! members drop frames whose source lies outside the sending host's range) and the messages that
+//! say what was done.
 //! The plugging itself is src/io/plug.rs, shared with the CNI plugin. Invariants: the owner string
 //! (`attach:<name>/<ifname>` or `attach:pid<PID>/<ifname>`) and the host veth name (`ma` + 12 hex
 //! digits of its hash) depend only on the arguments, so `detach` with the same `--netns`/`--pid`
@@ -16,10 +17,10 @@ use std::path::Path;
 
 use crate::cli::CliError;
 use crate::config::Config;
-use crate::core::ranges::{HostNetwork, Range4};
+use crate::core::ranges::HostNetwork;
 use crate::io::addresses::{AddressError, AddressStore};
 use crate::io::netlink::Netlink;
-use crate::io::plug::{self, AddressChoice, PlugError, PlugRequest};
+use crate::io::plug::{self, PlugError, PlugRequest};
 use crate::io::veth::{self, VethNames};
 use crate::wire::attach::{AddressArg, NetnsTarget};
 use crate::wire::MacAddr;
@@ -52,10 +53,15 @@ fn host_network(config: &Config) -> Result<HostNetwork, CliError> {
     })
 }
 
-/// Where the address comes from, checked against this host's network.
-fn address_choice(host: &HostNetwork, ip: Option<AddressArg>) -> Result<AddressChoice, CliError> {
+/// The address asked for, checked against this host's network: inside this host's range (other
+/// members drop frames whose source address lies outside the sending host's range, the layer-2
+/// guard), with the subnet's prefix or none. `None`: the lowest free address.
+fn wanted_address(
+    host: &HostNetwork,
+    ip: Option<AddressArg>,
+) -> Result<Option<Ipv4Addr>, CliError> {
     let Some(ip) = ip else {
-        return Ok(AddressChoice::FromRange(None));
+        return Ok(None);
     };
     if !host.subnet.contains(ip.address) {
         return Err(CliError::Usage(format!(
@@ -74,22 +80,14 @@ fn address_choice(host: &HostNetwork, ip: Option<AddressArg>) -> Result<AddressC
             )));
         }
     }
-    if host.range.contains(ip.address) {
-        return Ok(AddressChoice::FromRange(Some(ip.address)));
-    }
-    // Another host's range (ranges all have this host's range's size): its network, gateway and
-    // broadcast addresses are never a container's.
-    let prefix = host.range.prefix();
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    let other_range = Range4::new(Ipv4Addr::from(u32::from(ip.address) & mask), prefix)
-        .map_err(|e| CliError::Usage(format!("--ip {}: {e}", ip.address)))?;
-    if !other_range.is_assignable(ip.address) {
+    if !host.range.contains(ip.address) {
         return Err(CliError::Usage(format!(
-            "--ip {} is the network, gateway or broadcast address of the range {other_range}",
-            ip.address
+            "--ip {} is not in this host's range {}: other members drop frames from addresses \
+             outside the sending host's range, so attach it on the host that holds {0}'s range",
+            ip.address, host.range
         )));
     }
-    Ok(AddressChoice::Unmanaged(ip.address))
+    Ok(Some(ip.address))
 }
 
 fn open_netns(target: &NetnsTarget) -> Result<File, CliError> {
@@ -138,7 +136,7 @@ pub fn attach(config_path: &Path, request: &AttachRequest) -> Result<String, Cli
     }
     let netns = open_netns(&request.target)?;
     let host = host_network(&config)?;
-    let choice = address_choice(&host, request.ip)?;
+    let wanted = wanted_address(&host, request.ip)?;
     let store = open_store(&config)?;
     let owner = request.target.owner(&request.ifname);
     let names = VethNames::for_owner(VETH_PREFIX, &owner);
@@ -151,7 +149,7 @@ pub fn attach(config_path: &Path, request: &AttachRequest) -> Result<String, Cli
             names: &names,
             netns: &netns,
             ifname: &request.ifname,
-            address: choice,
+            wanted,
             mac: request.mac,
             vlan: request.vlan,
         };
@@ -182,13 +180,6 @@ pub fn attach(config_path: &Path, request: &AttachRequest) -> Result<String, Cli
         (Some(gw), _) => report.push_str(&format!(", default route via {gw}")),
         (None, Some(_)) => report.push_str(", no default route (the gateway is not on the VLAN)"),
         (None, None) => report.push_str(", the namespace's existing default route was kept"),
-    }
-    if let AddressChoice::Unmanaged(addr) = choice {
-        report.push_str(&format!(
-            "\nnote: {addr} is outside this host's range {}, so it is not reserved here; make sure \
-             the host holding that range does not hand it out",
-            host.range
-        ));
     }
     Ok(report)
 }
@@ -227,7 +218,7 @@ pub fn detach(config_path: &Path, target: &NetnsTarget, ifname: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ranges::ContainerNetwork;
+    use crate::core::ranges::{ContainerNetwork, Range4};
 
     fn host() -> HostNetwork {
         let net = ContainerNetwork::new("10.77.0.0/16".parse().unwrap(), 24, None).unwrap();
@@ -239,7 +230,7 @@ mod tests {
         Some(crate::wire::attach::parse_address(s).unwrap())
     }
 
-    fn usage(r: Result<AddressChoice, CliError>) -> String {
+    fn usage(r: Result<Option<Ipv4Addr>, CliError>) -> String {
         match r {
             Err(CliError::Usage(m)) => m,
             other => panic!("expected a usage error, got {other:?}"),
@@ -249,24 +240,20 @@ mod tests {
     #[test]
     fn addresses_are_checked_against_the_hosts_network() {
         let h = host();
+        assert_eq!(wanted_address(&h, None).unwrap(), None);
         assert_eq!(
-            address_choice(&h, None).unwrap(),
-            AddressChoice::FromRange(None)
+            wanted_address(&h, arg("10.77.3.9/16")).unwrap(),
+            Some("10.77.3.9".parse().unwrap())
         );
         assert_eq!(
-            address_choice(&h, arg("10.77.3.9/16")).unwrap(),
-            AddressChoice::FromRange(Some("10.77.3.9".parse().unwrap()))
-        );
-        assert_eq!(
-            address_choice(&h, arg("10.77.8.9")).unwrap(),
-            AddressChoice::Unmanaged("10.77.8.9".parse().unwrap())
+            wanted_address(&h, arg("10.77.3.9")).unwrap(),
+            Some("10.77.3.9".parse().unwrap())
         );
         assert!(
-            usage(address_choice(&h, arg("10.78.3.9"))).contains("outside the container subnet")
+            usage(wanted_address(&h, arg("10.78.3.9"))).contains("outside the container subnet")
         );
-        assert!(usage(address_choice(&h, arg("10.77.3.9/24"))).contains("use /16"));
-        assert!(usage(address_choice(&h, arg("10.77.255.255"))).contains("broadcast"));
-        assert!(usage(address_choice(&h, arg("10.77.8.1"))).contains("10.77.8.0/24"));
-        assert!(usage(address_choice(&h, arg("10.77.8.0"))).contains("gateway"));
+        assert!(usage(wanted_address(&h, arg("10.77.3.9/24"))).contains("use /16"));
+        assert!(usage(wanted_address(&h, arg("10.77.8.9")))
+            .contains("not in this host's range 10.77.3.0/24"));
     }
 }

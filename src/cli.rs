@@ -154,14 +154,14 @@ enum Command {
         endpoint: Option<SocketAddr>,
     },
     /// Put a network namespace on the container network: a veth pair into the bridge, an address
-    /// from this host's range (or --ip), a default route via the gateway.
+    /// of this host's range, a default route via the gateway.
     Attach {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
         #[command(flatten)]
         target: NetnsArgs,
-        /// Address for the interface, inside the container subnet (ADDRESS or ADDRESS/PREFIX);
-        /// reserved in this host's store when it is in this host's range.
+        /// Address for the interface, of this host's range (ADDRESS or ADDRESS/PREFIX with the
+        /// subnet's prefix); reserved in this host's address store.
         #[arg(long, value_name = "CIDR", value_parser = crate::wire::attach::parse_address)]
         ip: Option<crate::wire::attach::AddressArg>,
         /// MAC address for the interface (default: the kernel's random one).

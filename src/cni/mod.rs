@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::core::ranges::HostNetwork;
 use crate::io::addresses::AddressStore;
 use crate::io::netlink::Netlink;
-use crate::io::plug::{self, AddressChoice, PlugError, PlugRequest};
+use crate::io::plug::{self, PlugError, PlugRequest};
 use crate::io::veth::{self, VethNames};
 use crate::wire::cni::{
     parse_request, version_json, CniCall, CniCommand, CniError, CniRequest, CniResult, CniVersion,
@@ -193,7 +193,7 @@ fn add(call: &CniCall, config: &Config) -> Result<String, CniError> {
             names: &names,
             netns: &netns,
             ifname: &call.ifname,
-            address: AddressChoice::FromRange(None),
+            wanted: None,
             mac: None,
             vlan: None,
         };

@@ -1,5 +1,6 @@
 //! Attaching a network namespace to this host's share of the container network, all or nothing:
-//! an address from the store, a veth pair into the bridge, the namespace end configured.
+//! an address of this host's range from the store, a veth pair into the bridge, the namespace end
+//! configured.
 //!
 //! Owns the order of those steps and their undoing, shared by the CNI plugin and `meshd attach`.
 //! Invariants: on failure only what this call made is undone (an address the owner already held
@@ -17,16 +18,6 @@ use crate::io::addresses::{AddressError, AddressStore};
 use crate::io::netlink::Netlink;
 use crate::io::veth::{self, LinkState, PeerSetup, VethNames};
 
-/// Where the address comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressChoice {
-    /// From this host's range through the store: the lowest free one, or the one wanted.
-    FromRange(Option<Ipv4Addr>),
-    /// An address of the subnet outside this host's range (another host answers for that
-    /// range's allocation): used as given, not recorded in this host's store.
-    Unmanaged(Ipv4Addr),
-}
-
 /// What to attach, and how.
 pub struct PlugRequest<'a> {
     pub store: &'a AddressStore,
@@ -35,7 +26,8 @@ pub struct PlugRequest<'a> {
     pub names: &'a VethNames,
     pub netns: &'a File,
     pub ifname: &'a str,
-    pub address: AddressChoice,
+    /// This address of the host's range (it must be assignable and free), else the lowest free.
+    pub wanted: Option<Ipv4Addr>,
     pub mac: Option<[u8; 6]>,
     pub vlan: Option<u16>,
 }
@@ -66,14 +58,9 @@ pub enum PlugError {
 
 /// Attaches `req.netns`: reserves the address, plugs the veth pair, configures the inside end.
 pub async fn plug(netlink: &Netlink, req: &PlugRequest<'_>) -> Result<Plugged, PlugError> {
-    let (address, reserved_here) = match req.address {
-        AddressChoice::FromRange(wanted) => {
-            let held_before = req.store.lookup_owner(req.owner)?;
-            let address = req.store.allocate(req.host.range, req.owner, wanted)?;
-            (address, !held_before.contains(&address))
-        }
-        AddressChoice::Unmanaged(address) => (address, false),
-    };
+    let held_before = req.store.lookup_owner(req.owner)?;
+    let address = req.store.allocate(req.host.range, req.owner, req.wanted)?;
+    let reserved_here = !held_before.contains(&address);
     let gateway = req.vlan.is_none().then_some(req.host.gateway);
     let setup = PeerSetup {
         ifname: req.ifname.to_string(),

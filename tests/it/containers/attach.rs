@@ -169,6 +169,10 @@ fn attached_namespaces_on_two_hosts_reach_each_other() {
             "outside the container subnet",
         ),
         (vec!["--netns", &c.name, "--ip", "10.77.0.5/24"], "use /16"),
+        (
+            vec!["--netns", &c.name, "--ip", "10.77.1.5"],
+            "not in this host's range",
+        ),
         (vec!["--netns", &c.name, "--vlan", "0"], "VLAN id"),
         (
             vec!["--netns", &c.name, "--pid", "1"],
