@@ -1,19 +1,20 @@
 //! `meshd attach` / `meshd detach`: put any network namespace (a `ip netns` name or a process's)
 //! on the container network by hand, as pipework does for containers of any runtime.
 //!
-//! Owns the checks of the request against this host's network (an address must lie in this host's
-//! range, given with the subnet's prefix or none, and is reserved in the address store: other
-//! members drop frames whose source lies outside the sending host's range) and the messages that
-//! say what was done.
-//! The plugging itself is src/io/plug.rs, shared with the CNI plugin. Invariants: the owner string
-//! (`attach:<name>/<ifname>` or `attach:pid<PID>/<ifname>`) and the host veth name (`ma` + 12 hex
-//! digits of its hash) depend only on the arguments, so `detach` with the same `--netns`/`--pid`
-//! and `--ifname` finds what `attach` made; argument errors exit 2 before anything is changed.
+//! Owns the two subcommands' command lines (their values parsed by src/wire/attach.rs), the checks
+//! of the request against this host's network (the address must lie in this host's range, given
+//! with the subnet's prefix or none, and is reserved in the address store: other members drop
+//! frames whose source lies outside the sending host's range) and the messages that say what was
+//! done. The plugging itself is src/io/plug.rs, shared with the CNI plugin. Invariants: the owner
+//! string (`attach:<name>/<ifname>` or `attach:pid<PID>/<ifname>`) and the host veth name (`ma` +
+//! 12 hex digits of its hash) depend only on the arguments, so `detach` with the same
+//! `--netns`/`--pid` and `--ifname` finds what `attach` made; argument errors exit 2 before
+//! anything is changed.
 
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli::CliError;
 use crate::config::Config;
@@ -22,11 +23,93 @@ use crate::io::addresses::{AddressError, AddressStore};
 use crate::io::netlink::Netlink;
 use crate::io::plug::{self, PlugError, PlugRequest};
 use crate::io::veth::{self, VethNames};
-use crate::wire::attach::{AddressArg, NetnsTarget};
+use crate::wire::attach::{self as args, AddressArg, NetnsTarget};
 use crate::wire::MacAddr;
 
 /// Prefix of host veth names made by `meshd attach`.
 pub const VETH_PREFIX: &str = "ma";
+
+/// `--netns NAME | --pid PID` of attach and detach.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct NetnsArgs {
+    /// A namespace `ip netns` knows (a file in /run/netns).
+    #[arg(long, value_name = "NAME", value_parser = args::parse_netns_name)]
+    netns: Option<String>,
+    /// The network namespace of this process.
+    #[arg(long, value_name = "PID", value_parser = args::parse_pid)]
+    pid: Option<u32>,
+}
+
+impl NetnsArgs {
+    fn target(self) -> Result<NetnsTarget, CliError> {
+        match (self.netns, self.pid) {
+            (Some(name), None) => Ok(NetnsTarget::Named(name)),
+            (None, Some(pid)) => Ok(NetnsTarget::Pid(pid)),
+            _ => Err(CliError::Usage(
+                "give exactly one of --netns NAME and --pid PID".into(),
+            )),
+        }
+    }
+}
+
+/// The command line of `meshd attach`.
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// This host's meshd config (its daemon must be running and hold a range).
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    #[command(flatten)]
+    target: NetnsArgs,
+    /// Address for the interface, of this host's range (ADDRESS or ADDRESS/PREFIX with the
+    /// subnet's prefix); reserved in this host's address store.
+    #[arg(long, value_name = "CIDR", value_parser = args::parse_address)]
+    ip: Option<AddressArg>,
+    /// MAC address for the interface (default: the kernel's random one).
+    #[arg(long, value_name = "MAC", value_parser = args::parse_mac)]
+    mac: Option<[u8; 6]>,
+    /// Put the address on an 802.1Q VLAN interface IFNAME.ID instead (no default route).
+    #[arg(long, value_name = "ID", value_parser = args::parse_vlan)]
+    vlan: Option<u16>,
+    /// Interface name inside the namespace.
+    #[arg(long, value_name = "NAME", default_value = args::DEFAULT_ATTACH_IFNAME,
+          value_parser = args::parse_ifname)]
+    ifname: String,
+}
+
+/// The command line of `meshd detach`.
+#[derive(clap::Args, Debug)]
+pub struct DetachArgs {
+    /// This host's meshd config.
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    #[command(flatten)]
+    target: NetnsArgs,
+    /// Interface name inside the namespace, as given to attach.
+    #[arg(long, value_name = "NAME", default_value = args::DEFAULT_ATTACH_IFNAME,
+          value_parser = args::parse_ifname)]
+    ifname: String,
+}
+
+/// `meshd attach`: attaches and prints what was done.
+pub fn run_attach(args: AttachArgs) -> Result<(), CliError> {
+    let request = AttachRequest {
+        target: args.target.target()?,
+        ifname: args.ifname,
+        ip: args.ip,
+        mac: args.mac,
+        vlan: args.vlan,
+    };
+    println!("{}", attach(&args.config, &request)?);
+    Ok(())
+}
+
+/// `meshd detach`: detaches and prints what was done.
+pub fn run_detach(args: DetachArgs) -> Result<(), CliError> {
+    let target = args.target.target()?;
+    println!("{}", detach(&args.config, &target, &args.ifname)?);
+    Ok(())
+}
 
 /// What `meshd attach` was asked to do.
 #[derive(Debug, Clone)]

@@ -155,61 +155,9 @@ enum Command {
     },
     /// Put a network namespace on the container network: a veth pair into the bridge, an address
     /// of this host's range, a default route via the gateway.
-    Attach {
-        #[arg(long, value_name = "PATH")]
-        config: PathBuf,
-        #[command(flatten)]
-        target: NetnsArgs,
-        /// Address for the interface, of this host's range (ADDRESS or ADDRESS/PREFIX with the
-        /// subnet's prefix); reserved in this host's address store.
-        #[arg(long, value_name = "CIDR", value_parser = crate::wire::attach::parse_address)]
-        ip: Option<crate::wire::attach::AddressArg>,
-        /// MAC address for the interface (default: the kernel's random one).
-        #[arg(long, value_name = "MAC", value_parser = crate::wire::attach::parse_mac)]
-        mac: Option<[u8; 6]>,
-        /// Put the address on an 802.1Q VLAN interface IFNAME.ID instead (no default route).
-        #[arg(long, value_name = "ID", value_parser = crate::wire::attach::parse_vlan)]
-        vlan: Option<u16>,
-        /// Interface name inside the namespace.
-        #[arg(long, value_name = "NAME", default_value = crate::wire::attach::DEFAULT_ATTACH_IFNAME,
-              value_parser = crate::wire::attach::parse_ifname)]
-        ifname: String,
-    },
+    Attach(crate::attach::AttachArgs),
     /// Undo `meshd attach`: delete the interface and release its address.
-    Detach {
-        #[arg(long, value_name = "PATH")]
-        config: PathBuf,
-        #[command(flatten)]
-        target: NetnsArgs,
-        #[arg(long, value_name = "NAME", default_value = crate::wire::attach::DEFAULT_ATTACH_IFNAME,
-              value_parser = crate::wire::attach::parse_ifname)]
-        ifname: String,
-    },
-}
-
-/// `--netns NAME | --pid PID` of attach and detach.
-#[derive(clap::Args, Debug)]
-#[group(required = true, multiple = false)]
-struct NetnsArgs {
-    /// A namespace `ip netns` knows (a file in /run/netns).
-    #[arg(long, value_name = "NAME", value_parser = crate::wire::attach::parse_netns_name)]
-    netns: Option<String>,
-    /// The network namespace of this process.
-    #[arg(long, value_name = "PID", value_parser = crate::wire::attach::parse_pid)]
-    pid: Option<u32>,
-}
-
-impl NetnsArgs {
-    fn target(self) -> Result<crate::wire::attach::NetnsTarget, CliError> {
-        use crate::wire::attach::NetnsTarget;
-        match (self.netns, self.pid) {
-            (Some(name), None) => Ok(NetnsTarget::Named(name)),
-            (None, Some(pid)) => Ok(NetnsTarget::Pid(pid)),
-            _ => Err(CliError::Usage(
-                "give exactly one of --netns NAME and --pid PID".into(),
-            )),
-        }
-    }
+    Detach(crate::attach::DetachArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -307,35 +255,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                 public_key,
                 endpoint,
             } => add_peer(&config, &name, public_key, endpoint),
-            Command::Attach {
-                config,
-                target,
-                ip,
-                mac,
-                vlan,
-                ifname,
-            } => {
-                let request = crate::attach::AttachRequest {
-                    target: target.target()?,
-                    ifname,
-                    ip,
-                    mac,
-                    vlan,
-                };
-                println!("{}", crate::attach::attach(&config, &request)?);
-                Ok(())
-            }
-            Command::Detach {
-                config,
-                target,
-                ifname,
-            } => {
-                println!(
-                    "{}",
-                    crate::attach::detach(&config, &target.target()?, &ifname)?
-                );
-                Ok(())
-            }
+            Command::Attach(args) => crate::attach::run_attach(args),
+            Command::Detach(args) => crate::attach::run_detach(args),
         },
     }
 }
