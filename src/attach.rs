@@ -130,7 +130,7 @@ fn host_network(config: &Config) -> Result<HostNetwork, CliError> {
     status.host_network.ok_or_else(|| {
         CliError::Runtime(format!(
             "meshd at {} has no container address range yet: this host needs a range in its \
-             certificate",
+             certificate (meshd status shows it) and a bridge in [interface]",
             config.control_socket.display()
         ))
     })

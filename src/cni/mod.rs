@@ -115,7 +115,8 @@ pub fn wait_for_host_network(socket: &Path, wait: Duration) -> Result<HostNetwor
                 Some(host) => return Ok(host),
                 None => format!(
                     "meshd at {} has no container address range yet (waited {} s): this host \
-                     needs a range in its certificate",
+                     needs a range in its certificate (meshd status shows it) and a bridge in \
+                     [interface]",
                     socket.display(),
                     wait.as_secs()
                 ),
@@ -306,4 +307,101 @@ fn check(call: &CniCall, config: &Config) -> Result<(), CniError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ranges::ContainerNetwork;
+    use crate::io::control::{ControlRequest, ControlServer};
+    use crate::status::NodeStatus;
+
+    fn host_network() -> HostNetwork {
+        let net = ContainerNetwork::new("10.77.0.0/16".parse().unwrap(), 24, None).unwrap();
+        HostNetwork::new(
+            &net,
+            "10.77.3.0/24".parse().unwrap(),
+            None,
+            "brm".into(),
+            1400,
+        )
+        .unwrap()
+    }
+
+    /// A daemon that has no range for its first `without` answers, then has one (and stops).
+    fn serve_status(socket: &Path, without: usize) -> std::thread::JoinHandle<()> {
+        let socket = socket.to_path_buf();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let server = ControlServer::bind(&socket, None).unwrap();
+                let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+                let serve = tokio::spawn(server.serve(tx));
+                ready_tx.send(()).unwrap();
+                let mut answered = 0;
+                // Ends once the range was given, or when no client asked for a second.
+                while let Ok(Some(ControlRequest::Status(reply))) =
+                    tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
+                {
+                    let mut status = NodeStatus::sample();
+                    status.host_network = (answered >= without).then(host_network);
+                    answered += 1;
+                    let done = status.host_network.is_some();
+                    let _ = reply.send(status);
+                    if done {
+                        break;
+                    }
+                }
+                // Let the last answer leave before the server is dropped.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                serve.abort();
+            });
+        });
+        ready_rx.recv().unwrap();
+        handle
+    }
+
+    #[test]
+    fn add_waits_for_the_range_and_says_which_wait_ran_out() {
+        let dir = std::env::temp_dir().join(format!("meshd-cni-wait-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("meshd.sock");
+
+        let unreachable = wait_for_host_network(&socket, Duration::ZERO).unwrap_err();
+        assert_eq!(unreachable.code, ErrorCode::TryAgainLater);
+        assert!(
+            unreachable.msg.contains("not reachable"),
+            "{}",
+            unreachable.msg
+        );
+
+        // No range for the first two answers: a long enough wait sees it arrive.
+        let server = serve_status(&socket, 2);
+        let started = Instant::now();
+        let host = wait_for_host_network(&socket, Duration::from_secs(10)).unwrap();
+        assert_eq!(host, host_network());
+        assert!(
+            started.elapsed() >= 2 * POLL_INTERVAL,
+            "{:?}",
+            started.elapsed()
+        );
+        server.join().unwrap();
+
+        // A daemon that never gets a range: the wait ends in "no range yet", not "unreachable".
+        let server = serve_status(&socket, usize::MAX);
+        let no_range = wait_for_host_network(&socket, Duration::from_millis(600)).unwrap_err();
+        assert_eq!(no_range.code, ErrorCode::TryAgainLater);
+        assert!(
+            no_range.msg.contains("no container address range"),
+            "{}",
+            no_range.msg
+        );
+        server.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
