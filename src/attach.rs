@@ -250,14 +250,13 @@ pub fn attach(config_path: &Path, request: &AttachRequest) -> Result<String, Cli
         .mac
         .map(|m| MacAddr(m).to_string())
         .unwrap_or_else(|| "none".into());
+    let mut addresses = format!("{}/{}", plugged.address, plugged.prefix);
+    if let Some((address6, prefix6)) = plugged.address6 {
+        addresses.push_str(&format!(" {address6}/{prefix6}"));
+    }
     let mut report = format!(
-        "attached {}: {} {}/{} mac {mac}, host end {} in bridge {}",
-        request.target,
-        plugged.inside_name,
-        plugged.address,
-        plugged.prefix,
-        names.host,
-        host.bridge
+        "attached {}: {} {addresses} mac {mac}, host end {} in bridge {}",
+        request.target, plugged.inside_name, names.host, host.bridge
     );
     match (plugged.default_route, request.vlan) {
         (Some(gw), _) => report.push_str(&format!(", default route via {gw}")),

@@ -1,8 +1,8 @@
 //! `meshd-cni`: the CNI plugin that puts containers of podman, containerd, CRI-O or kubelet on
 //! the meshd container network.
 //!
-//! Owns the plugin's commands: `ADD` (ask the daemon for this host's range, reserve an address,
-//! plug a veth pair into the bridge, configure the container end), `DEL` (unplug, release),
+//! Owns the plugin's commands: `ADD` (ask the daemon for this host's range, reserve an address
+//! and its IPv6 twin, plug a veth pair into the bridge, configure the container end), `DEL` (unplug, release),
 //! `CHECK` (the interface is there as `ADD` left it, and the daemon still holds that range) and
 //! `VERSION`. Parsing is src/wire/cni.rs; allocation and plugging are src/io/plug.rs, shared with
 //! `meshd attach`. Invariants: stdout carries exactly one JSON document (a result, an error or the
@@ -24,8 +24,8 @@ use crate::io::netlink::Netlink;
 use crate::io::plug::{self, PlugError, PlugRequest};
 use crate::io::veth::{self, VethNames};
 use crate::wire::cni::{
-    parse_request, version_json, CniCall, CniCommand, CniError, CniRequest, CniResult, CniVersion,
-    ErrorCode, ResultInterface, MAX_CONFIG_LEN,
+    parse_request, version_json, AttachedIp, CniCall, CniCommand, CniError, CniRequest, CniResult,
+    CniVersion, ErrorCode, ResultInterface, MAX_CONFIG_LEN,
 };
 use crate::wire::MacAddr;
 
@@ -216,13 +216,29 @@ fn add(call: &CniCall, config: &Config) -> Result<String, CniError> {
             mac: mac(plugged.inside.mac),
             sandbox: Some(netns_path.display().to_string()),
         },
-        plugged.address,
-        plugged.prefix,
-        host.gateway,
-        plugged.default_route.is_some(),
+        &attached_ips(&host, &plugged),
     );
     serde_json::to_string(&result)
         .map_err(|e| CniError::new(ErrorCode::IoFailure, format!("encoding the result: {e}")))
+}
+
+/// The addresses of an attachment as the result lists them: IPv4, and IPv6 when the host has a /64.
+fn attached_ips(host: &HostNetwork, plugged: &plug::Plugged) -> Vec<AttachedIp> {
+    let mut ips = vec![AttachedIp {
+        address: plugged.address.into(),
+        prefix: plugged.prefix,
+        gateway: host.gateway.into(),
+        default_route: plugged.default_route.is_some(),
+    }];
+    if let (Some((address, prefix)), Some(gateway)) = (plugged.address6, host.gateway6) {
+        ips.push(AttachedIp {
+            address: address.into(),
+            prefix,
+            gateway: gateway.into(),
+            default_route: plugged.default_route6.is_some(),
+        });
+    }
+    ips
 }
 
 fn del(call: &CniCall, config: &Config) -> Result<(), CniError> {
@@ -293,6 +309,14 @@ fn check(call: &CniCall, config: &Config) -> Result<(), CniError> {
             "{} has {:?}, not {}/{}",
             call.ifname, inside.addresses, wanted.0, wanted.1
         )));
+    }
+    if let Some(wanted6) = plug::ipv6_for(&host, address) {
+        if !inside.addresses6.contains(&wanted6) {
+            return Err(check_failed(format!(
+                "{} lacks its IPv6 address {}/{}",
+                call.ifname, wanted6.0, wanted6.1
+            )));
+        }
     }
     if inside.mtu != Some(u32::from(host.mtu)) {
         return Err(check_failed(format!(

@@ -12,7 +12,7 @@
 //! failure.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -525,11 +525,11 @@ pub struct ResultInterface {
 /// One address of a result.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResultIp {
-    /// `"4"` in 0.4.0 results; 1.0.0 dropped the field.
+    /// `"4"` or `"6"` in 0.4.0 results; 1.0.0 dropped the field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<&'static str>,
     pub address: String,
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     /// Index into `interfaces`.
     pub interface: usize,
 }
@@ -537,7 +537,18 @@ pub struct ResultIp {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResultRoute {
     pub dst: String,
-    pub gw: Ipv4Addr,
+    pub gw: IpAddr,
+}
+
+/// One address the plugin gave the container interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachedIp {
+    pub address: IpAddr,
+    pub prefix: u8,
+    pub gateway: IpAddr,
+    /// Whether the plugin added the default route via `gateway` (a namespace that had one
+    /// already keeps it, and the result does not claim it).
+    pub default_route: bool,
 }
 
 /// The result of a successful `ADD`.
@@ -552,33 +563,39 @@ pub struct CniResult {
 }
 
 impl CniResult {
-    /// The result for a host veth `host` and a container interface `inside` that has
-    /// `address/prefix` with `gateway`, and the default route via it if `default_route` (a
-    /// namespace that had one already keeps it, and the result does not claim it).
+    /// The result for a host veth `host` and a container interface `inside` (index 1) with
+    /// `ips`.
     pub fn attachment(
         version: CniVersion,
         host: ResultInterface,
         inside: ResultInterface,
-        address: Ipv4Addr,
-        prefix: u8,
-        gateway: Ipv4Addr,
-        default_route: bool,
+        ips: &[AttachedIp],
     ) -> CniResult {
+        let old_layout = version == CniVersion::V0_4_0;
         CniResult {
             cni_version: version.as_str(),
             interfaces: vec![host, inside],
-            ips: vec![ResultIp {
-                version: (version == CniVersion::V0_4_0).then_some("4"),
-                address: format!("{address}/{prefix}"),
-                gateway,
-                interface: 1,
-            }],
-            routes: default_route
-                .then(|| ResultRoute {
-                    dst: "0.0.0.0/0".into(),
-                    gw: gateway,
+            ips: ips
+                .iter()
+                .map(|ip| ResultIp {
+                    version: old_layout.then_some(if ip.address.is_ipv4() { "4" } else { "6" }),
+                    address: format!("{}/{}", ip.address, ip.prefix),
+                    gateway: ip.gateway,
+                    interface: 1,
                 })
-                .into_iter()
+                .collect(),
+            routes: ips
+                .iter()
+                .filter(|ip| ip.default_route)
+                .map(|ip| ResultRoute {
+                    dst: if ip.address.is_ipv4() {
+                        "0.0.0.0/0"
+                    } else {
+                        "::/0"
+                    }
+                    .into(),
+                    gw: ip.gateway,
+                })
                 .collect(),
             dns: BTreeMap::new(),
         }
@@ -776,15 +793,20 @@ mod tests {
             mac: "02:00:00:00:00:02".into(),
             sandbox: Some("/run/netns/c1".into()),
         };
-        let result = CniResult::attachment(
-            CniVersion::V1_0_0,
-            host.clone(),
-            inside.clone(),
-            "10.77.3.2".parse().unwrap(),
-            16,
-            "10.77.3.1".parse().unwrap(),
-            true,
-        );
+        let v4 = AttachedIp {
+            address: "10.77.3.2".parse().unwrap(),
+            prefix: 16,
+            gateway: "10.77.3.1".parse().unwrap(),
+            default_route: true,
+        };
+        let v6 = AttachedIp {
+            address: "fd77:0:0:3::2".parse().unwrap(),
+            prefix: 48,
+            gateway: "fd77:0:0:3::1".parse().unwrap(),
+            default_route: true,
+        };
+        let result =
+            CniResult::attachment(CniVersion::V1_0_0, host.clone(), inside.clone(), &[v4, v6]);
         let json: serde_json::Value = serde_json::to_value(&result).unwrap();
         assert_eq!(
             json,
@@ -794,23 +816,29 @@ mod tests {
                     {"name": "mc0123", "mac": "02:00:00:00:00:01"},
                     {"name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/run/netns/c1"}
                 ],
-                "ips": [{"address": "10.77.3.2/16", "gateway": "10.77.3.1", "interface": 1}],
-                "routes": [{"dst": "0.0.0.0/0", "gw": "10.77.3.1"}],
+                "ips": [
+                    {"address": "10.77.3.2/16", "gateway": "10.77.3.1", "interface": 1},
+                    {"address": "fd77:0:0:3::2/48", "gateway": "fd77:0:0:3::1", "interface": 1}
+                ],
+                "routes": [
+                    {"dst": "0.0.0.0/0", "gw": "10.77.3.1"},
+                    {"dst": "::/0", "gw": "fd77:0:0:3::1"}
+                ],
                 "dns": {}
             })
         );
-        let old = CniResult::attachment(
-            CniVersion::V0_4_0,
-            host,
-            inside,
-            "10.77.3.2".parse().unwrap(),
-            16,
-            "10.77.3.1".parse().unwrap(),
-            false,
-        );
+        let kept_route = AttachedIp {
+            default_route: false,
+            ..v4
+        };
+        let old = CniResult::attachment(CniVersion::V0_4_0, host, inside, &[kept_route, v6]);
         let old = serde_json::to_value(&old).unwrap();
         assert_eq!(old["ips"][0]["version"], "4");
-        assert_eq!(old["routes"], serde_json::json!([]));
+        assert_eq!(old["ips"][1]["version"], "6");
+        assert_eq!(
+            old["routes"],
+            serde_json::json!([{"dst": "::/0", "gw": "fd77:0:0:3::1"}])
+        );
         let error = CniError::new(ErrorCode::TryAgainLater, "no range yet").with_details("d");
         let json: serde_json::Value =
             serde_json::from_str(&error.to_json(CniVersion::V1_0_0)).unwrap();

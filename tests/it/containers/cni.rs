@@ -16,7 +16,7 @@ use meshd::io::veth::VethNames;
 use serde_json::Value;
 
 use crate::netns::cmd::{self, check, exec_in, ip, ip_in};
-use crate::netns::mesh::meshd;
+use crate::netns::mesh::{meshd, meshd_in, Node};
 
 use super::hosts::MeshHosts;
 
@@ -438,4 +438,138 @@ fn cni_add_check_del_on_two_hosts_running_meshd() {
     );
     assert_nothing_left(Some(&h0), hosts.config(0), "ctrc");
     assert!(!link_exists(Some(&c.name), "eth0"));
+}
+
+/// One host with an IPv6 subnet as well, its daemon running in namespace `ns`; stopped and removed
+/// on drop.
+struct DualStackHost {
+    node: Node,
+    dir: PathBuf,
+}
+
+impl DualStackHost {
+    fn start(ns: &str) -> DualStackHost {
+        let dir = std::env::temp_dir().join(format!("meshd-it-cni6-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = cmd::run(ip(&["netns", "del", ns]), cmd::SHORT);
+        check(ip(&["netns", "add", ns]), cmd::SHORT);
+        check(ip_in(ns, &["link", "set", "lo", "up"]), cmd::SHORT);
+        let mut node = Node::new("h6", ns, &dir);
+        check(
+            meshd_in(
+                ns,
+                &[
+                    "init",
+                    "--config",
+                    node.config_str(),
+                    "--name",
+                    "h6",
+                    "--listen",
+                    "127.0.0.1:6655",
+                    "--bridge",
+                    "brm6",
+                    "--subnet",
+                    "10.78.0.0/16",
+                    "--subnet6",
+                    "fd78::/48",
+                ],
+            ),
+            cmd::SHORT,
+        );
+        let text = std::fs::read_to_string(&node.config).unwrap();
+        std::fs::write(
+            &node.config,
+            format!(
+                "control_socket = \"{}\"\n{text}",
+                dir.join("meshd.sock").display()
+            ),
+        )
+        .unwrap();
+        node.spawn();
+        node.wait_ready(Duration::from_secs(30));
+        let started = Instant::now();
+        while node
+            .status()
+            .map(|s| s["host_network"].is_null())
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no host network: {}",
+                node.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        DualStackHost { node, dir }
+    }
+}
+
+impl Drop for DualStackHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- h6 log ---\n{}", self.node.log_tail());
+        }
+        self.node.stop();
+        let _ = cmd::run(ip(&["netns", "del", &self.node.ns]), cmd::SHORT);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[test]
+fn cni_gives_the_matching_ipv6_address_of_the_hosts_64() {
+    if !super::hosts::root_or_skip("the dual-stack CNI test") {
+        return;
+    }
+    let host = DualStackHost::start("mccn6h");
+    let conf = net_conf(&host.node.config, 5);
+    let c = ContainerNs::new("mccn6c");
+    let run = cni_call(
+        Some(&host.node.ns),
+        &call_env("ADD", "ctr6", &c.path()),
+        &conf,
+    );
+    let (address, result) = added_address(&run);
+    // The founder holds 10.78.0.0/24 and fd78::/64: the first container is .2 and ::2.
+    assert_eq!(address, "10.78.0.2/16");
+    assert_eq!(result["ips"][1]["address"], "fd78::2/48");
+    assert_eq!(result["ips"][1]["gateway"], "fd78::1");
+    assert_eq!(
+        result["routes"][1],
+        serde_json::json!({"dst": "::/0", "gw": "fd78::1"})
+    );
+    let inside = check(
+        ip_in(&c.name, &["-6", "-o", "addr", "show", "dev", "eth0"]),
+        cmd::SHORT,
+    );
+    assert!(inside.stdout.contains("fd78::2/48"), "{}", inside.stdout);
+    // The container reaches the host's IPv6 gateway on the bridge.
+    let ping = cmd::run(
+        exec_in(
+            &c.name,
+            "ping",
+            &["-6", "-c", "5", "-i", "0.5", "-W", "2", "fd78::1"],
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        ping.success(),
+        "no IPv6 to the gateway: {}",
+        ping.describe()
+    );
+    let checked = cni_call(
+        Some(&host.node.ns),
+        &call_env("CHECK", "ctr6", &c.path()),
+        &conf,
+    );
+    assert!(checked.success, "{checked:?}");
+    let del = cni_call(
+        Some(&host.node.ns),
+        &call_env("DEL", "ctr6", &c.path()),
+        &conf,
+    );
+    assert!(del.success, "{del:?}");
+    assert_nothing_left(Some(&host.node.ns), &host.node.config, "ctr6");
 }
