@@ -2,9 +2,9 @@
 //! the meshd container network.
 //!
 //! Owns the plugin's commands: `ADD` (ask the daemon for this host's range, reserve an address
-//! and its IPv6 twin, plug a veth pair into the bridge, configure the container end), `DEL` (unplug, release),
-//! `CHECK` (the interface is there as `ADD` left it, and the daemon still holds that range) and
-//! `VERSION`. Parsing is src/wire/cni.rs; allocation and plugging are src/io/plug.rs, shared with
+//! and its IPv6 twin, plug a veth pair into the bridge, configure the container end), `DEL`
+//! (unplug, release), `CHECK` (the interface is there as `ADD` left it, and the daemon still holds
+//! that range) and `VERSION`. Parsing is src/wire/cni.rs; allocation and plugging are src/io/plug.rs, shared with
 //! `meshd attach`. Invariants: stdout carries exactly one JSON document (a result, an error or the
 //! version answer) or nothing (`DEL`, `CHECK`); a failed `ADD` leaves nothing behind that it made;
 //! `DEL` succeeds whatever is already gone; `ADD` never blocks longer than the configured wait
