@@ -110,7 +110,7 @@ trap 'exit 143' TERM
 step "Prerequisites"
 if [[ $(id -u) -eq 0 ]]; then
 	md_ensure_tools ip:iproute2 bridge:iproute2 ping:iputils-ping sysctl:procps nft:nftables \
-		cc:build-essential c++:build-essential
+		cc:build-essential c++:build-essential dockerd:docker.io busybox:busybox-static
 else
 	md_warn "not running as root: the namespace integration tests need root (sudo $0)"
 fi

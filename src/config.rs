@@ -34,6 +34,10 @@ pub const MIN_TAP_MTU: u16 = 1280;
 /// Largest TAP MTU accepted: jumbo frames.
 pub const MAX_TAP_MTU: u16 = 9000;
 
+/// Where the Docker plugin socket is when the config names none: dockerd finds plugins by their
+/// socket in /run/docker/plugins, and the file's name (`meshd`) is the driver's name.
+pub const DEFAULT_DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/meshd.sock";
+
 /// Most data-path workers `workers` may ask for (and what "one per CPU" is capped at): past a
 /// handful, the shared node's lock and the kernel's queues gain nothing.
 pub const MAX_WORKERS: usize = 16;
@@ -65,6 +69,17 @@ pub struct Config {
     /// Endpoints other members should use to reach this node (default: derived from `listen`).
     pub advertise: Vec<SocketAddr>,
     pub network: NetworkConfig,
+    /// The Docker network and IPAM plugin (`docker_plugin`, `docker_plugin_socket`).
+    pub docker: DockerConfig,
+}
+
+/// The Docker plugin the daemon serves (src/io/docker/).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfig {
+    /// Serve the plugin (`docker_plugin`, default false). Needs `[interface] bridge`.
+    pub enabled: bool,
+    /// The plugin's Unix socket (`docker_plugin_socket`).
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +217,8 @@ struct RawConfig {
     #[serde(default)]
     advertise: Vec<SocketAddr>,
     network: Option<RawNetwork>,
+    docker_plugin: Option<Spanned<bool>>,
+    docker_plugin_socket: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -461,6 +478,24 @@ impl Config {
             certificate_lifetime,
         };
 
+        let docker = DockerConfig {
+            enabled: raw.docker_plugin.as_ref().is_some_and(|d| *d.get_ref()),
+            socket: raw
+                .docker_plugin_socket
+                .as_deref()
+                .map(resolve)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET)),
+        };
+        if let Some(enabled) = raw.docker_plugin.filter(|d| *d.get_ref()) {
+            if iface.bridge.is_none() {
+                return Err(at(
+                    enabled.span(),
+                    Some("docker_plugin"),
+                    "needs [interface] bridge: containers are plugged into that bridge".into(),
+                ));
+            }
+        }
+
         let mut peers: Vec<PeerConfig> = Vec::with_capacity(raw.peers.len());
         for p in raw.peers {
             let span = p.name.span();
@@ -538,6 +573,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SUBNET_ENV)),
             advertise: raw.advertise,
             network,
+            docker,
             name,
         })
     }
@@ -850,6 +886,33 @@ mod tests {
             e.contains(":4:") && e.contains("`cipher`") && e.contains("aes-256-gcm"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn docker_plugin_is_off_by_default_and_needs_a_bridge() {
+        let c = parse(&minimal()).unwrap();
+        assert!(!c.docker.enabled);
+        assert_eq!(c.docker.socket, PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET));
+        let c = parse(&format!(
+            "{}docker_plugin = true\ndocker_plugin_socket = \"plugins/meshd.sock\"\n[interface]\nbridge = \"br0\"\n",
+            minimal()
+        ))
+        .unwrap();
+        assert!(c.docker.enabled);
+        assert_eq!(
+            c.docker.socket,
+            PathBuf::from("/etc/meshd/plugins/meshd.sock"),
+            "relative to the config file"
+        );
+        let e = err(&format!("{}docker_plugin = true\n", minimal()));
+        assert!(
+            e.contains(":4:") && e.contains("`docker_plugin`") && e.contains("bridge"),
+            "{e}"
+        );
+        let e = err(&format!("{}docker_plugin = \"yes\"\n", minimal()));
+        assert!(e.contains(":4:") && e.contains("docker_plugin"), "{e}");
+        let e = err(&format!("{}docker_plugin_sock = \"x\"\n", minimal()));
+        assert!(e.contains(":4:") && e.contains("docker_plugin_sock"), "{e}");
     }
 
     #[test]

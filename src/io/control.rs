@@ -79,25 +79,32 @@ fn bind_private(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
     result
 }
 
+/// Binds a private socket at `path` (see [`bind_private`]), creating its directory if missing and
+/// replacing a stale file left by a daemon that died; a socket something still answers on is
+/// refused, never stolen. The Docker plugin socket is bound the same way.
+pub fn bind_socket(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use: another meshd with this config is running",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    bind_private(path, group)
+}
+
 impl ControlServer {
     /// Binds the socket, replacing a stale file left by a daemon that died.
     pub fn bind(path: &Path, group: Option<&str>) -> io::Result<ControlServer> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "{} is in use: another meshd with this config is running",
-                        path.display()
-                    ),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = bind_private(path, group)?;
+        let listener = bind_socket(path, group)?;
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),

@@ -116,7 +116,8 @@ impl Duties {
     /// Re-reads the state directory (invitations a `meshd invite` wrote, revocations a
     /// `meshd revoke` wrote) and, when `scan_addresses`, the host's addresses, so a host that was
     /// given a new address tells the members where to find it; hands the node what changed and
-    /// writes the members it is in contact with for the next start.
+    /// writes the members it is in contact with for the next start. The node also gets the wall
+    /// clock as it reads now.
     fn rescan(&mut self, now: Instant, scan_addresses: bool) {
         let (invites, revocations, remember) = {
             let mut state = lock_state(&self.state);
@@ -131,8 +132,10 @@ impl Duties {
             .filter(|_| scan_addresses)
             .map(|listen| super::host::advertised_endpoints(&[], listen))
             .filter(|endpoints| !endpoints.is_empty());
+        let unix_nanos = super::unix_now_nanos();
         let (outcomes, members) = {
             let mut node = self.node.lock(LANE);
+            node.set_wall_clock(now, unix_nanos);
             if let Some(pending) = invites {
                 node.set_pending_invites(pending);
             }

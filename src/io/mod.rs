@@ -11,11 +11,14 @@
 //! them under the data-path lock. On SIGINT/SIGTERM the duties stop, the process ends with every
 //! worker, the TAP is closed (the kernel removes a non-persistent TAP with its last file
 //! descriptor) and the control socket file is removed. `join` (src/io/join.rs) runs `meshd join`'s
-//! exchange with the inviter; `host` reads the host's addresses.
+//! exchange with the inviter; `host` reads the host's addresses. With `docker_plugin` set, the
+//! Docker network and IPAM driver (src/io/docker/) is served on its socket beside the control
+//! socket, fed this host's network by `containers`, and its socket file removed the same way.
 
 pub mod addresses;
 pub mod containers;
 pub mod control;
+pub mod docker;
 pub mod duties;
 pub mod host;
 pub mod invites;
@@ -66,6 +69,13 @@ impl std::error::Error for RunError {}
 
 fn fail(context: &str) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |e| RunError(format!("{context}: {e}"))
+}
+
+/// Nanoseconds since the Unix epoch, by the system clock.
+pub fn unix_now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Seconds since the Unix epoch by the system clock (0 if the clock is before it).
@@ -279,12 +289,26 @@ async fn run_async(config: Config) -> Result<(), RunError> {
             .map_err(fail("steering the UDP sockets by lane"))?;
     }
     let wake = Arc::new(Notify::new());
-    let (containers, _host_network) = containers::ContainerHost::new(
+    let (containers, host_network) = containers::ContainerHost::new(
         netlink,
         iface.bridge.clone().zip(bridge_index),
         iface.mtu,
         Some(config.subnet_env.clone()),
     );
+    let docker_task = if config.docker.enabled {
+        let socket = &config.docker.socket;
+        let server = docker::server::PluginServer::bind(socket).map_err(fail(&format!(
+            "opening the Docker plugin socket {}",
+            socket.display()
+        )))?;
+        let host = docker::server::SystemHost::open(&config.state_dir)
+            .map_err(fail("opening the container address store"))?;
+        let plugin = docker::Plugin::new(host, host_network, io_counters.docker.clone());
+        info!(socket = %socket.display(), "serving the Docker network and IPAM plugin");
+        Some(tokio::spawn(server.serve(Arc::new(plugin))))
+    } else {
+        None
+    };
     let duties = Duties {
         containers,
         node: node.clone(),
@@ -305,6 +329,9 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     };
     control_task.abort();
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let Some(t) = docker_task {
         t.abort();
     }
     // Let the aborted tasks drop (removing the control socket file) before returning.

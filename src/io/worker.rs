@@ -81,11 +81,13 @@ pub struct IoCounters {
     tap_offload_errors: AtomicU64,
     tap_gso_reads: AtomicU64,
     tap_gro_writes: AtomicU64,
+    /// The Docker plugin's requests and refusals (src/io/docker/).
+    pub docker: Arc<crate::io::docker::PluginCounters>,
 }
 
 impl IoCounters {
     /// Every counter with the name status reports it under.
-    pub fn report(&self) -> [(&'static str, u64); 8] {
+    pub fn report(&self) -> impl Iterator<Item = (&'static str, u64)> {
         [
             ("io_udp_send_errors", &self.udp_send_errors),
             ("io_udp_gso_restored", &self.udp_gso_restored),
@@ -97,6 +99,8 @@ impl IoCounters {
             ("io_tap_gro_writes", &self.tap_gro_writes),
         ]
         .map(|(name, counter)| (name, counter.load(Relaxed)))
+        .into_iter()
+        .chain(self.docker.report())
     }
 }
 

@@ -11,7 +11,9 @@
 //! Two exceptions to "no crypto, no allocation", both small and rare: the invitation token
 //! (`token.rs`: parsed into an owned [`InviteToken`], SHA-256 for its checksum and the invite id) and
 //! the join payloads (`join.rs`: [`RequestPayload`] and [`ResponsePayload`], parsed into owned values
-//! after Noise decrypted them). The join datagrams themselves are views like the others.
+//! after Noise decrypted them). The join datagrams themselves are views like the others. The Docker
+//! plugin's JSON requests (`docker.rs`) are parsed into owned, checked values too: they arrive on a
+//! local socket at a few per container start, far from the data path.
 //!
 //! Invariants: all integers in meshd's own header are little-endian; Ethernet and IP fields are network order
 //! (big-endian) because they are the frame's own bytes. The layout is documented in docs/wire-format.md,
@@ -21,6 +23,7 @@ pub mod attach;
 pub mod checksum;
 pub mod cni;
 mod datagram;
+pub mod docker;
 mod ethernet;
 mod handshake_ext;
 pub mod ip;

@@ -6,6 +6,9 @@
 
 mod attach;
 pub mod cni;
+mod docker;
+mod dockerd;
+mod flood;
 pub mod hosts;
 mod podman;
 mod ranges;

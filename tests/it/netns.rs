@@ -19,7 +19,7 @@
 mod admission;
 pub mod cmd;
 pub mod mesh;
-mod nsthread;
+pub mod nsthread;
 mod packet;
 mod paths;
 mod prng;

@@ -1069,7 +1069,7 @@ fn status_reports_peers_fdb_and_counters() {
 }
 
 mod ciphers;
-mod floods;
+pub(crate) mod floods;
 mod join_flood;
 mod l2_guard;
 mod observed;

@@ -588,6 +588,13 @@ impl Membership {
 
     // -------------------------------------------------------------------- time
 
+    /// A fresh wall-clock reading from the io layer: `unix_nanos` at `now`. Later dates follow
+    /// it, so a clock that NTP stepped is followed within a tick.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_nanos: u64) {
+        self.clock = WallClock::new(now, unix_nanos);
+        self.observe(now);
+    }
+
     fn observe(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         let unix = self.unix_at(self.last_now);

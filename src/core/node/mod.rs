@@ -258,6 +258,14 @@ impl Node {
         &self.certificate
     }
 
+    /// A fresh wall-clock reading from the io layer (`unix_nanos` at `now`), handed over at every
+    /// tick so certificates, revocations and renewals are dated by the host's clock as it is now,
+    /// also after NTP stepped it. Initiation timestamps stay strictly increasing regardless.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_nanos: u64) {
+        self.clock = WallClock::new(now, unix_nanos);
+        self.membership.set_wall_clock(now, unix_nanos);
+    }
+
     /// This node's container address grant (from its current certificate), if it has one.
     pub fn grant(&self) -> Option<crate::core::ranges::Grant> {
         self.membership.grant()

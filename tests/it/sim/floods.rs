@@ -26,6 +26,27 @@ struct Attacker {
     sent: Vec<u64>,
 }
 
+/// An initiation an outsider who knows the victim's public key can make: random contents (it
+/// fails Noise: no member key behind it) with a valid mac1, and a zero mac2 when `zero_mac2`
+/// (else random bytes there). Shared with the namespace flood test.
+pub(crate) fn forged_initiation(
+    mac1_key: &[u8; 32],
+    rng: &mut CoreRng,
+    zero_mac2: bool,
+) -> Vec<u8> {
+    let len = handshake_init_len(8 + 300);
+    let mut msg = vec![0u8; len];
+    rng.fill_bytes(&mut msg);
+    msg[..4].copy_from_slice(&[1, 1, 0, 0]);
+    let covered = len - 32;
+    let mac = compute_mac1(mac1_key, &msg[..covered]);
+    msg[covered..covered + 16].copy_from_slice(&mac);
+    if zero_mac2 {
+        msg[covered + 16..].fill(0);
+    }
+    msg
+}
+
 impl Attacker {
     fn new(victims: usize, sources: usize, jittered: bool, seed: u64) -> Attacker {
         let mut rng = CoreRng::from_seed([seed as u8; 32]);
@@ -33,19 +54,7 @@ impl Attacker {
             .map(|victim| {
                 let key = mac1_key(&StaticSecret::from_bytes(secret(victim)).public_key());
                 (0..MESSAGES_PER_VICTIM)
-                    .map(|i| {
-                        let len = handshake_init_len(8 + 300);
-                        let mut msg = vec![0u8; len];
-                        rng.fill_bytes(&mut msg);
-                        msg[..4].copy_from_slice(&[1, 1, 0, 0]);
-                        let covered = len - 32;
-                        let mac = compute_mac1(&key, &msg[..covered]);
-                        msg[covered..covered + 16].copy_from_slice(&mac);
-                        if i % 2 == 0 {
-                            msg[covered + 16..].fill(0);
-                        }
-                        msg
-                    })
+                    .map(|i| forged_initiation(&key, &mut rng, i % 2 == 0))
                     .collect()
             })
             .collect();

@@ -120,3 +120,30 @@ fn idle_on_demand_session_ends_and_the_next_frame_brings_it_back() {
         "the frame that asked for the session was delivered"
     );
 }
+
+/// The io layer hands the node the wall clock at every tick: an admin whose clock was stepped 25
+/// days ahead (certificates last 30) finds its certificate in its last third and renews it at
+/// once, instead of 20 days later by the clock it started with.
+#[test]
+fn a_stepped_wall_clock_is_followed_at_the_next_tick() {
+    let mut sim = Sim::new(2, 91);
+    sim.run_for(Duration::from_secs(3));
+    let renewed = |sim: &Sim| {
+        sim.hosts[0]
+            .node
+            .status(sim.now)
+            .counters
+            .get("certificates_renewed")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(renewed(&sim), 0);
+    let expires = sim.hosts[0].node.certificate().expires_at;
+    let now = sim.now;
+    sim.hosts[0]
+        .node
+        .set_wall_clock(now, (SIM_UNIX_SECS + 91 + 25 * 86_400) * 1_000_000_000);
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(renewed(&sim), 1);
+    assert!(sim.hosts[0].node.certificate().expires_at > expires + 20 * 86_400);
+}
