@@ -11,10 +11,10 @@ use meshd::config::Config;
 use meshd::io::addresses::AddressStore;
 use meshd::io::veth::VethNames;
 
-use crate::netns::cmd::{self, check, exec_in, ip_in};
+use crate::netns::cmd::{self, check, ip_in};
 use crate::netns::mesh::meshd_in;
 
-use super::cni::ContainerNs;
+use super::cni::{ping_within, ContainerNs};
 use super::hosts::MeshHosts;
 
 fn held(config: &std::path::Path, owner: &str) -> Vec<std::net::Ipv4Addr> {
@@ -124,15 +124,9 @@ fn attached_namespaces_on_two_hosts_reach_each_other() {
         link_b.stdout
     );
 
-    let ping = cmd::run(
-        exec_in(
-            &a.name,
-            "ping",
-            &["-c", "3", "-i", "0.2", "-W", "2", &wanted],
-        ),
-        Duration::from_secs(20),
-    );
-    assert!(ping.success(), "a cannot reach b: {}", ping.describe());
+    if let Err(last) = ping_within(&a.name, &wanted) {
+        panic!("a cannot reach b: {last}");
+    }
 
     // --pid: the namespace of a process.
     let sleeper = Sleeper(
