@@ -153,6 +153,11 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         endpoint: Option<SocketAddr>,
     },
+    /// Put a network namespace on the container network: a veth pair into the bridge, an address
+    /// of this host's range, a default route via the gateway.
+    Attach(crate::attach::AttachArgs),
+    /// Undo `meshd attach`: delete the interface and release its address.
+    Detach(crate::attach::DetachArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -250,6 +255,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
                 public_key,
                 endpoint,
             } => add_peer(&config, &name, public_key, endpoint),
+            Command::Attach(args) => crate::attach::run_attach(args),
+            Command::Detach(args) => crate::attach::run_detach(args),
         },
     }
 }

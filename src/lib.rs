@@ -4,9 +4,12 @@
 //! through checked views; `core` holds every protocol state machine and is sans-IO (time and bytes come
 //! in as arguments, transmits and frames go out through queues); `config`, `status` and `cli` turn
 //! files, state and arguments into values; only `io` opens devices and sockets, reads clocks and talks
-//! netlink.
+//! netlink. `cni` (the `meshd-cni` plugin) and `attach` (`meshd attach`/`detach`) put containers and
+//! namespaces on the container network through `io::plug`.
 
+pub mod attach;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod core;
 pub mod enroll;

@@ -70,7 +70,7 @@ impl From<AddressError> for io::Error {
         let kind = match &e {
             AddressError::Io { source, .. } => source.kind(),
             AddressError::Damaged { .. } => io::ErrorKind::InvalidData,
-            AddressError::Exhausted(_) => io::ErrorKind::OutOfMemory,
+            AddressError::Exhausted(_) => io::ErrorKind::Other,
             AddressError::InUse { .. } | AddressError::OwnerHoldsOther { .. } => {
                 io::ErrorKind::AddrInUse
             }

@@ -26,6 +26,7 @@ pub mod join;
 pub mod metrics;
 pub mod netlink;
 pub mod node_lock;
+pub mod plug;
 pub mod state;
 pub mod udp;
 pub mod veth;

@@ -16,12 +16,13 @@
 use std::fs::File;
 use std::future::Future;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::{LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder};
 
 use super::netlink::Netlink;
@@ -87,12 +88,35 @@ pub struct PeerSetup {
     /// An 802.1Q VLAN: the veth end named `ifname` stays unaddressed and a VLAN interface
     /// [`vlan_ifname`] on it carries the address.
     pub vlan: Option<u16>,
+    /// An IPv6 address as well, when the host has an IPv6 range.
+    pub ipv6: Option<Ipv6Setup>,
+}
+
+/// The IPv6 side of a [`PeerSetup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Setup {
+    pub address: Ipv6Addr,
+    /// The IPv6 subnet's prefix length (one segment, as for IPv4).
+    pub prefix: u8,
+    /// Default route via this address, if any.
+    pub gateway: Option<Ipv6Addr>,
 }
 
 /// The name of the VLAN interface `vlan` on top of `ifname` (`eth1.42`), if it fits IFNAMSIZ.
 pub fn vlan_ifname(ifname: &str, vlan: u16) -> Option<String> {
     let name = format!("{ifname}.{vlan}");
     (name.len() <= MAX_IFNAME).then_some(name)
+}
+
+/// The namespace end after [`configure_peer_in_netns`]: the interface that carries the address,
+/// and whether the default routes via the gateways were added (false when none was asked for, or
+/// the namespace already had a default route, which is left alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configured {
+    pub link: LinkState,
+    pub default_route: bool,
+    /// Whether the IPv6 default route was added (same rules).
+    pub default_route6: bool,
 }
 
 /// What an interface inside a namespace looks like.
@@ -103,6 +127,8 @@ pub struct LinkState {
     pub mtu: Option<u32>,
     /// IPv4 addresses with their prefix lengths.
     pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// IPv6 addresses (link-local ones too) with their prefix lengths.
+    pub addresses6: Vec<(Ipv6Addr, u8)>,
 }
 
 fn mac_of(msg: &LinkMessage) -> Option<[u8; 6]> {
@@ -249,14 +275,15 @@ where
 }
 
 /// Moves the peer of `names` into `netns` and configures it there as `setup` says (renamed,
-/// MTU, address, up, default route; a VLAN interface on it if asked). Returns the state of the
-/// interface that carries the address. On failure the caller deletes the pair by its host end.
+/// MTU, address, up, default route; a VLAN interface on it if asked). Returns the interface that
+/// carries the address and whether the default route was added. On failure the caller deletes
+/// the pair by its host end.
 pub async fn configure_peer_in_netns(
     netlink: &Netlink,
     names: &VethNames,
     netns: &File,
     setup: &PeerSetup,
-) -> io::Result<LinkState> {
+) -> io::Result<Configured> {
     netlink
         .handle()
         .link()
@@ -280,7 +307,7 @@ async fn configure_inside(
     netlink: &Netlink,
     peer: &str,
     setup: &PeerSetup,
-) -> io::Result<LinkState> {
+) -> io::Result<Configured> {
     let link = find_link(netlink, peer).await?.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -323,7 +350,7 @@ async fn configure_inside(
                 )
             })?;
             // The tag adds 4 bytes to each frame; keep tagged frames inside the mesh's MTU.
-            let vlan = LinkVlan::new(&name, index, vid).mtu(u32::from(setup.mtu) - 4);
+            let vlan = LinkVlan::new(&name, index, vid).mtu(u32::from(setup.mtu).saturating_sub(4));
             netlink
                 .handle()
                 .link()
@@ -361,6 +388,23 @@ async fn configure_inside(
                 e,
             )
         })?;
+    if let Some(six) = setup.ipv6 {
+        let mut add = netlink
+            .handle()
+            .address()
+            .add(carrier_index, six.address.into(), six.prefix);
+        // The address is this host's to give (unique by construction): usable at once, without
+        // the second of duplicate address detection.
+        add.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        add.execute().await.map_err(|e| {
+            nl_error(
+                &format!("adding {}/{} to {carrier_name}", six.address, six.prefix),
+                e,
+            )
+        })?;
+    }
     netlink
         .handle()
         .link()
@@ -368,30 +412,61 @@ async fn configure_inside(
         .execute()
         .await
         .map_err(|e| nl_error(&format!("bringing {carrier_name} up"), e))?;
-    if let Some(gateway) = setup.gateway {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(carrier_index)
-            .build();
-        netlink
-            .handle()
-            .route()
-            .add(route)
-            .execute()
-            .await
-            .map_err(|e| nl_error(&format!("adding the default route via {gateway}"), e))?;
-    }
-    inspect(netlink, &carrier_name)
-        .await?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{carrier_name} vanished")))
+    let default_route = match setup.gateway {
+        Some(gateway) => {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .output_interface(carrier_index)
+                .build();
+            add_default_route(netlink, route, &gateway.to_string()).await?
+        }
+        None => false,
+    };
+    let default_route6 = match setup.ipv6.and_then(|six| six.gateway) {
+        Some(gateway) => {
+            let route = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gateway)
+                .output_interface(carrier_index)
+                .build();
+            add_default_route(netlink, route, &gateway.to_string()).await?
+        }
+        None => false,
+    };
+    let link = inspect_link(netlink, &carrier_name).await?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{carrier_name} vanished"))
+    })?;
+    Ok(Configured {
+        link,
+        default_route,
+        default_route6,
+    })
 }
 
-async fn inspect(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState>> {
+/// Adds a default route; `false` if the namespace has one already (a second interface in it:
+/// that route stays, this interface serves its subnet, and the caller reports it).
+async fn add_default_route(
+    netlink: &Netlink,
+    route: RouteMessage,
+    gateway: &str,
+) -> io::Result<bool> {
+    match netlink.handle().route().add(route).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno_of(&e) == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(nl_error(
+            &format!("adding the default route via {gateway}"),
+            e,
+        )),
+    }
+}
+
+/// The link `ifname` in the namespace of `netlink`, or `None` if there is none.
+pub async fn inspect_link(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState>> {
     let Some(link) = find_link(netlink, ifname).await? else {
         return Ok(None);
     };
     let index = link.header.index;
     let mut addresses = Vec::new();
+    let mut addresses6 = Vec::new();
     let mut stream = netlink
         .handle()
         .address()
@@ -404,8 +479,14 @@ async fn inspect(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState
         .map_err(|e| nl_error(&format!("listing addresses of {ifname}"), e))?
     {
         for attr in &msg.attributes {
-            if let AddressAttribute::Address(std::net::IpAddr::V4(a)) = attr {
-                addresses.push((*a, msg.header.prefix_len));
+            match attr {
+                AddressAttribute::Address(IpAddr::V4(a)) => {
+                    addresses.push((*a, msg.header.prefix_len))
+                }
+                AddressAttribute::Address(IpAddr::V6(a)) => {
+                    addresses6.push((*a, msg.header.prefix_len))
+                }
+                _ => {}
             }
         }
     }
@@ -414,6 +495,7 @@ async fn inspect(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState
         mac: mac_of(&link),
         mtu: mtu_of(&link),
         addresses,
+        addresses6,
     }))
 }
 
@@ -421,7 +503,7 @@ async fn inspect(netlink: &Netlink, ifname: &str) -> io::Result<Option<LinkState
 pub async fn inspect_in_netns(netns: &File, ifname: &str) -> io::Result<Option<LinkState>> {
     let ifname = ifname.to_string();
     in_netns(netns, move |netlink| async move {
-        inspect(&netlink, &ifname).await
+        inspect_link(&netlink, &ifname).await
     })
     .await
 }
@@ -444,7 +526,7 @@ pub async fn plug(
     netns: &File,
     setup: &PeerSetup,
     peer_mac: Option<[u8; 6]>,
-) -> io::Result<LinkState> {
+) -> io::Result<Configured> {
     create_in_bridge(netlink, names, bridge, setup.mtu, peer_mac).await?;
     match configure_peer_in_netns(netlink, names, netns, setup).await {
         Ok(state) => Ok(state),
@@ -453,14 +535,6 @@ pub async fn plug(
             Err(e)
         }
     }
-}
-
-/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]
@@ -482,10 +556,6 @@ mod tests {
     fn vlan_names_must_fit() {
         assert_eq!(vlan_ifname("eth1", 42).as_deref(), Some("eth1.42"));
         assert_eq!(vlan_ifname("abcdefghijk", 4094), None);
-        assert_eq!(
-            format_mac(&[0x02, 0, 0xab, 1, 2, 0xff]),
-            "02:00:ab:01:02:ff"
-        );
     }
 
     fn root_with_netns() -> bool {
@@ -535,16 +605,29 @@ mod tests {
                     gateway: Some("10.99.3.1".parse().unwrap()),
                     mtu: 1400,
                     vlan: None,
+                    ipv6: Some(Ipv6Setup {
+                        address: "fd99:0:0:3::5".parse().unwrap(),
+                        prefix: 48,
+                        gateway: Some("fd99:0:0:3::1".parse().unwrap()),
+                    }),
                 };
                 let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
-                let state = plug(&netlink, &names, &bridge, &netns, &setup, Some(mac))
+                let configured = plug(&netlink, &names, &bridge, &netns, &setup, Some(mac))
                     .await
                     .unwrap();
+                assert!(configured.default_route && configured.default_route6);
+                let state = configured.link;
                 assert_eq!(state.mac, Some(mac));
                 assert_eq!(state.mtu, Some(1400));
                 assert_eq!(state.addresses, vec![("10.99.3.5".parse().unwrap(), 16)]);
+                let six = ("fd99:0:0:3::5".parse().unwrap(), 48);
+                assert!(state.addresses6.contains(&six), "{:?}", state.addresses6);
                 let seen = inspect_in_netns(&netns, "eth7").await.unwrap().unwrap();
-                assert_eq!(seen, state);
+                assert_eq!(
+                    (seen.index, seen.mac, seen.mtu, &seen.addresses),
+                    (state.index, state.mac, state.mtu, &state.addresses)
+                );
+                assert!(seen.addresses6.contains(&six));
                 assert!(netlink.link_index(&names.peer).await.unwrap().is_none());
                 // The same ifname again is refused, and the refused pair is gone.
                 let again = VethNames::for_owner("mt", "other");

@@ -19,7 +19,9 @@
 //! (big-endian) because they are the frame's own bytes. The layout is documented in docs/wire-format.md,
 //! which must change together with this module.
 
+pub mod attach;
 pub mod checksum;
+pub mod cni;
 mod datagram;
 pub mod docker;
 mod ethernet;

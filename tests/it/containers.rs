@@ -4,8 +4,11 @@
 //! holds the tests of one way in. Needs root (skips with a message otherwise; fails instead when
 //! `CI=true`).
 
+mod attach;
+pub mod cni;
 mod docker;
 mod dockerd;
 mod flood;
 pub mod hosts;
+mod podman;
 mod ranges;
