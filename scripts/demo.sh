@@ -7,15 +7,17 @@
 #
 #   md-demo-ul      the underlay: bridge ul0, one port per host (the "datacenter network")
 #   md-demo-hN      host N (N = 1..3): eth0 = 10.201.0.N/24 on the underlay, bridge br0, meshd
-#   md-demo-hNcM    container M (M = 1..2) of host N: eth0 on host N's br0,
-#                   10.77.0.NM/24 and fd77::NM/64, MAC 02:77:00:00:0N:0M
+#   md-demo-hNcM    container M (M = 1..2) of host N, plugged into host N's br0 by `meshd attach`
+#                   with an address of host N's range, MAC 02:77:00:00:0N:0M
 #
-# forms the mesh the way an operator does: `meshd init` founds the network on h1 and its daemon
-# starts; for h2 and h3, `meshd invite` on h1 prints a one-time token and `meshd join` inside that
-# host (over the underlay, to h1's daemon) writes its config, key and certificate, knowing only h1;
-# each daemon starts and learns the others by gossip. Then it waits until every node sees every
-# other as a member with a session up, pings across hosts over IPv4 and IPv6, prints `meshd
-# status`, and removes everything again on exit, failure or Ctrl-C.
+# forms the mesh the way an operator does: `meshd init --subnet` founds the network on h1 (with the
+# containers' address space) and its daemon starts; for h2 and h3, `meshd invite` on h1 prints a
+# one-time token and `meshd join` inside that host (over the underlay, to h1's daemon) writes its
+# config, key and certificate, which grants the host its own address range, knowing only h1; each
+# daemon starts and learns the others by gossip. Then it waits until every node sees every other
+# as a member with a session up, attaches the containers (`meshd attach`: an address of the host's
+# range), pings across hosts over IPv4 and IPv6, prints `meshd status`, and removes everything
+# again on exit, failure or Ctrl-C.
 #
 # Environment: RUST_LOG (meshd's log filter, default info), MESHD_BIN (skip the build and use this
 # binary), DEMO_KEEP=1 (keep the work directory with configs and logs).
@@ -104,10 +106,6 @@ md_ns "$UL"
 ip -n "$UL" link add ul0 type bridge
 ip -n "$UL" link set ul0 up
 
-# Containers keep Docker's MTU: meshd's TAP takes 1500-byte frames and fits them to each path
-# (TCP segments cut smaller, ICMP "fragmentation needed" for the rest).
-TAP_MTU=1500
-
 for i in "${HOSTS[@]}"; do
 	h=${PREFIX}h$i
 	md_ns "$h"
@@ -118,23 +116,18 @@ for i in "${HOSTS[@]}"; do
 	ip -n "$h" link add br0 type bridge
 	ip -n "$h" link set br0 up
 	for j in "${CONTAINERS[@]}"; do
-		c=${PREFIX}h${i}c$j
-		md_ns "$c"
-		md_veth "$c" eth0 "$h" "c$j"
-		ip -n "$h" link set "c$j" master br0 up
-		ip -n "$c" link set eth0 address "02:77:00:00:0$i:0$j" mtu "$TAP_MTU"
-		ip -n "$c" addr add "10.77.0.$i$j/24" dev eth0
-		ip -n "$c" addr add "fd77::$i$j/64" dev eth0 nodad
-		ip -n "$c" link set eth0 up
+		md_ns "${PREFIX}h${i}c$j" # empty until `meshd attach` plugs it in
 	done
-	md_info "host h$i  ($h): underlay 10.201.0.$i, bridge br0 with containers" \
-		"h${i}c1 10.77.0.${i}1 fd77::${i}1, h${i}c2 10.77.0.${i}2 fd77::${i}2"
+	md_info "host h$i  ($h): underlay 10.201.0.$i, bridge br0; containers h${i}c1, h${i}c2 (namespaces)"
 done
 md_info "underlay ($UL): bridge ul0 joining the three hosts' eth0"
 
 # -------------------------------------------------------------------------------------------------
 # Sockets under /run/meshd are shared by everything on this machine; keep the demo's private.
-private_socket() { md_meshd_set "h$1/meshd.toml" control_socket "$WORK/h$1/control.sock"; }
+private_socket() {
+	md_meshd_set "h$1/meshd.toml" control_socket "$WORK/h$1/control.sock"
+	md_meshd_set "h$1/meshd.toml" subnet_env "$WORK/h$1/subnet.env"
+}
 
 start_node() { # I: starts meshd in host hI's namespace
 	md_spawn "${PREFIX}h$1" "h$1/meshd.log" env RUST_LOG="${RUST_LOG:-info}" meshd --config "h$1/meshd.toml"
@@ -155,11 +148,11 @@ show_logs() {
 FOUNDER=${HOSTS[0]}
 md_section "Founding the network on h$FOUNDER (meshd init) and starting its daemon"
 mkdir -p "h$FOUNDER"
-md_info "\$ meshd init --config h$FOUNDER/meshd.toml --name h$FOUNDER --listen 10.201.0.$FOUNDER:$PORT --bridge br0"
-meshd init --config "h$FOUNDER/meshd.toml" --name "h$FOUNDER" --listen "10.201.0.$FOUNDER:$PORT" --bridge br0 2>&1 |
-	sed 's/^/        /'
+md_info "\$ meshd init --config h$FOUNDER/meshd.toml --name h$FOUNDER --listen 10.201.0.$FOUNDER:$PORT --bridge br0 --subnet 10.77.0.0/16 --subnet6 fd77::/48"
+meshd init --config "h$FOUNDER/meshd.toml" --name "h$FOUNDER" --listen "10.201.0.$FOUNDER:$PORT" --bridge br0 \
+	--subnet 10.77.0.0/16 --subnet6 fd77::/48 2>&1 | sed 's/^/        /'
 private_socket "$FOUNDER"
-md_info "resulting h$FOUNDER/meshd.toml (control_socket set by this script):"
+md_info "resulting h$FOUNDER/meshd.toml (control_socket and subnet_env set by this script):"
 sed 's/^/        /' "h$FOUNDER/meshd.toml"
 start_node "$FOUNDER"
 # `meshd join` talks to the founder's running daemon; wait until it answers.
@@ -200,6 +193,27 @@ for i in "${HOSTS[@]}"; do
 done
 
 # -------------------------------------------------------------------------------------------------
+md_section "Each host's address range (from its certificate), as flannel's subnet.env"
+for i in "${HOSTS[@]}"; do
+	md_info "h$i/subnet.env: $(tr '\n' ' ' <"h$i/subnet.env")"
+done
+
+md_section "Plugging the containers in (meshd attach: an address of the host's range)"
+declare -A ADDR4=() ADDR6=()
+for i in "${HOSTS[@]}"; do
+	for j in "${CONTAINERS[@]}"; do
+		c=${PREFIX}h${i}c$j
+		md_info "\$ meshd attach --config h$i/meshd.toml --netns $c --ifname eth0 --mac 02:77:00:00:0$i:0$j"
+		if ! ip netns exec "${PREFIX}h$i" meshd attach --config "h$i/meshd.toml" --netns "$c" \
+			--ifname eth0 --mac "02:77:00:00:0$i:0$j" 2>&1 | sed 's/^/        /'; then
+			show_logs
+			md_die "meshd attach failed for $c"
+		fi
+		ADDR4[$i$j]=$(ip -n "$c" -4 -o addr show dev eth0 | awk '{ split($4, a, "/"); print a[1]; exit }')
+		ADDR6[$i$j]=$(ip -n "$c" -6 -o addr show dev eth0 scope global | awk '{ split($4, a, "/"); print a[1]; exit }')
+	done
+done
+
 demo_ping() { # CONTAINER TARGET [ping options...]
 	local from=$1 to=$2
 	shift 2
@@ -208,12 +222,12 @@ demo_ping() { # CONTAINER TARGET [ping options...]
 }
 
 md_section "Ping across hosts over IPv4 (h1c1 -> h2c1, h1c1 -> h3c2)"
-demo_ping "${PREFIX}h1c1" 10.77.0.21 -c 3 -i 0.2
-demo_ping "${PREFIX}h1c1" 10.77.0.32 -c 3 -i 0.2
+demo_ping "${PREFIX}h1c1" "${ADDR4[21]}" -c 3 -i 0.2
+demo_ping "${PREFIX}h1c1" "${ADDR4[32]}" -c 3 -i 0.2
 
 md_section "Ping across hosts over IPv6 (h2c2 -> h3c1, h3c1 -> h1c2)"
-demo_ping "${PREFIX}h2c2" fd77::31 -6 -c 3 -i 0.2
-demo_ping "${PREFIX}h3c1" fd77::12 -6 -c 3 -i 0.2
+demo_ping "${PREFIX}h2c2" "${ADDR6[31]}" -6 -c 3 -i 0.2
+demo_ping "${PREFIX}h3c1" "${ADDR6[12]}" -6 -c 3 -i 0.2
 
 md_section "Every container to every container on another host (IPv4 and IPv6)"
 ok=0 total=0
@@ -223,7 +237,7 @@ for i in "${HOSTS[@]}"; do
 		for k in "${HOSTS[@]}"; do
 			((k == i)) && continue
 			for m in "${CONTAINERS[@]}"; do
-				for addr in "10.77.0.$k$m" "fd77::$k$m"; do
+				for addr in "${ADDR4[$k$m]}" "${ADDR6[$k$m]}"; do
 					total=$((total + 1))
 					if ip netns exec "${PREFIX}h${i}c$j" ping -c 1 -W 2 -q "$addr" >/dev/null 2>&1; then
 						ok=$((ok + 1))
