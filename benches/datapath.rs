@@ -82,6 +82,50 @@ fn switch_table(c: &mut Criterion) {
     });
 }
 
+/// The layer-2 guard's per-frame work on a 1400-byte IPv4 frame from a member: with ranges
+/// enforced (the frame's source parsed and checked against the member's range) and without
+/// (a network founded without --subnet: only the reserved-group test and the budget).
+fn layer2_guard(c: &mut Criterion) {
+    use meshd::core::guard::{check_remote, GuardPolicy, SourceMac, LEARN_BURST, LEARN_RATE};
+    use meshd::core::limit::TokenBucket;
+    use meshd::core::ranges::{ContainerNetwork, Grant};
+    use meshd::wire::source_claim;
+
+    let net = ContainerNetwork::new("10.77.0.0/16".parse().unwrap(), 24, None).unwrap();
+    let grant = Grant::new(net, "10.77.3.0/24".parse().unwrap(), 1).unwrap();
+    let mut frame = vec![0u8; 1400];
+    frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    frame[14..34].copy_from_slice(&[
+        0x45, 0, 0x05, 0x6a, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 77, 3, 9, 10, 77, 5, 9,
+    ]);
+    let dst = MacAddr([2, 0, 0, 0, 0, 1]);
+    let now = Instant::now();
+    let mut budget = TokenBucket::new(now, LEARN_RATE, LEARN_BURST);
+    let mut group = c.benchmark_group("guard");
+    for (label, enforce_ranges) in [("ranges enforced", true), ("no ranges", false)] {
+        let policy = GuardPolicy {
+            enforce_ranges,
+            drop_router_advertisements: false,
+        };
+        group.bench_function(format!("check 1400 B IPv4 frame ({label})"), |b| {
+            b.iter(|| {
+                check_remote(
+                    policy,
+                    dst,
+                    || source_claim(&frame),
+                    Some(&grant),
+                    SourceMac::Here,
+                    &mut budget,
+                    now,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 fn wire_parse(c: &mut Criterion) {
     let mut datagram = vec![0u8; 1452];
     meshd::wire::emit_data_header(
@@ -257,6 +301,7 @@ criterion_group!(
     benches,
     seal_open,
     switch_table,
+    layer2_guard,
     wire_parse,
     segmentation,
     node_per_frame

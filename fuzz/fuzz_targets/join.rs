@@ -16,6 +16,7 @@
 
 #![no_main]
 
+use meshd::core::ranges::{ContainerNetwork, Range4};
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
@@ -69,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
         secret_hash: secret.hash(),
         expires_at: EXPIRES,
         name: None,
+        range: None,
     }]);
     let token = InviteToken::new(
         network,
@@ -98,6 +100,10 @@ fuzz_target!(|data: &[u8]| {
         endpoints: vec![addr("192.0.2.1:6655")],
     }];
     let mut rng = CoreRng::from_seed([0x77; 32]);
+    // Admissions grant ranges, so the grant path is fuzzed too.
+    let container_network =
+        ContainerNetwork::new("10.77.0.0/16".parse().unwrap(), 24, None).unwrap();
+    let held: Vec<Range4> = vec!["10.77.0.0/24".parse().unwrap()];
     let mut to_book = |datagram: &[u8]| {
         let mut ctx = JoinContext {
             now_unix: NOW,
@@ -108,6 +114,8 @@ fuzz_target!(|data: &[u8]| {
             rng: &mut rng,
             name_taken: &name_taken,
             bootstrap: &|| bootstrap.to_vec(),
+            container_network: Some(container_network),
+            ranges_out_of_pool: &|| held.clone(),
             certificate_lifetime: LIFETIME,
         };
         let outcome = book.handle_request(&mut ctx, addr("192.0.2.2:40000"), datagram);
