@@ -1,5 +1,6 @@
 //! This host's share of the container network, applied to the host: the gateway address on the
-//! bridge, `subnet.env` for tools built for flannel, and the [`HostNetwork`] the Docker plugin,
+//! bridge, the route to the container subnet (in its own table, see [`gateway_addresses`]),
+//! `subnet.env` for tools built for flannel, and the [`HostNetwork`] the Docker plugin,
 //! `meshd-cni` and `meshd attach` read.
 //!
 //! Owns [`ContainerHost`]: the grant last applied and the channel that publishes the host
@@ -31,12 +32,23 @@ pub struct ContainerHost {
     publish: watch::Sender<Option<HostNetwork>>,
 }
 
-/// The gateway addresses a host network puts on the bridge: the range's gateway with the whole
-/// subnet's prefix (the bridge is on the one L2 segment, so the host reaches every container).
+/// The routing table the container subnet's route lives in, and the priority of the rule that
+/// sends the subnet's traffic there (before the main table's 32766).
+pub const SUBNET_ROUTE_TABLE: u32 = 6655;
+pub const SUBNET_RULE_PRIORITY: u32 = 31_000;
+
+/// The gateway addresses a host network puts on the bridge: the range's IPv4 gateway as a /32
+/// (its route to the whole subnet goes in [`SUBNET_ROUTE_TABLE`]), and the IPv6 gateway with the
+/// IPv6 subnet's prefix.
+///
+/// Why the IPv4 route is not the address's own prefix route in the main table: dockerd refuses an
+/// IPAM pool that overlaps a route of the main table, and asks the driver for another pool without
+/// end, so `docker network create -d meshd --ipam-driver meshd meshnet` hung. A route in its own
+/// table, reached by a rule, serves the host the same and is not in dockerd's way.
 fn gateway_addresses(h: &HostNetwork) -> Vec<Cidr> {
     let mut out = vec![Cidr {
         addr: IpAddr::V4(h.gateway),
-        prefix: h.subnet.prefix(),
+        prefix: 32,
     }];
     if let (Some(gateway6), Some(subnet6)) = (h.gateway6, h.subnet6) {
         out.push(Cidr {
@@ -127,6 +139,22 @@ impl ContainerHost {
                     return;
                 }
             }
+            if let Some(h) = &new {
+                let subnet = (h.subnet.base(), h.subnet.prefix());
+                let routed = self
+                    .netlink
+                    .route_subnet_via_table(
+                        subnet,
+                        *index,
+                        SUBNET_ROUTE_TABLE,
+                        SUBNET_RULE_PRIORITY,
+                    )
+                    .await;
+                if let Err(e) = routed {
+                    warn!(%bridge, error = %e, "could not route the container subnet to the bridge; retrying");
+                    return;
+                }
+            }
         }
         if let Some(path) = &self.subnet_env {
             let written = match &new {
@@ -178,7 +206,7 @@ mod tests {
              FLANNEL_IPMASQ=false\nMESHD_SUBNET6=fd77::/48\nMESHD_RANGE6=fd77:0:0:3::/64\n"
         );
         let cidrs = gateway_addresses(&h);
-        assert_eq!(cidrs[0].to_string(), "10.77.3.1/16");
+        assert_eq!(cidrs[0].to_string(), "10.77.3.1/32");
         assert_eq!(cidrs[1].to_string(), "fd77:0:0:3::1/48");
     }
 }

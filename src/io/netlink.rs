@@ -131,4 +131,45 @@ impl Netlink {
         }
         Ok(())
     }
+
+    /// Routes `subnet` out of link `index` (scope link) in routing table `table`, and sends
+    /// traffic to `subnet` to that table with a rule of `priority`. Either already in place is
+    /// not an error.
+    pub async fn route_subnet_via_table(
+        &self,
+        subnet: (std::net::Ipv4Addr, u8),
+        index: u32,
+        table: u32,
+        priority: u32,
+    ) -> std::io::Result<()> {
+        use rtnetlink::packet_route::route::RouteScope;
+        use rtnetlink::packet_route::rule::RuleAction;
+        use rtnetlink::RouteMessageBuilder;
+        let exists = |e: &rtnetlink::Error| matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST);
+        let route = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(subnet.0, subnet.1)
+            .output_interface(index)
+            .table_id(table)
+            .scope(RouteScope::Link)
+            .build();
+        match self.handle.route().add(route).execute().await {
+            Err(e) if !exists(&e) => return Err(to_io("adding the subnet route", e)),
+            _ => {}
+        }
+        let rule = self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .destination_prefix(subnet.0, subnet.1)
+            .table_id(table)
+            .priority(priority)
+            .action(RuleAction::ToTable)
+            .execute()
+            .await;
+        match rule {
+            Err(e) if !exists(&e) => Err(to_io("adding the subnet rule", e)),
+            _ => Ok(()),
+        }
+    }
 }

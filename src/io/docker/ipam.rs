@@ -4,9 +4,10 @@
 //! Invariants: pool IDs are [`pool_id4`]/[`pool_id6`] of the subnet, so they mean the same after
 //! a restart of meshd or dockerd and a network made for another subnet is recognised and refused;
 //! a pool request that leaves the choice to the driver (no `--subnet`) is refused while the pool
-//! is leased, because dockerd asks again, without end, for as long as the pool it got overlaps a
-//! route of the host, and meshd's bridge routes the mesh subnet: the refusal ends that loop with
-//! a message naming `--subnet`;
+//! is leased: a second network on the mesh subnet, or dockerd asking again, without end, because
+//! the pool it got overlaps a route of the host's main table (meshd routes the subnet in a table
+//! of its own, src/io/containers.rs, but another tool may route it in main): the refusal ends
+//! that loop with a message naming `--subnet`;
 //! an IPv4 container address is recorded in the address store under an owner of its own before it
 //! is answered, and removed only by `ReleaseAddress`; the gateway is never recorded. IPv6
 //! addresses are not recorded: each is a random interface identifier in this host's /64 (2^64
@@ -125,9 +126,10 @@ impl<H: PluginHost> Plugin<H> {
         let held = leases.entry(pool_id.clone()).or_insert(0);
         if request.pool.is_none() && *held > 0 {
             return Err(format!(
-                "the mesh subnet {pool} is taken already: either by another network or because \
-                 dockerd found it routed on this host (meshd's bridge routes it) and asked for \
-                 another pool; create the network with --subnet {pool}"
+                "the mesh subnet {pool} is taken already: either by another meshd network on this \
+                 host (one is enough: `docker network ls`), or because dockerd found the subnet \
+                 in the host's main routing table and asked for another pool; create the network \
+                 with --subnet {pool}"
             )
             .into());
         }

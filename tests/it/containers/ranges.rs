@@ -39,7 +39,7 @@ fn each_host_holds_its_own_range_and_the_gateways_reach_each_other() {
         crate::netns::cmd::ip_in(hosts.ns(1), &["-o", "addr", "show", "dev", "brm"]),
         cmd::SHORT,
     );
-    assert!(addrs.stdout.contains("10.77.1.1/16"), "{}", addrs.stdout);
+    assert!(addrs.stdout.contains("10.77.1.1/32"), "{}", addrs.stdout);
     let ping = cmd::run(
         exec_in(
             hosts.ns(0),
