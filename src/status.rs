@@ -133,9 +133,6 @@ pub struct CoreStatus {
     pub peers: Vec<PeerStatus>,
     pub fdb: Vec<FdbEntryStatus>,
     pub counters: std::collections::BTreeMap<String, u64>,
-    /// This node's grant, for the io layer to turn into a [`HostNetwork`](crate::core::ranges::HostNetwork).
-    #[serde(skip)]
-    pub grant: Option<crate::core::ranges::Grant>,
     pub range_conflicts: Vec<RangeConflictStatus>,
 }
 
@@ -199,7 +196,6 @@ impl From<&NodeSnapshot> for CoreStatus {
                 .iter()
                 .map(|&(name, value)| (name.to_string(), value))
                 .collect(),
-            grant: s.grant,
             range_conflicts: s
                 .range_conflicts
                 .iter()

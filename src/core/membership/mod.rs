@@ -139,8 +139,6 @@ pub const PAGE_RATE: u32 = 512;
 pub const PAGE_BURST: u32 = 128;
 /// Asks an admin again after this long without a renewed certificate.
 pub const RENEW_RETRY: Duration = Duration::from_secs(60);
-/// How soon a member whose address range lost a conflict asks again (see ranges.rs).
-pub const RANGE_RENEW_RETRY: Duration = Duration::from_secs(5);
 /// Certificates an admin issues per second for renewals...
 pub const RENEW_RATE: u32 = 10;
 /// ...with this burst.

@@ -10,6 +10,7 @@
 //! the member's certificate is.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use meshd_crypto::PublicKey;
 use tracing::{info, warn};
@@ -17,6 +18,10 @@ use tracing::{info, warn};
 use super::registry::lock;
 use super::Membership;
 use crate::core::ranges::{find_conflicts, Grant, Range4, RangeConflict};
+
+/// How soon a member whose address range lost a conflict asks for a new one again: the admin
+/// asked first may not have seen the conflict yet, and answers nothing then.
+pub const RANGE_RENEW_RETRY: Duration = Duration::from_secs(5);
 
 /// The overlaps between live members' ranges this node knows about.
 #[derive(Default)]
@@ -68,14 +73,19 @@ impl Membership {
     /// Compares the live members' ranges; reports each new conflict (warning naming both
     /// members, counter) and each resolved one.
     pub(super) fn check_ranges(&mut self) {
-        let holders = {
+        let found: BTreeMap<PublicKey, RangeConflict> = {
             let registry = lock(&self.registry);
-            registry.live_range_holders(registry.now_unix)
+            let holders = registry.live_range_holders(registry.now_unix);
+            find_conflicts(&holders)
+                .into_iter()
+                .map(|mut c| {
+                    for holder in [&mut c.keeper, &mut c.loser] {
+                        holder.name = registry.name_of(&holder.key).unwrap_or_default();
+                    }
+                    (c.loser.key, c)
+                })
+                .collect()
         };
-        let found: BTreeMap<PublicKey, RangeConflict> = find_conflicts(&holders)
-            .into_iter()
-            .map(|c| (c.loser.key, c))
-            .collect();
         for (key, conflict) in &found {
             if self.ranges.current.get(key) != Some(conflict) {
                 self.counters.range_conflicts_detected += 1;

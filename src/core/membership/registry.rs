@@ -496,6 +496,11 @@ impl Registry {
         held.chain(released).collect()
     }
 
+    /// The name in `key`'s stored certificate, if it holds a record.
+    pub fn name_of(&self, key: &PublicKey) -> Option<String> {
+        self.record(key)?.certificate().map(|c| c.name)
+    }
+
     /// Keeps `range` out of the pool until [`RANGE_GRACE_SECS`] after `released_at`.
     pub fn release_range(&mut self, range: Range4, released_at: u64) {
         self.released_ranges
@@ -503,7 +508,8 @@ impl Registry {
     }
 
     /// The ranges of members whose certificate is valid at `now_unix` (revoked keys hold none):
-    /// what the collision rule compares.
+    /// what the collision rule compares. Names are left empty (filling them would decode every
+    /// certificate on every tick); [`Registry::name_of`] gives them for the few that conflict.
     pub fn live_range_holders(&self, now_unix: u64) -> Vec<RangeHolder> {
         self.slots
             .iter()
@@ -512,7 +518,7 @@ impl Registry {
                     let grant = r.grant?;
                     Some(RangeHolder {
                         key: *key,
-                        name: r.certificate()?.name,
+                        name: String::new(),
                         range: grant.range,
                         granted_at: grant.granted_at,
                     })

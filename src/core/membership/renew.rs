@@ -20,8 +20,9 @@ use meshd_crypto::{Certificate, NetworkSecret, PublicKey};
 use rand_core::RngCore as _;
 use tracing::{debug, info, warn};
 
+use super::ranges::RANGE_RENEW_RETRY;
 use super::registry::{lock, KeyEntry};
-use super::{Membership, MembershipEvent, RANGE_RENEW_RETRY, RENEW_BURST, RENEW_RATE, RENEW_RETRY};
+use super::{Membership, MembershipEvent, RENEW_BURST, RENEW_RATE, RENEW_RETRY};
 use crate::core::limit::TokenBucket;
 use crate::core::ranges::{free_range_for, Grant};
 use crate::wire::membership::{
