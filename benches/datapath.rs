@@ -287,7 +287,7 @@ fn node_per_frame(c: &mut Criterion) {
                     bytes
                 },
                 |datagram| match b.handle_datagram(now, a_addr, datagram) {
-                    Received::Frame(r) => r.len(),
+                    Received::Frame(r) | Received::FramePartialChecksum(r, _) => r.len(),
                     Received::Nothing => panic!("a fresh datagram must be delivered"),
                 },
                 BatchSize::SmallInput,

@@ -147,8 +147,8 @@ def category(names, dsos):
     if is_kernel(dso):
         return "kernel", syscall(names) or "interrupts while in user space (timer softirqs, IPIs)"
     if "ring_core_" in sym or sym.startswith("ring::") or "meshd_crypto::" in sym:
-        aead = "chacha" in sym.lower() or "poly1305" in sym.lower()
-        return "crypto", "ChaCha20-Poly1305 (ring)" if aead else "ring / meshd_crypto (other)"
+        aead = any(k in sym.lower() for k in ("chacha", "poly1305", "aes", "gcm", "ghash"))
+        return "crypto", "AEAD seal/open (ring)" if aead else "ring / meshd_crypto (other)"
     if re.match(r"^_*mem(cpy|move)", sym):
         for n in names[1:]:
             for key, label in COPIERS:

@@ -6,6 +6,7 @@
 //! or grown after creation; the pool hands the same storage out again, so the steady-state data path
 //! allocates nothing.
 
+use crate::core::frames::PartialChecksum;
 use crate::wire::{DATA_HEADER_LEN, TAG_LEN};
 
 /// Bytes kept free before a frame for the outer data header.
@@ -18,6 +19,8 @@ pub struct PacketBuf {
     storage: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Set when the frame's L4 checksum was left partial (see [`PacketBuf::set_partial_checksum`]).
+    partial_checksum: Option<PartialChecksum>,
 }
 
 impl PacketBuf {
@@ -27,6 +30,7 @@ impl PacketBuf {
             storage: vec![0; HEADROOM + max_frame + TAILROOM].into_boxed_slice(),
             start: HEADROOM,
             end: HEADROOM,
+            partial_checksum: None,
         }
     }
 
@@ -39,6 +43,7 @@ impl PacketBuf {
     pub fn frame_area(&mut self) -> &mut [u8] {
         self.start = HEADROOM;
         self.end = HEADROOM;
+        self.partial_checksum = None;
         let cap = self.storage.len() - TAILROOM;
         &mut self.storage[HEADROOM..cap]
     }
@@ -54,6 +59,25 @@ impl PacketBuf {
     pub fn copy_frame_from(&mut self, frame: &[u8]) {
         self.frame_area()[..frame.len()].copy_from_slice(frame);
         self.set_frame_len(frame.len());
+    }
+
+    /// Records that the frame's L4 checksum holds only the pseudo-header sum, at `at`: the node
+    /// sends it so to a peer that accepts it and completes it for any other destination.
+    /// Cleared by [`PacketBuf::frame_area`].
+    pub fn set_partial_checksum(&mut self, at: PartialChecksum) {
+        self.partial_checksum = Some(at);
+    }
+
+    /// Where the frame's checksum is still to be completed, if it is.
+    pub fn partial_checksum(&self) -> Option<PartialChecksum> {
+        self.partial_checksum
+    }
+
+    /// Completes a partial L4 checksum (no-op for a complete frame), before the frame is sealed.
+    pub fn complete_checksum(&mut self) {
+        if let Some(at) = self.partial_checksum.take() {
+            at.complete(&mut self.storage[self.start..self.end]);
+        }
     }
 
     /// The packet as it stands: a plain frame before sealing, the whole datagram after.

@@ -60,6 +60,11 @@ counters! {
         rx_unknown_kind,
         /// Decrypted frames too short to be Ethernet.
         rx_bad_frame,
+        /// Frames sent with a partial checksum that are not one whole TCP or UDP segment over
+        /// IPv4 or IPv6 (dropped: nothing could complete their checksum).
+        rx_partial_checksum_malformed,
+        /// Frames received with a partial L4 checksum, completed by this host's kernel or here.
+        rx_partial_checksum,
         /// Decrypted frames larger than this node's TAP carries (a peer with a larger MTU).
         rx_oversize,
         /// Frames from members to an IEEE 802.1D reserved group address (STP, LLDP, 802.1X).
@@ -103,6 +108,8 @@ counters! {
         tx_membership_oversize,
         /// Frames from the TAP too short to be Ethernet.
         tx_bad_frame,
+        /// Frames sent with their L4 checksum left partial, for the receiver to complete.
+        tx_partial_checksum,
         /// Frames dropped because the peer had no session and its queue was full.
         tx_no_session,
         /// Frames to a peer whose session ran out of message counters.

@@ -23,5 +23,5 @@ pub use buffer::{BufferPool, PacketBuf};
 pub use counters::Counters;
 pub use node::{
     DeferredTransmit, Inbound, Node, NodeConfig, NodeSnapshot, OpenJob, PeerSpec, Received,
-    Transmit,
+    SegmentPlan, Transmit,
 };

@@ -6,7 +6,7 @@
 //! ([`Udp::steer_by_lane`]), so the datagrams one sending worker sealed (and with them every flow
 //! it carries) are opened by one receiving worker, in order.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -53,6 +53,8 @@ fn size_buffers(socket: &std::net::UdpSocket, state: &UdpSocketState) {
 
 pub struct Udp {
     socket: UdpSocket,
+    /// Bound to IPv6 (`[::]`, dual-stack): IPv4 destinations are given as v4-mapped addresses.
+    ipv6: bool,
     state: UdpSocketState,
     /// Datagrams per GSO send the kernel offered when the socket was made.
     gso_segments_at_start: usize,
@@ -74,6 +76,7 @@ impl Udp {
         let state = UdpSocketState::new((&std_socket).into())?;
         size_buffers(&std_socket, &state);
         Ok(Udp {
+            ipv6: addr.is_ipv6(),
             gso_segments_at_start: state.max_gso_segments(),
             socket: UdpSocket::from_std(std_socket)?,
             state,
@@ -205,6 +208,48 @@ impl Udp {
         }
     }
 
+    /// Sends `parts` as consecutive datagrams of `segment_size` bytes each (the last may be
+    /// shorter) in one GSO `sendmsg`, gathering them from where they lie: the kernel copies each
+    /// part once, so sealed datagrams need no staging buffer (quinn-udp's `Transmit` takes one
+    /// contiguous slice). Waits for socket room if the buffer is full. If the kernel refuses the
+    /// segmentation (EIO or EINVAL: a device that cannot do it, or a route that refuses the
+    /// destination), each part is sent alone instead.
+    pub async fn send_parts(
+        &mut self,
+        destination: SocketAddr,
+        parts: &[IoSlice<'_>],
+        segment_size: usize,
+    ) -> io::Result<()> {
+        let target = match destination {
+            SocketAddr::V4(v4) if self.ipv6 => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            other => other,
+        };
+        let address = socket2::SockAddr::from(target);
+        let result = loop {
+            match self.socket.try_io(Interest::WRITABLE, || {
+                send_segmented(&self.socket, &address, parts, segment_size)
+            }) {
+                Ok(()) => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.writable().await?,
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) => {
+                let mut outcome = Ok(());
+                for part in parts {
+                    if let Err(e) = self.send(destination, part, None).await {
+                        outcome = Err(e);
+                    }
+                }
+                outcome
+            }
+            other => other,
+        }
+    }
+
     async fn send_once(
         &self,
         destination: SocketAddr,
@@ -227,6 +272,53 @@ impl Udp {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// One `sendmsg` of `parts` to `address` with a `UDP_SEGMENT` control message of
+/// `segment_size`.
+fn send_segmented(
+    socket: &UdpSocket,
+    address: &socket2::SockAddr,
+    parts: &[IoSlice<'_>],
+    segment_size: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let segment = u16::try_from(segment_size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment size over 65535"))?;
+    // Room for one cmsghdr and its u16, aligned as cmsghdr requires.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize,
+            libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize,
+        )
+    };
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    // SAFETY: a zeroed msghdr is valid; every pointer stored in it (address, parts, control)
+    // outlives the sendmsg call. IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    // CMSG_FIRSTHDR of a msghdr whose control buffer holds `space` bytes is non-null and points
+    // into `control`, which is aligned for cmsghdr (u64).
+    let sent = unsafe {
+        let mut message: libc::msghdr = std::mem::zeroed();
+        message.msg_name = address.as_ptr() as *mut libc::c_void;
+        message.msg_namelen = address.len();
+        message.msg_iov = parts.as_ptr() as *mut libc::iovec;
+        message.msg_iovlen = parts.len() as _;
+        message.msg_control = control.as_mut_ptr().cast();
+        message.msg_controllen = space as _;
+        let header = libc::CMSG_FIRSTHDR(&message);
+        (*header).cmsg_level = libc::SOL_UDP;
+        (*header).cmsg_type = libc::UDP_SEGMENT;
+        (*header).cmsg_len = len as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<u16>(), segment);
+        libc::sendmsg(socket.as_raw_fd(), &message, 0)
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -293,6 +385,34 @@ mod tests {
     #[test]
     fn a_datagram_too_short_for_a_lane_goes_to_the_first_socket() {
         assert_eq!(receivers(2, true, &[vec![1, 4]]), vec![0]);
+    }
+
+    #[test]
+    fn parts_leave_as_one_datagram_each() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for bind in ["127.0.0.1:0", "[::]:0"] {
+                let mut sender = Udp::bind(bind.parse().unwrap()).unwrap();
+                let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                receiver
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let parts: Vec<Vec<u8>> = vec![vec![1; 100], vec![2; 100], vec![3; 40]];
+                let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+                sender
+                    .send_parts(receiver.local_addr().unwrap(), &slices, 100)
+                    .await
+                    .unwrap();
+                for part in &parts {
+                    let mut buf = [0u8; 2048];
+                    let n = receiver.recv(&mut buf).unwrap();
+                    assert_eq!(&buf[..n], &part[..], "bound to {bind}");
+                }
+            }
+        });
     }
 
     #[test]

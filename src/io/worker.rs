@@ -18,8 +18,11 @@
 //! flow at the same time. The worker writes its index in each datagram's lane byte, and receivers
 //! with several workers steer by it ([`super::udp`]), so one worker opens them. With offloads, a
 //! TAP read may be a 64 KiB TSO super-frame, cut into wire frames straight into pooled buffers
-//! (the one copy), and received TCP segments are coalesced back into one TAP write. Nothing on the
-//! data path allocates once pools are warm.
+//! (the one copy: GSO sends gather the sealed buffers with iovecs), under a single lock of the
+//! node per super-frame, and received TCP segments are coalesced back into one TAP write. Segments
+//! to a peer that accepts it keep partial checksums, and received ones are written with
+//! `NEEDS_CSUM` (or completed here for a plain TAP). Nothing on the data path allocates once pools
+//! are warm.
 //!
 //! Signals, the control socket, rescans of the state directory and of the host's addresses are
 //! not here: they are [`super::duties`], which shares worker 0's thread and wakes it when it
@@ -44,11 +47,14 @@ use super::state::StateDir;
 use super::udp::{Udp, MAX_DATAGRAM};
 use super::RunError;
 use crate::core::frames::{
-    Coalescer, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
+    Coalescer, PartialChecksum, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
 };
 use crate::core::invite::JoinGate;
 use crate::core::node::NodeEvent;
-use crate::core::{BufferPool, DeferredTransmit, Inbound, OpenJob, PacketBuf, Received, Transmit};
+use crate::core::SegmentPlan;
+use crate::core::{
+    BufferPool, DeferredTransmit, Inbound, Node, OpenJob, PacketBuf, Received, Transmit,
+};
 use crate::wire::{
     EthernetFrame, GsoType, MessageType, VnetHdr, VnetHdrSize, DATA_OVERHEAD, RELAY_OVERHEAD,
     VNET_HDR_LEN,
@@ -62,6 +68,8 @@ pub const UDP_BATCHES_PER_WAKE: usize = 8;
 const BATCH: usize = quinn_udp::BATCH_SIZE;
 /// Largest payload of one GSO send (the kernel's limit for one UDP super-datagram is 64 KiB).
 const GSO_MAX_BYTES: usize = 65_000;
+/// Most datagrams in one GSO send (Linux's `UDP_MAX_SEGMENTS`).
+const MAX_GSO_SEGMENTS: usize = 64;
 /// Idle buffers a worker keeps for itself; the node's own pool is topped up from them.
 const LOCAL_POOL_IDLE_MAX: usize = 1024;
 /// Idle buffers the node's pool is kept at by the workers (floods and handshakes draw on it).
@@ -135,27 +143,62 @@ pub struct Worker {
     rx_bufs: Vec<Vec<u8>>,
     rx_meta: Vec<RecvMeta>,
     rx_jobs: Vec<RxJob>,
-    /// Frames to write to the TAP: (receive buffer, range).
-    rx_frames: Vec<(usize, usize, usize)>,
+    /// Frames to write to the TAP: receive buffer, range, and where the checksum is still to be
+    /// completed if the peer left it partial.
+    rx_frames: Vec<(usize, usize, usize, Option<PartialChecksum>)>,
     /// Wire frames cut from the TAP, waiting for the node.
     tx_frames: Vec<PacketBuf>,
-    /// Datagrams the node framed, waiting to be sealed, in the node's order.
-    unsealed: VecDeque<DeferredTransmit>,
+    /// What the node produced for this worker, taken under the lock.
+    out: NodeOutput,
     /// Sealed datagrams waiting to be sent, in the node's order.
     outbox: VecDeque<Transmit>,
-    /// Frames the node generated for the TAP (ICMP answers), waiting to be written.
-    tap_out: Vec<PacketBuf>,
-    /// What the node decided that needs the disk, taken under the lock, written after it.
-    events: Vec<NodeEvent>,
     /// Join replies to send, after their invitation was recorded as used.
     replies: Vec<(SocketAddr, Vec<u8>)>,
     pool: BufferPool,
     /// The node's cheap checks of a join request: only a request that passes them (length,
     /// version, type, mac1) makes the worker look at the invitations on disk.
     join_gate: JoinGate,
-    gso_buf: Vec<u8>,
+    /// The datagrams of one GSO send, held until the kernel has copied them.
+    run: Vec<Transmit>,
     offload: Option<TapOffload>,
+}
+
+/// What a worker takes from the node under its lock and acts on after releasing it.
+struct NodeOutput {
+    /// Datagrams the node framed, waiting to be sealed, in the node's order.
+    unsealed: VecDeque<DeferredTransmit>,
+    /// Frames the node generated for the TAP (ICMP answers), waiting to be written.
+    tap_out: Vec<PacketBuf>,
+    /// What the node decided that needs the disk, taken under the lock, written after it.
+    events: Vec<NodeEvent>,
+    /// When the node's timers next need it.
     deadline: Option<Instant>,
+    /// Taken under the lock that fed the node this turn (`hand_tap_frames`, `finish_batch`), so
+    /// `flush` need not take the lock again.
+    fresh: bool,
+}
+
+impl NodeOutput {
+    /// Takes what the node queued on `lane`, and keeps the node's own pool stocked from `pool`'s
+    /// spare buffers, so floods and handshakes do not allocate while buffers circulate through the
+    /// workers.
+    fn take_from(&mut self, node: &mut Node, lane: u8, pool: &mut BufferPool) {
+        self.fresh = true;
+        while let Some(event) = node.poll_event() {
+            self.events.push(event);
+        }
+        while let Some(frame) = node.poll_tap_frame() {
+            self.tap_out.push(frame);
+        }
+        // Sealing is the expensive part; it happens in `send_outbox`, after the lock is dropped.
+        while let Some(deferred) = node.poll_deferred_transmit(lane) {
+            self.unsealed.push_back(deferred);
+        }
+        while node.idle_buffers() < NODE_POOL_TOP_UP && pool.idle() > NODE_POOL_TOP_UP {
+            node.recycle(pool.take());
+        }
+        self.deadline = node.poll_timeout();
+    }
 }
 
 impl Worker {
@@ -193,21 +236,24 @@ impl Worker {
             rx_jobs: Vec::with_capacity(segments),
             rx_frames: Vec::with_capacity(segments),
             tx_frames: Vec::with_capacity(TAP_BATCH),
-            unsealed: VecDeque::with_capacity(4 * TAP_BATCH),
+            out: NodeOutput {
+                unsealed: VecDeque::with_capacity(4 * TAP_BATCH),
+                tap_out: Vec::new(),
+                events: Vec::new(),
+                deadline: None,
+                fresh: false,
+            },
             outbox: VecDeque::with_capacity(4 * TAP_BATCH),
-            tap_out: Vec::new(),
-            events: Vec::new(),
             replies: Vec::new(),
             pool: BufferPool::new(buffer_frame, LOCAL_POOL_IDLE_MAX),
             join_gate,
             tap,
             udp,
-            gso_buf: Vec::with_capacity(GSO_MAX_BYTES + 2048),
+            run: Vec::with_capacity(MAX_GSO_SEGMENTS),
             offload: offload.then(|| TapOffload {
                 read_staging: vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME_LEN],
                 coalescer: Coalescer::new(vec![0; COALESCE_STAGING_LEN], VnetHdrSize::Legacy),
             }),
-            deadline: None,
         }
     }
 
@@ -218,7 +264,7 @@ impl Worker {
         tokio::pin!(timer);
         self.flush().await;
         loop {
-            if let Some(deadline) = self.deadline {
+            if let Some(deadline) = self.out.deadline {
                 timer.as_mut().reset(deadline.into());
             }
             tokio::select! {
@@ -230,8 +276,8 @@ impl Worker {
                     r.map_err(|e| RunError(format!("UDP socket failed: {e}")))?;
                     self.read_udp().await;
                 }
-                _ = &mut timer, if self.deadline.is_some() => {
-                    self.deadline = None;
+                _ = &mut timer, if self.out.deadline.is_some() => {
+                    self.out.deadline = None;
                     self.node.lock(self.lane).handle_timeout(Instant::now());
                 }
                 _ = next_wake(&self.wake) => {}
@@ -268,7 +314,8 @@ impl Worker {
         self.hand_tap_frames(Instant::now());
     }
 
-    /// Gives the frames read from the TAP to the node, under one lock.
+    /// Gives the frames read from the TAP to the node and takes what they produced, under one
+    /// lock.
     fn hand_tap_frames(&mut self, now: Instant) {
         if self.tx_frames.is_empty() {
             return;
@@ -277,6 +324,7 @@ impl Worker {
         for frame in self.tx_frames.drain(..) {
             node.handle_tap_frame(now, frame);
         }
+        self.out.take_from(&mut node, self.lane, &mut self.pool);
     }
 
     /// Reads one super-frame behind its virtio-net header and cuts it into wire-sized frames.
@@ -308,13 +356,20 @@ impl Worker {
         if fields.gso() != GsoType::None {
             bump(&self.io.tap_gso_reads);
         }
-        // TCP super-frames are cut to fit the path to where they go, so TCP never needs an
-        // ICMP round trip; anything else too big is answered by the node.
-        let max_frame = match EthernetFrame::new_checked(header.frame()) {
-            Ok(eth) => self.node.lock(self.lane).frame_limit_for(now, eth.dst()),
-            Err(_) => usize::MAX,
+        // One lock for the whole super-frame: where it goes decides how it is cut (TCP segments
+        // fit the path, so TCP never needs an ICMP round trip; checksums stay partial for a peer
+        // that completes them), then the node switches the segments and hands back the datagrams.
+        let mut node = self.node.lock(self.lane);
+        let plan = match EthernetFrame::new_checked(header.frame()) {
+            Ok(eth) => node.segment_plan(now, eth.dst()),
+            Err(_) => SegmentPlan {
+                max_frame: usize::MAX,
+                partial_checksums: false,
+            },
         };
-        let mut segments = match Segmenter::with_max_frame(&fields, header.frame(), max_frame) {
+        let mut segments = match Segmenter::with_max_frame(&fields, header.frame(), plan.max_frame)
+        {
+            Ok(s) if plan.partial_checksums => s.leave_checksums_partial(),
             Ok(s) => s,
             Err(e) => {
                 bump(&self.io.tap_offload_errors);
@@ -322,12 +377,16 @@ impl Worker {
                 return;
             }
         };
+        let partial = segments.partial_checksum();
         loop {
             let mut buf = self.pool.take();
             match segments.next_into(buf.frame_area()) {
                 Ok(Some(len)) => {
                     buf.set_frame_len(len);
-                    self.tx_frames.push(buf);
+                    if let Some(at) = partial {
+                        buf.set_partial_checksum(at);
+                    }
+                    node.handle_tap_frame(now, buf);
                 }
                 Ok(None) => {
                     self.pool.give(buf);
@@ -341,7 +400,7 @@ impl Worker {
                 }
             }
         }
-        self.hand_tap_frames(now);
+        self.out.take_from(&mut node, self.lane, &mut self.pool);
     }
 
     async fn read_udp(&mut self) {
@@ -407,8 +466,11 @@ impl Worker {
                     }),
                     Inbound::Done(Received::Frame(range)) => {
                         self.rx_frames
-                            .push((i, start + range.start, start + range.end))
+                            .push((i, start + range.start, start + range.end, None))
                     }
+                    Inbound::Done(Received::FramePartialChecksum(range, at)) => self
+                        .rx_frames
+                        .push((i, start + range.start, start + range.end, Some(at))),
                     Inbound::Done(Received::Nothing) => {}
                 }
                 start = end;
@@ -430,7 +492,8 @@ impl Worker {
             })
     }
 
-    /// The second half, under one lock again: replay windows, MAC learning, delivery decisions.
+    /// The second half, under one lock again: replay windows, MAC learning, delivery decisions;
+    /// and what the batch produced is taken under the same lock.
     fn finish_batch(&mut self, now: Instant) {
         if self.rx_jobs.is_empty() {
             return;
@@ -444,25 +507,36 @@ impl Worker {
         } in self.rx_jobs.drain(..)
         {
             let datagram = &mut self.rx_bufs[buffer][start..end];
-            if let Received::Frame(range) = node.finish_datagram(now, job, datagram) {
-                self.rx_frames
-                    .push((buffer, start + range.start, start + range.end));
-            }
+            let (range, partial) = match node.finish_datagram(now, job, datagram) {
+                Received::Frame(range) => (range, None),
+                Received::FramePartialChecksum(range, at) => (range, Some(at)),
+                Received::Nothing => continue,
+            };
+            self.rx_frames
+                .push((buffer, start + range.start, start + range.end, partial));
         }
+        self.out.take_from(&mut node, self.lane, &mut self.pool);
     }
 
     /// Writes the frames of a receive batch to this worker's TAP queue, coalescing TCP segments.
+    /// A frame whose peer left its checksum partial goes to the kernel behind a `NEEDS_CSUM`
+    /// header; without offloads it is completed here first.
     async fn write_received(&mut self) {
-        for (buffer, start, end) in self.rx_frames.drain(..) {
-            let frame = &self.rx_bufs[buffer][start..end];
+        for (buffer, start, end, partial) in self.rx_frames.drain(..) {
+            let frame = &mut self.rx_bufs[buffer][start..end];
             match self.offload.as_mut() {
                 Some(offload) => {
                     let (tap, io) = (&self.tap, &*self.io);
                     offload
                         .coalescer
-                        .push(frame, |w| write_tap_vnet(tap, w, io));
+                        .push_with(frame, partial, |w| write_tap_vnet(tap, w, io));
                 }
-                None => write_tap(&self.tap, frame, &self.io).await,
+                None => {
+                    if let Some(at) = partial {
+                        at.complete(frame);
+                    }
+                    write_tap(&self.tap, frame, &self.io).await
+                }
             }
         }
         if let Some(offload) = self.offload.as_mut() {
@@ -474,41 +548,25 @@ impl Worker {
     /// Takes what the node queued (datagrams, generated frames, events) under one lock, then
     /// writes what the events need to the disk, seals and sends, all without it.
     async fn flush(&mut self) {
-        self.collect();
-        duties::persist_events(&self.state, &mut self.events, &mut self.replies);
+        if !std::mem::take(&mut self.out.fresh) {
+            let mut node = self.node.lock(self.lane);
+            self.out.take_from(&mut node, self.lane, &mut self.pool);
+            self.out.fresh = false;
+        }
+        duties::persist_events(&self.state, &mut self.out.events, &mut self.replies);
         self.write_generated_frames().await;
         let replies = std::mem::take(&mut self.replies);
         for (destination, reply) in &replies {
-            send_counted(&mut self.udp, &self.io, *destination, reply, None).await;
+            send_counted(&mut self.udp, &self.io, *destination, reply).await;
         }
         self.replies = replies;
         self.replies.clear();
         self.send_outbox().await;
     }
 
-    fn collect(&mut self) {
-        let mut node = self.node.lock(self.lane);
-        while let Some(event) = node.poll_event() {
-            self.events.push(event);
-        }
-        while let Some(frame) = node.poll_tap_frame() {
-            self.tap_out.push(frame);
-        }
-        // Sealing is the expensive part; it happens in `send_outbox`, after the lock is dropped.
-        while let Some(deferred) = node.poll_deferred_transmit(self.lane) {
-            self.unsealed.push_back(deferred);
-        }
-        // Keep the node's own pool stocked from this worker's spare buffers, so floods and
-        // handshakes do not allocate while buffers circulate through the workers.
-        while node.idle_buffers() < NODE_POOL_TOP_UP && self.pool.idle() > NODE_POOL_TOP_UP {
-            node.recycle(self.pool.take());
-        }
-        self.deadline = node.poll_timeout();
-    }
-
     /// Writes the frames the node generated for the TAP (ICMP too-big answers to containers).
     async fn write_generated_frames(&mut self) {
-        let frames = std::mem::take(&mut self.tap_out);
+        let frames = std::mem::take(&mut self.out.tap_out);
         for frame in &frames {
             if self.offload.is_some() {
                 // A plain frame behind an all-zero virtio-net header: no offload requested.
@@ -522,18 +580,19 @@ impl Worker {
                 write_tap(&self.tap, frame.bytes(), &self.io).await;
             }
         }
-        self.tap_out = frames;
-        for frame in self.tap_out.drain(..) {
+        self.out.tap_out = frames;
+        for frame in self.out.tap_out.drain(..) {
             self.pool.give(frame);
         }
     }
 
     /// Seals what the node framed and sends it. Runs of equal-sized datagrams to one destination
-    /// (the common case under load: full-MTU frames to one peer) leave in one GSO send; a lone
-    /// datagram goes straight from its pooled buffer, without the staging copy.
+    /// (the common case under load: full-MTU frames to one peer) leave in one GSO send that the
+    /// kernel gathers from their pooled buffers (`Udp::send_parts`), so a datagram is never
+    /// copied in user space after sealing.
     async fn send_outbox(&mut self) {
         let mut failed = 0;
-        while let Some(deferred) = self.unsealed.pop_front() {
+        while let Some(deferred) = self.out.unsealed.pop_front() {
             match deferred.seal(self.lane) {
                 Ok(transmit) => self.outbox.push_back(transmit),
                 Err(buf) => {
@@ -548,50 +607,47 @@ impl Worker {
                 node.count_seal_failure();
             }
         }
-        let max_segments = self.udp.max_gso_segments().max(1);
+        let max_segments = self.udp.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         while let Some(first) = self.outbox.pop_front() {
             let destination = first.destination;
             let segment = first.packet.len();
             let continues_run =
                 |t: &Transmit| t.destination == destination && t.packet.len() <= segment;
             if max_segments == 1 || !self.outbox.front().is_some_and(continues_run) {
-                send_counted(
-                    &mut self.udp,
-                    &self.io,
-                    destination,
-                    first.packet.bytes(),
-                    None,
-                )
-                .await;
+                send_counted(&mut self.udp, &self.io, destination, first.packet.bytes()).await;
                 self.pool.give(first.packet);
                 continue;
             }
-            self.gso_buf.clear();
-            self.gso_buf.extend_from_slice(first.packet.bytes());
-            self.pool.give(first.packet);
-            let mut segments = 1;
-            while segments < max_segments && self.gso_buf.len() + segment <= GSO_MAX_BYTES {
+            // The run's datagrams are gathered by the kernel from their own buffers: no
+            // staging copy, one system call.
+            self.run.clear();
+            self.run.push(first);
+            let mut bytes = segment;
+            while self.run.len() < max_segments && bytes + segment <= GSO_MAX_BYTES {
                 if !self.outbox.front().is_some_and(continues_run) {
                     break;
                 }
                 let t = self.outbox.pop_front().expect("peeked");
                 let last = t.packet.len() < segment;
-                self.gso_buf.extend_from_slice(t.packet.bytes());
-                self.pool.give(t.packet);
-                segments += 1;
+                bytes += t.packet.len();
+                self.run.push(t);
                 if last {
                     break;
                 }
             }
-            let segment_size = (segments > 1).then_some(segment);
-            send_counted(
-                &mut self.udp,
-                &self.io,
-                destination,
-                &self.gso_buf,
-                segment_size,
-            )
-            .await;
+            let mut parts: [IoSlice<'_>; MAX_GSO_SEGMENTS] =
+                std::array::from_fn(|_| IoSlice::new(&[]));
+            for (part, t) in parts.iter_mut().zip(&self.run) {
+                *part = IoSlice::new(t.packet.bytes());
+            }
+            let parts = &parts[..self.run.len()];
+            if let Err(e) = self.udp.send_parts(destination, parts, segment).await {
+                bump(&self.io.udp_send_errors);
+                debug!(%destination, error = %e, "UDP send failed");
+            }
+            for t in self.run.drain(..) {
+                self.pool.give(t.packet);
+            }
         }
     }
 }
@@ -604,17 +660,11 @@ async fn next_wake(wake: &Option<Arc<Notify>>) {
     }
 }
 
-/// Sends one datagram (or a GSO run) and counts a failure; the underlay refusing a send (no
+/// Sends one datagram and counts a failure; the underlay refusing a send (no
 /// route, a full queue) must not stop the worker.
-async fn send_counted(
-    udp: &mut Udp,
-    io: &IoCounters,
-    destination: SocketAddr,
-    contents: &[u8],
-    segment_size: Option<usize>,
-) {
+async fn send_counted(udp: &mut Udp, io: &IoCounters, destination: SocketAddr, contents: &[u8]) {
     let restored = udp.gso_restored;
-    if let Err(e) = udp.send(destination, contents, segment_size).await {
+    if let Err(e) = udp.send(destination, contents, None).await {
         bump(&io.udp_send_errors);
         debug!(%destination, error = %e, "UDP send failed");
     }

@@ -53,7 +53,8 @@ pub use ethernet::{
     ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN,
 };
 pub use handshake_ext::{
-    emit_cipher_extension, HandshakeExtensions, EXT_CIPHERS, MAX_OFFERED_CIPHERS,
+    emit_cipher_extension, emit_features_extension, HandshakeExtensions, EXT_CIPHERS, EXT_FEATURES,
+    FEATURE_PARTIAL_CHECKSUM, MAX_OFFERED_CIPHERS,
 };
 pub use ip::{IpError, IpFrame, IpLayout, IpVersion};
 pub use join::{
@@ -191,6 +192,11 @@ pub enum PayloadKind {
     Probe,
     /// The answer to a probe ([`ProbeAck`]): its id, and the address the probe came from.
     ProbeAck,
+    /// An Ethernet frame carrying IPv4 or IPv6 and then TCP or UDP, whose L4 checksum field holds
+    /// only the folded pseudo-header sum (a virtio-net `NEEDS_CSUM` frame): the receiver completes
+    /// it or lets its kernel do so. Sent only on sessions whose peer announced
+    /// [`FEATURE_PARTIAL_CHECKSUM`] in the handshake.
+    EthernetPartialChecksum,
     /// Any other value; receivers count and drop it.
     Unknown(u8),
 }
@@ -206,6 +212,7 @@ impl PayloadKind {
             PayloadKind::Relayed => "relayed",
             PayloadKind::Probe => "probe",
             PayloadKind::ProbeAck => "probe_ack",
+            PayloadKind::EthernetPartialChecksum => "ethernet_partial_checksum",
             PayloadKind::Unknown(_) => "unknown",
         }
     }
@@ -217,7 +224,10 @@ impl PayloadKind {
     pub const fn is_data(self) -> bool {
         matches!(
             self,
-            PayloadKind::Ethernet | PayloadKind::Relay | PayloadKind::Relayed
+            PayloadKind::Ethernet
+                | PayloadKind::EthernetPartialChecksum
+                | PayloadKind::Relay
+                | PayloadKind::Relayed
         )
     }
 }
@@ -232,6 +242,7 @@ impl From<u8> for PayloadKind {
             4 => PayloadKind::Relayed,
             5 => PayloadKind::Probe,
             6 => PayloadKind::ProbeAck,
+            7 => PayloadKind::EthernetPartialChecksum,
             other => PayloadKind::Unknown(other),
         }
     }
@@ -247,6 +258,7 @@ impl From<PayloadKind> for u8 {
             PayloadKind::Relayed => 4,
             PayloadKind::Probe => 5,
             PayloadKind::ProbeAck => 6,
+            PayloadKind::EthernetPartialChecksum => 7,
             PayloadKind::Unknown(other) => other,
         }
     }

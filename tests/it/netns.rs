@@ -118,6 +118,24 @@ fn four_hosts_joined_by_invitation_form_one_switch() {
             0,
             "the plain-TAP host never sees super-frames"
         );
+        // Segments leave with partial checksums for peers that complete them: h3 in software
+        // (plain TAP), h1 through its kernel (NEEDS_CSUM); the SHA-256s above prove them right.
+        let partial_rx = |h: usize| counter(h, "rx_partial_checksum");
+        let partial_tx = |h: usize| counter(h, "tx_partial_checksum");
+        println!(
+            "  partial checksums sent per host {:?}, received {:?}",
+            [partial_tx(0), partial_tx(1), partial_tx(2)],
+            [partial_rx(0), partial_rx(1), partial_rx(2)]
+        );
+        assert!(
+            partial_tx(0) > 0 && partial_rx(2) > 0,
+            "h1 -> h3 left checksums to h3"
+        );
+        assert!(
+            partial_tx(1) > 0 && partial_rx(0) > 0,
+            "h2 -> h1 left checksums to h1's kernel"
+        );
+        assert_eq!(partial_tx(2), 0, "a plain TAP reads complete frames");
         let offload = |host: usize| mesh.status(host).unwrap()["interface"]["offload"].as_bool();
         assert_eq!(
             (offload(0), offload(2)),

@@ -17,6 +17,11 @@
 //! flows. A super-frame carries `NEEDS_CSUM` and the folded pseudo-header sum in its TCP checksum
 //! field, the state the kernel completes from `csum_start`.
 //!
+//! A frame that arrived with a partial L4 checksum (a peer left it for this side to complete,
+//! [`Coalescer::push_with`]) is never emitted as if complete: alone, it is written behind a
+//! `NEEDS_CSUM` header naming its checksum field; merged, the super-frame's header asks for the
+//! checksum anyway.
+//!
 //! One pending flow is a first version: interleaved bulk flows within one batch merge less. Segment
 //! checksums are trusted by default because every frame arrived authenticated from a peer that
 //! computed them; [`Coalescer::verify_tcp_checksums`] checks them at the cost of one pass over the
@@ -31,7 +36,7 @@ use crate::wire::{
     VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_HDR_LEN_MRG,
 };
 
-use super::{segment_layout, MAX_SUPER_FRAME_LEN};
+use super::{segment_layout, PartialChecksum, MAX_SUPER_FRAME_LEN};
 
 /// A staging buffer of this size holds the largest super-frame with a 12-byte header.
 pub const COALESCE_STAGING_LEN: usize = VNET_HDR_LEN_MRG + MAX_SUPER_FRAME_LEN;
@@ -85,6 +90,8 @@ pub struct CoalesceStats {
 /// Merges in-order TCP segments of one flow into super-frames; see the module documentation.
 pub struct Coalescer<B: AsMut<[u8]>> {
     staging: B,
+    /// The header of a frame passed through with a partial checksum.
+    pass_header: [u8; VNET_HDR_LEN_MRG],
     size: VnetHdrSize,
     verify_tcp_checksums: bool,
     pending: Option<Pending>,
@@ -101,6 +108,8 @@ struct Pending {
     next_seq: u32,
     next_ip_id: u16,
     segments: usize,
+    /// The first segment's checksum is partial (matters only if it stays alone).
+    partial: Option<PartialChecksum>,
 }
 
 /// A frame that could be merged with others of its flow.
@@ -119,6 +128,7 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
     pub fn new(staging: B, size: VnetHdrSize) -> Coalescer<B> {
         Coalescer {
             staging,
+            pass_header: [0; VNET_HDR_LEN_MRG],
             size,
             verify_tcp_checksums: false,
             pending: None,
@@ -142,13 +152,26 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
 
     /// Takes the next received frame; `emit` is called for each TAP write that becomes due, in
     /// order (at most twice: the flushed pending flow, then this frame).
-    pub fn push<F: FnMut(TapWrite<'_>)>(&mut self, frame: &[u8], mut emit: F) {
+    pub fn push<F: FnMut(TapWrite<'_>)>(&mut self, frame: &[u8], emit: F) {
+        self.push_with(frame, None, emit)
+    }
+
+    /// Like [`Coalescer::push`], for a frame whose L4 checksum is `partial` (not yet computed,
+    /// at the place it names). Such a frame is not checked against its checksum even when
+    /// [`Coalescer::verify_tcp_checksums`] is on: it has none yet.
+    pub fn push_with<F: FnMut(TapWrite<'_>)>(
+        &mut self,
+        frame: &[u8],
+        partial: Option<PartialChecksum>,
+        mut emit: F,
+    ) {
         self.stats.frames_in += 1;
-        let Some(candidate) = candidate(frame, self.verify_tcp_checksums) else {
+        let verify = self.verify_tcp_checksums && partial.is_none();
+        let Some(candidate) = candidate(frame, verify) else {
             if self.pending_is_related(frame) {
                 self.flush(&mut emit);
             }
-            self.pass_through(frame, &mut emit);
+            self.pass_through(frame, partial, &mut emit);
             return;
         };
         if let Some(pending) = self.pending {
@@ -159,7 +182,7 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
             // Not the next segment of the pending flow, or another flow: one slot, so it goes.
             self.flush(&mut emit);
         }
-        self.start(frame, &candidate, &mut emit);
+        self.start(frame, &candidate, partial, &mut emit);
     }
 
     /// Emits the pending super-frame, if any; call at the end of every receive batch.
@@ -173,7 +196,10 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
         let (header, rest) = staging.split_at_mut(header_len);
         let frame = &mut rest[..pending.len];
         if pending.segments == 1 {
-            header.fill(0);
+            match pending.partial {
+                Some(at) => VnetHdr::new_unchecked(header, size).emit(&at.vnet_fields()),
+                None => header.fill(0),
+            }
         } else {
             let fields = finish_super_frame(&pending, frame);
             VnetHdr::new_unchecked(header, size).emit(&fields);
@@ -190,22 +216,42 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
         });
     }
 
-    fn pass_through<F: FnMut(TapWrite<'_>)>(&mut self, frame: &[u8], emit: &mut F) {
+    fn pass_through<F: FnMut(TapWrite<'_>)>(
+        &mut self,
+        frame: &[u8],
+        partial: Option<PartialChecksum>,
+        emit: &mut F,
+    ) {
         self.stats.writes_out += 1;
+        let header_len = self.size.header_len();
+        let vnet_header = match partial {
+            Some(at) => {
+                let header = &mut self.pass_header[..header_len];
+                VnetHdr::new_unchecked(&mut *header, self.size).emit(&at.vnet_fields());
+                &self.pass_header[..header_len]
+            }
+            None => &ZERO_HEADER[..header_len],
+        };
         emit(TapWrite {
-            vnet_header: &ZERO_HEADER[..self.size.header_len()],
+            vnet_header,
             frame,
             contiguous: None,
             segments: 1,
         });
     }
 
-    fn start<F: FnMut(TapWrite<'_>)>(&mut self, frame: &[u8], c: &Candidate, emit: &mut F) {
+    fn start<F: FnMut(TapWrite<'_>)>(
+        &mut self,
+        frame: &[u8],
+        c: &Candidate,
+        partial: Option<PartialChecksum>,
+        emit: &mut F,
+    ) {
         let header_len = self.size.header_len();
         let staging = self.staging.as_mut();
         // A PSH segment ends its run, so staging it would only cost a copy.
         if c.flags & TCP_PSH != 0 || header_len + frame.len() > staging.len() {
-            self.pass_through(frame, emit);
+            self.pass_through(frame, partial, emit);
             return;
         }
         staging[header_len..header_len + frame.len()].copy_from_slice(frame);
@@ -216,6 +262,7 @@ impl<B: AsMut<[u8]>> Coalescer<B> {
             next_seq: c.seq.wrapping_add(c.payload_len as u32),
             next_ip_id: c.ip_id.wrapping_add(1),
             segments: 1,
+            partial,
         });
     }
 

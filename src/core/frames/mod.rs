@@ -34,7 +34,7 @@ mod too_big_tests;
 
 pub use coalesce::{CoalesceStats, Coalescer, TapWrite, COALESCE_STAGING_LEN};
 pub use fragment::Ipv4Fragmenter;
-pub use segment::{complete_checksum, Segmenter};
+pub use segment::{complete_checksum, PartialChecksum, Segmenter};
 pub use too_big::{too_big_reply, NoReply};
 
 use crate::wire::ip::IPV6_HEADER_LEN;

@@ -5,14 +5,16 @@
 //! so that no frame exceeds the `max_frame` given to [`Segmenter::with_max_frame`]; IPv4 total length, header checksum and an ID that
 //! grows by one per segment; IPv6 payload length; TCP sequence number advanced by the payload
 //! before it, FIN and PSH only on the last segment, CWR only on the first; UDP length; and a full
-//! L4 checksum (pseudo-header, header, payload). The input is never modified, and a segment is
-//! only consumed once it has been written.
+//! L4 checksum (pseudo-header, header, payload), or, when [`Segmenter::leave_checksums_partial`]
+//! asked for it, only the folded pseudo-header sum (the `NEEDS_CSUM` state, which a peer that
+//! accepts it completes, or hands to its kernel to complete). The input is never modified, and a
+//! segment is only consumed once it has been written.
 
 use crate::wire::ip::{
     be16, be32, put16, put32, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
     TCP_CHECKSUM_AT, TCP_CWR, TCP_FIN, TCP_PSH, UDP_CHECKSUM_AT,
 };
-use crate::wire::{Checksum, GsoType, IpLayout, VnetHdrFields};
+use crate::wire::{Checksum, GsoType, IpLayout, VnetHdrFields, VNET_F_NEEDS_CSUM, VNET_GSO_NONE};
 
 use super::{segment_layout, OffloadError, MAX_SUPER_FRAME_LEN};
 
@@ -38,6 +40,60 @@ pub fn complete_checksum(hdr: &VnetHdrFields, frame: &mut [u8]) -> Result<(), Of
     Ok(())
 }
 
+/// Where the L4 checksum of a frame left partial is (virtio-net's `csum_start` and
+/// `csum_offset`): the frame is one TCP or UDP segment whose checksum field holds the folded
+/// pseudo-header sum, and summing from `start` to the end and storing the complement at
+/// `start + offset` completes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialChecksum {
+    pub start: u16,
+    pub offset: u16,
+}
+
+impl PartialChecksum {
+    /// Where the checksum of `frame` is, if `frame` is one whole TCP or UDP segment over IPv4
+    /// (not a fragment) or IPv6 (no extension headers): the only frames sent with a partial
+    /// checksum, so a receiver refuses any other as malformed.
+    pub fn of(frame: &[u8]) -> Option<PartialChecksum> {
+        let layout = segment_layout(frame).ok()?;
+        Some(PartialChecksum::at(&layout))
+    }
+
+    fn at(layout: &IpLayout) -> PartialChecksum {
+        let offset = if layout.protocol == IPPROTO_TCP {
+            TCP_CHECKSUM_AT
+        } else {
+            UDP_CHECKSUM_AT
+        };
+        // segment_layout bounds every offset by the frame's IP length, a u16.
+        PartialChecksum {
+            start: layout.l4 as u16,
+            offset: offset as u16,
+        }
+    }
+
+    /// Completes the checksum in place, as a NIC would (for a TAP opened without offloads).
+    /// `frame` must be the frame `of` was given.
+    pub fn complete(self, frame: &mut [u8]) {
+        let start = usize::from(self.start);
+        let field = start + usize::from(self.offset);
+        let value = Checksum::new().add_bytes(&frame[start..]).finish();
+        put16(frame, field, value);
+    }
+
+    /// The virtio-net header that asks the kernel to complete the checksum.
+    pub fn vnet_fields(self) -> VnetHdrFields {
+        VnetHdrFields {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_NONE,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: self.start,
+            csum_offset: self.offset,
+        }
+    }
+}
+
 /// Where a `NEEDS_CSUM` header says the checksum goes, if that lies inside the frame.
 fn checksum_field(hdr: &VnetHdrFields, frame_len: usize) -> Result<usize, OffloadError> {
     let field = usize::from(hdr.csum_start) + usize::from(hdr.csum_offset);
@@ -58,6 +114,8 @@ pub struct Segmenter<'a> {
     plan: Plan,
     next: usize,
     count: usize,
+    /// Where each written frame's checksum is, when it is left partial.
+    partial: Option<PartialChecksum>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +174,7 @@ impl<'a> Segmenter<'a> {
                     },
                     next: 0,
                     count: 1,
+                    partial: None,
                 });
             }
             GsoType::TcpV4 | GsoType::TcpV6 => IPPROTO_TCP,
@@ -181,7 +240,31 @@ impl<'a> Segmenter<'a> {
             }),
             next: 0,
             count: payload_len.div_ceil(segment_size).max(1),
+            partial: None,
         })
+    }
+
+    /// Leaves every frame's L4 checksum partial (the folded pseudo-header sum, the state Linux
+    /// hands a NIC), for a peer that completes it: saves one pass over every payload here. Only a
+    /// frame that is one TCP or UDP segment qualifies (a super-frame always does; a plain frame
+    /// when the kernel left its checksum partial at exactly the TCP/UDP field); others keep the
+    /// full checksum. Call before the first [`Segmenter::next_into`].
+    pub fn leave_checksums_partial(mut self) -> Segmenter<'a> {
+        self.partial = match self.plan {
+            Plan::Split(split) => Some(PartialChecksum::at(&split.layout)),
+            Plan::Whole {
+                checksum_start_and_field: Some((start, field)),
+            } => PartialChecksum::of(self.frame).filter(|p| {
+                usize::from(p.start) == start && usize::from(p.start + p.offset) == field
+            }),
+            Plan::Whole { .. } => None,
+        };
+        self
+    }
+
+    /// Where the checksum of the frames written is, if they are left partial.
+    pub fn partial_checksum(&self) -> Option<PartialChecksum> {
+        self.partial
     }
 
     /// How many frames this read produces in total.
@@ -237,12 +320,23 @@ impl<'a> Segmenter<'a> {
                 checksum_start_and_field,
             } => {
                 out.copy_from_slice(self.frame);
-                if let Some((start, field)) = checksum_start_and_field {
-                    let value = Checksum::new().add_bytes(&out[start..]).finish();
-                    put16(out, field, value);
+                match checksum_start_and_field {
+                    // The kernel left the pseudo-header sum in the field: already partial.
+                    Some(_) if self.partial.is_some() => {}
+                    Some((start, field)) => {
+                        let value = Checksum::new().add_bytes(&out[start..]).finish();
+                        put16(out, field, value);
+                    }
+                    None => {}
                 }
             }
-            Plan::Split(split) => split.write(self.frame, self.next, self.count, out),
+            Plan::Split(split) => split.write(
+                self.frame,
+                self.next,
+                self.count,
+                self.partial.is_some(),
+                out,
+            ),
         }
         self.next += 1;
         Ok(Some(needed))
@@ -255,8 +349,9 @@ impl Split {
         start..(start + self.segment_size).min(self.payload_len)
     }
 
-    /// Fills `out` (exactly the segment's length) with segment `index` of `count`.
-    fn write(&self, frame: &[u8], index: usize, count: usize, out: &mut [u8]) {
+    /// Fills `out` (exactly the segment's length) with segment `index` of `count`, its L4
+    /// checksum complete or, with `partial`, only the pseudo-header sum.
+    fn write(&self, frame: &[u8], index: usize, count: usize, partial: bool, out: &mut [u8]) {
         let IpLayout {
             l3,
             ipv6,
@@ -298,12 +393,13 @@ impl Split {
             put16(out, l4 + 4, l4_len as u16);
             l4 + UDP_CHECKSUM_AT
         };
+        let pseudo = self.pseudo.add_u32(l4_len as u32);
+        if partial {
+            put16(out, checksum_at, pseudo.fold());
+            return;
+        }
         put16(out, checksum_at, 0);
-        let value = self
-            .pseudo
-            .add_u32(l4_len as u32)
-            .add_bytes(&out[l4..])
-            .finish();
+        let value = pseudo.add_bytes(&out[l4..]).finish();
         put16(out, checksum_at, value);
     }
 }

@@ -1545,3 +1545,131 @@ fn bench_coalesce_45_segments() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Partial checksums carried across the tunnel.
+
+fn segment_partially(hdr: &VnetHdrFields, frame: &[u8]) -> (Vec<Vec<u8>>, Option<PartialChecksum>) {
+    let mut segmenter = Segmenter::new(hdr, frame)
+        .unwrap()
+        .leave_checksums_partial();
+    let at = segmenter.partial_checksum();
+    let mut out = vec![0u8; 70_000];
+    let mut segments = Vec::new();
+    while let Some(len) = segmenter.next_into(&mut out).unwrap() {
+        segments.push(out[..len].to_vec());
+    }
+    (segments, at)
+}
+
+fn coalesce_partial(frames: &[Vec<u8>], at: Option<PartialChecksum>) -> Vec<Written> {
+    let mut c = coalescer();
+    let mut written = Vec::new();
+    let mut record = |w: TapWrite<'_>| {
+        written.push(Written {
+            header: VnetHdr::new_checked(w.vnet_header(), VnetHdrSize::Mergeable)
+                .unwrap()
+                .fields(),
+            frame: w.frame().to_vec(),
+            segments: w.segments(),
+            contiguous: w.contiguous().is_some(),
+        });
+    };
+    for frame in frames {
+        c.push_with(frame, at, &mut record);
+    }
+    c.flush(&mut record);
+    written
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Leaving checksums partial changes nothing but the checksum field: completed (by the
+    /// receiver, or by its kernel from the `NEEDS_CSUM` header the coalescer writes), every
+    /// segment is the one the full-checksum mode makes, and what reaches the TAP completes to
+    /// the original frames.
+    #[test]
+    fn partial_segments_complete_to_the_full_ones((spec, gso) in spec_strategy()) {
+        let (hdr, frame) = spec.build_partial(Some(gso));
+        let full = segment_all(&hdr, &frame).unwrap();
+        let (partial, at) = segment_partially(&hdr, &frame);
+        let at = at.expect("a super-frame's segments can stay partial");
+        prop_assert_eq!(partial.len(), full.len());
+        for (p, f) in partial.iter().zip(&full) {
+            prop_assert_eq!(PartialChecksum::of(p), Some(at));
+            let mut completed_here = p.clone();
+            at.complete(&mut completed_here);
+            prop_assert_eq!(&completed_here, f);
+        }
+        let written = coalesce_partial(&partial, Some(at));
+        let through_tap: Vec<Vec<u8>> = written.iter().map(completed).collect();
+        let expected = coalesce_all(&mut coalescer(), &full);
+        prop_assert_eq!(through_tap, expected.iter().map(completed).collect::<Vec<_>>());
+        for w in &written {
+            prop_assert!(w.header.needs_csum(), "a partial frame never leaves as complete");
+        }
+    }
+}
+
+#[test]
+fn a_plain_partial_frame_stays_partial_only_at_the_tcp_or_udp_field() {
+    for spec in [Spec::tcp4(payload(300, 3)), Spec::udp4(payload(300, 4))] {
+        let (hdr, frame) = spec.build_partial(None);
+        let (out, at) = segment_partially(&hdr, &frame);
+        assert_eq!(out, vec![frame.clone()], "copied as the kernel left it");
+        let at = at.expect("the kernel's own partial state");
+        assert_eq!(usize::from(at.start), usize::from(hdr.csum_start));
+        let mut done = out[0].clone();
+        at.complete(&mut done);
+        assert_eq!(done, spec.build());
+    }
+    // Complete already, or a checksum elsewhere than TCP/UDP's field: full checksums.
+    let complete = Spec::tcp4(payload(300, 5)).build();
+    let (out, at) = segment_partially(&VnetHdrFields::NONE, &complete);
+    assert_eq!((out, at), (vec![complete], None));
+    let (mut hdr, frame) = Spec::tcp4(payload(300, 6)).build_partial(None);
+    hdr.csum_offset = 6;
+    let (_, at) = segment_partially(&hdr, &frame);
+    assert_eq!(at, None);
+}
+
+#[test]
+fn partial_frames_that_pass_through_or_stay_alone_ask_the_kernel_for_the_checksum() {
+    // A lone TCP segment (staged, then flushed alone) and a UDP datagram (passed through).
+    for spec in [Spec::tcp4(payload(500, 7)), Spec::udp4(payload(500, 8))] {
+        let (hdr, frame) = spec.build_partial(Some(1000));
+        let (partial, at) = segment_partially(&hdr, &frame);
+        let written = coalesce_partial(&partial, at);
+        assert_eq!(written.len(), 1);
+        let at = at.unwrap();
+        assert_eq!(
+            (written[0].header.csum_start, written[0].header.csum_offset),
+            (at.start, at.offset)
+        );
+        assert_eq!(written[0].header.gso_type, VNET_GSO_NONE);
+        assert_eq!(completed(&written[0]), spec.build());
+    }
+    // Complete frames still pass with the all-zero header.
+    let udp = Spec::udp4(payload(50, 9)).build();
+    let written = coalesce_partial(&[udp.clone()], None);
+    assert_eq!(written[0].header, VnetHdrFields::NONE);
+}
+
+#[test]
+fn only_whole_tcp_or_udp_segments_have_a_partial_checksum_place() {
+    assert_eq!(PartialChecksum::of(&arp()), None);
+    assert_eq!(PartialChecksum::of(&[]), None);
+    let tcp = Spec::tcp4(payload(10, 1)).build();
+    assert_eq!(
+        PartialChecksum::of(&tcp),
+        Some(PartialChecksum {
+            start: 34,
+            offset: 16
+        })
+    );
+    // Padding behind the IP packet is not a segment.
+    let mut padded = tcp.clone();
+    padded.extend_from_slice(&[0; 4]);
+    assert_eq!(PartialChecksum::of(&padded), None);
+}

@@ -15,6 +15,7 @@ use meshd_crypto::{
 
 use crate::core::buffer::PacketBuf;
 use crate::core::cipher::CipherPolicy;
+use crate::core::frames::PartialChecksum;
 use crate::core::membership::Revocation;
 use crate::core::peer::Route;
 use crate::core::switch::{FdbConfig, PeerId};
@@ -58,6 +59,15 @@ pub struct NodeConfig {
     pub now: Instant,
     /// Nanoseconds since the Unix epoch at `now`; used for replay-proof initiation timestamps.
     pub unix_nanos_at_now: u64,
+}
+
+/// How to cut a super-frame read from the TAP (see [`Node::segment_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPlan {
+    /// The largest segment frame that reaches the destination whole.
+    pub max_frame: usize,
+    /// Whether the segments may keep partial L4 checksums.
+    pub partial_checksums: bool,
 }
 
 /// A datagram to send.
@@ -157,8 +167,26 @@ impl Origin {
 pub enum Received {
     /// An Ethernet frame for the TAP, at this range of the datagram buffer.
     Frame(Range<usize>),
+    /// An Ethernet frame for the TAP whose L4 checksum is partial, to be completed as the
+    /// [`PartialChecksum`] says: by the kernel (a `NEEDS_CSUM` virtio-net header) or in software.
+    FramePartialChecksum(Range<usize>, PartialChecksum),
     /// Nothing for the TAP (a handshake, keepalive, or a dropped packet, counted).
     Nothing,
+}
+
+impl Received {
+    /// The frame's range, its L4 checksum completed in `datagram` (in software) if the peer left
+    /// it partial: what a caller that writes to a TAP without offloads needs.
+    pub fn complete_frame(self, datagram: &mut [u8]) -> Option<Range<usize>> {
+        match self {
+            Received::Frame(range) => Some(range),
+            Received::FramePartialChecksum(range, at) => {
+                at.complete(&mut datagram[range.clone()]);
+                Some(range)
+            }
+            Received::Nothing => None,
+        }
+    }
 }
 
 /// Something the node learned that the layers around it (membership, io) act on.

@@ -21,8 +21,9 @@ use crate::core::peer::{
     retry_delay, HandshakeProgress, Initiation, Route, Session, RELAY_AFTER_ATTEMPTS,
 };
 use crate::wire::{
-    emit_cipher_extension, handshake_init_len, handshake_response_len, CookieReply,
-    HandshakeExtensions, HandshakeInit, HandshakeResponse, COOKIE_REPLY_LEN,
+    emit_cipher_extension, emit_features_extension, handshake_init_len, handshake_response_len,
+    CookieReply, HandshakeExtensions, HandshakeInit, HandshakeResponse, COOKIE_REPLY_LEN,
+    FEATURE_PARTIAL_CHECKSUM,
 };
 
 /// Bytes of the initiation timestamp in front of the certificate in a HandshakeInit payload.
@@ -180,9 +181,9 @@ impl Node {
             return;
         };
         let timestamp = u64::from_be_bytes(*timestamp);
-        let (certificate, cipher) = match self.admit(now, certificate, &remote) {
+        let (certificate, cipher, features) = match self.admit(now, certificate, &remote) {
             Ok((c, extensions)) => match self.ciphers.choose(extensions.ciphers()) {
-                Some(cipher) => (c, cipher),
+                Some(cipher) => (c, cipher, extensions.features()),
                 None => {
                     let refusal = Refusal::NoCommonCipher;
                     return self.count_refusal(now, refusal, &remote, origin);
@@ -208,6 +209,7 @@ impl Node {
         let mut packet = self.pool.take();
         let mut payload = self.certificate_bytes.clone();
         emit_cipher_extension(&mut payload, &[cipher.id()]);
+        emit_features_extension(&mut payload, self.features());
         let len = handshake_response_len(payload.len());
         let area = &mut packet.frame_area()[..len];
         let mut msg = HandshakeResponse::new_emit(area).expect("buffer holds a response");
@@ -231,7 +233,8 @@ impl Node {
 
         peer.last_init_timestamp = timestamp;
         peer.last_handshake = Some(now);
-        let session = Session::new(local_index, sender_index, keys, now, false);
+        let mut session = Session::new(local_index, sender_index, keys, now, false);
+        session.partial_checksums = features & FEATURE_PARTIAL_CHECKSUM != 0;
         let retired = peer.sessions.install_answered(session);
         self.retire(retired);
         self.counters.handshakes_completed += 1;
@@ -282,11 +285,11 @@ impl Node {
             .admit(now, &payload, &remote)
             .and_then(
                 |(c, extensions)| match self.ciphers.accept_choice(extensions.ciphers()) {
-                    Some(cipher) => Ok((c, cipher)),
+                    Some(cipher) => Ok((c, cipher, extensions.features())),
                     None => Err(Refusal::NoCommonCipher),
                 },
             );
-        let (certificate, cipher) = match admitted {
+        let (certificate, cipher, features) = match admitted {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 // The responder proved its key but is not a member: give up on this attempt.
@@ -303,7 +306,8 @@ impl Node {
         }
         self.add_member(&certificate, direct_address(origin));
         let peer = &mut self.peers[id as usize];
-        let session = Session::new(index, resp.sender_index(), keys.load(cipher), now, true);
+        let mut session = Session::new(index, resp.sender_index(), keys.load(cipher), now, true);
+        session.partial_checksums = features & FEATURE_PARTIAL_CHECKSUM != 0;
         let (retired, was_up) = peer.sessions.install_initiated(session);
         peer.handshake = HandshakeProgress::default();
         peer.last_handshake = Some(now);
@@ -441,10 +445,11 @@ impl Node {
         let mut packet = self.pool.take();
         let offer = self.ciphers.offer();
         let mut payload =
-            Vec::with_capacity(TIMESTAMP_LEN + self.certificate_bytes.len() + 2 + offer.len());
+            Vec::with_capacity(TIMESTAMP_LEN + self.certificate_bytes.len() + 5 + offer.len());
         payload.extend_from_slice(&timestamp.to_be_bytes());
         payload.extend_from_slice(&self.certificate_bytes);
         emit_cipher_extension(&mut payload, &offer);
+        emit_features_extension(&mut payload, self.features());
         let len = handshake_init_len(payload.len());
         let area = &mut packet.frame_area()[..len];
         let mut msg = HandshakeInit::new_emit(area).expect("buffer holds an initiation");

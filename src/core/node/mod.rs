@@ -40,7 +40,8 @@ mod snapshot;
 mod timers;
 
 pub use api::{
-    DeferredTransmit, Inbound, NodeConfig, NodeEvent, OpenJob, PeerSpec, Received, Transmit,
+    DeferredTransmit, Inbound, NodeConfig, NodeEvent, OpenJob, PeerSpec, Received, SegmentPlan,
+    Transmit,
 };
 pub use endpoints::{CONFIRMATIONS, PUBLISH_BURST, PUBLISH_PER_SECOND, REPORTERS_MAX};
 pub use snapshot::{FdbPortSnapshot, FdbSnapshot, MemberSnapshot, NodeSnapshot, PeerSnapshot};
@@ -138,6 +139,9 @@ pub struct Node {
     lane: usize,
     /// Whether datagrams on direct routes leave the node unsealed, for the caller to seal.
     defer_sealing: bool,
+    /// Whether this node announces that it accepts frames with partial L4 checksums (it completes
+    /// them itself, or its TAP's kernel does).
+    accept_partial_checksums: bool,
     pool: BufferPool,
     /// Largest Ethernet frame delivered to the TAP.
     max_frame: usize,
@@ -225,6 +229,7 @@ impl Node {
             transmits: vec![VecDeque::new()],
             lane: 0,
             defer_sealing: false,
+            accept_partial_checksums: true,
             // Buffers also carry handshake messages, and either inside a relay envelope.
             pool: BufferPool::new(
                 config.max_frame.max(HANDSHAKE_INIT_MAX_LEN) + RELAY_OVERHEAD,
@@ -366,6 +371,21 @@ impl Node {
     /// [`Node::poll_deferred_transmit`]). Off by default: `poll_transmit` seals either way.
     pub fn set_deferred_sealing(&mut self, on: bool) {
         self.defer_sealing = on;
+    }
+
+    /// Whether handshakes from now on announce that this node accepts frames with partial L4
+    /// checksums (on by default; off makes it look like a node that predates the feature).
+    pub fn set_accept_partial_checksums(&mut self, on: bool) {
+        self.accept_partial_checksums = on;
+    }
+
+    /// The data-path features this node announces in its handshakes.
+    pub(super) fn features(&self) -> u8 {
+        if self.accept_partial_checksums {
+            crate::wire::FEATURE_PARTIAL_CHECKSUM
+        } else {
+            0
+        }
     }
 
     /// Counts a datagram whose deferred seal failed (the caller recycles its buffer).

@@ -6,6 +6,7 @@
 //! authenticated and passed the replay window; a frame from a peer only ever goes to the TAP
 //! (split horizon); a relay envelope found inside a relayed datagram is dropped (one hop).
 
+use crate::core::frames::PartialChecksum;
 use crate::core::guard::{self, GuardDrop, SourceMac, LEARN_BURST, LEARN_RATE};
 use crate::core::limit::TokenBucket;
 use crate::wire::source_claim;
@@ -248,6 +249,21 @@ impl Node {
                 Received::Nothing
             }
             PayloadKind::Ethernet => self.on_ethernet(now, id, datagram, frame),
+            PayloadKind::EthernetPartialChecksum => {
+                // Checked before the switch sees it: the TAP's kernel (or the io layer) will
+                // complete the checksum where this says, so it must be a TCP or UDP segment.
+                let Some(at) = PartialChecksum::of(&datagram[frame.clone()]) else {
+                    self.counters.rx_partial_checksum_malformed += 1;
+                    return Received::Nothing;
+                };
+                match self.on_ethernet(now, id, datagram, frame) {
+                    Received::Frame(range) => {
+                        self.counters.rx_partial_checksum += 1;
+                        Received::FramePartialChecksum(range, at)
+                    }
+                    other => other,
+                }
+            }
             PayloadKind::Relay | PayloadKind::Relayed if relayed => {
                 self.counters.rx_relay_nested += 1;
                 Received::Nothing
@@ -267,6 +283,9 @@ impl Node {
                 let origin = Origin::Relayed { relay: id, source };
                 match self.dispatch(now, origin, &mut datagram[inner]) {
                     Received::Frame(r) => Received::Frame(r.start + offset..r.end + offset),
+                    Received::FramePartialChecksum(r, at) => {
+                        Received::FramePartialChecksum(r.start + offset..r.end + offset, at)
+                    }
                     Received::Nothing => Received::Nothing,
                 }
             }

@@ -43,7 +43,11 @@ impl Node {
                 self.counters.frames_from_tap += 1;
                 self.send_frame(now, peer, frame);
             }
-            Forward::Flood => self.flood(now, frame),
+            Forward::Flood => {
+                let mut frame = frame;
+                frame.complete_checksum();
+                self.flood(now, frame)
+            }
         }
     }
 
@@ -88,12 +92,35 @@ impl Node {
     }
 
     /// Sends a frame to one peer, or answers its sender if it is too big for the path.
-    pub(super) fn send_frame(&mut self, now: Instant, id: PeerId, frame: PacketBuf) {
+    /// A frame whose L4 checksum was left partial goes so only to a peer whose current session
+    /// accepts it; for any other it is completed here first.
+    pub(super) fn send_frame(&mut self, now: Instant, id: PeerId, mut frame: PacketBuf) {
         let limit = self.frame_limit(id);
         if frame.len() > limit {
+            frame.complete_checksum();
             return self.frame_too_big(now, frame, limit, Some(id));
         }
-        self.send_payload(now, id, PayloadKind::Ethernet, frame);
+        let mut kind = PayloadKind::Ethernet;
+        if frame.partial_checksum().is_some() {
+            if self.accepts_partial_checksums(now, id) {
+                kind = PayloadKind::EthernetPartialChecksum;
+                self.counters.tx_partial_checksum += 1;
+            } else {
+                frame.complete_checksum();
+            }
+        }
+        self.send_payload(now, id, kind, frame);
+    }
+
+    /// Whether a frame sent to peer `id` now leaves on a session whose peer accepts partial L4
+    /// checksums.
+    #[inline]
+    pub(super) fn accepts_partial_checksums(&self, now: Instant, id: PeerId) -> bool {
+        self.session_usable(now, id)
+            && self.peers[id as usize]
+                .sessions
+                .current()
+                .is_some_and(|s| s.partial_checksums)
     }
 
     /// The largest Ethernet frame that reaches peer `id` whole on the route in use: what its path
@@ -114,14 +141,30 @@ impl Node {
     /// The largest frame that reaches whatever `dst` is behind, for the io layer, which cuts TCP
     /// super-frames read from the TAP into segments that fit (so TCP needs no ICMP round trip).
     pub fn frame_limit_for(&self, now: Instant, dst: MacAddr) -> usize {
-        match self.fdb.lookup(now, dst) {
-            Some(Port::Peer(id)) if !dst.is_multicast() => self.frame_limit(id),
-            Some(Port::Local) => self.max_frame,
-            _ => (0..self.peers.len() as PeerId)
-                .filter(|&id| self.peers[id as usize].sessions.is_up())
-                .map(|id| self.frame_limit(id))
-                .min()
-                .unwrap_or(self.max_frame),
+        self.segment_plan(now, dst).max_frame
+    }
+
+    /// How the io layer should cut a super-frame to `dst`: the largest frame that reaches
+    /// whatever `dst` is behind, and whether the segments may leave with partial checksums (one
+    /// peer, whose current session accepts them; a flood or the host itself gets full ones).
+    pub fn segment_plan(&self, now: Instant, dst: MacAddr) -> SegmentPlan {
+        let (max_frame, partial_checksums) = match self.fdb.lookup(now, dst) {
+            Some(Port::Peer(id)) if !dst.is_multicast() => (
+                self.frame_limit(id),
+                self.accepts_partial_checksums(now, id),
+            ),
+            Some(Port::Local) => (self.max_frame, false),
+            _ => {
+                let narrowest = (0..self.peers.len() as PeerId)
+                    .filter(|&id| self.peers[id as usize].sessions.is_up())
+                    .map(|id| self.frame_limit(id))
+                    .min();
+                (narrowest.unwrap_or(self.max_frame), false)
+            }
+        };
+        SegmentPlan {
+            max_frame,
+            partial_checksums,
         }
     }
 

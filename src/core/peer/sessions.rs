@@ -31,6 +31,9 @@ pub(crate) struct Session {
     pub replay: ReplayWindow,
     pub created: Instant,
     pub we_initiated: bool,
+    /// The peer announced it accepts frames with partial L4 checksums on this session
+    /// (handshake feature `FEATURE_PARTIAL_CHECKSUM`); a session to an older node never does.
+    pub partial_checksums: bool,
 }
 
 impl Session {
@@ -49,6 +52,7 @@ impl Session {
             replay: ReplayWindow::new(),
             created: now,
             we_initiated,
+            partial_checksums: false,
         }
     }
 
