@@ -127,6 +127,11 @@ pub struct Fdb {
     moves: u64,
     evictions: u64,
     expirations: u64,
+    /// The last `learn` (MAC, port, instant), while nothing else has changed the table since.
+    /// A burst of frames from one source (a receive batch shares one `now`) then costs one hash
+    /// lookup instead of two per frame: at the same instant, learning it again on the same port
+    /// changes nothing, and looking it up finds that port.
+    recent: Option<(MacAddr, Port, Instant)>,
 }
 
 impl Fdb {
@@ -140,6 +145,7 @@ impl Fdb {
             moves: 0,
             evictions: 0,
             expirations: 0,
+            recent: None,
         }
     }
 
@@ -152,6 +158,10 @@ impl Fdb {
         if mac.is_multicast() || mac.is_zero() || self.config.max_entries == 0 {
             return Learned::Ignored;
         }
+        if self.recent == Some((mac, port, now)) {
+            return Learned::Refreshed;
+        }
+        self.recent = Some((mac, port, now));
         if let Some(entry) = self.entries.get_mut(&mac) {
             let aged_out = now.saturating_duration_since(entry.last_seen) >= self.config.ageing;
             let from = entry.port;
@@ -195,12 +205,19 @@ impl Fdb {
 
     /// The port `mac` was last seen on, unless unknown or aged out.
     pub fn lookup(&self, now: Instant, mac: MacAddr) -> Option<Port> {
+        if let Some((recent, port, at)) = self.recent {
+            // Learned at this very instant, so not aged out (unless ageing is zero).
+            if recent == mac && at == now && !self.config.ageing.is_zero() {
+                return Some(port);
+            }
+        }
         let entry = self.entries.get(&mac)?;
         (now.saturating_duration_since(entry.last_seen) < self.config.ageing).then_some(entry.port)
     }
 
     /// Removes every entry not seen for `ageing`; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
+        self.recent = None;
         let ageing = self.config.ageing;
         let mut removed = 0;
         // Stamps [0, kept) are live entries whose stamp is old but which were refreshed within
@@ -231,6 +248,7 @@ impl Fdb {
 
     /// Forgets every MAC learned on `port` (e.g. a peer was removed); returns how many.
     pub fn remove_port(&mut self, port: Port) -> usize {
+        self.recent = None;
         let before = self.entries.len();
         self.entries.retain(|_, entry| entry.port != port);
         let removed = before - self.entries.len();
@@ -395,6 +413,41 @@ mod tests {
         let config = FdbConfig::default();
         assert_eq!(config.max_entries, 8192);
         assert_eq!(config.ageing, secs(300));
+    }
+
+    #[test]
+    fn a_burst_at_one_instant_answers_as_the_table_does() {
+        let mut fdb = fdb(2);
+        let t0 = Instant::now();
+        assert_eq!(fdb.learn(t0, mac(1), Port::Peer(1)), Learned::New);
+        assert_eq!(fdb.learn(t0, mac(1), Port::Peer(1)), Learned::Refreshed);
+        assert_eq!(fdb.lookup(t0, mac(1)), Some(Port::Peer(1)));
+        // Another port at the same instant is a move, not a refresh.
+        assert_eq!(
+            fdb.learn(t0, mac(1), Port::Local),
+            Learned::Moved {
+                from: Port::Peer(1)
+            }
+        );
+        assert_eq!(fdb.lookup(t0, mac(1)), Some(Port::Local));
+        // Forgetting a port forgets what was just learned on it.
+        fdb.learn(t0, mac(2), Port::Peer(2));
+        assert_eq!(fdb.remove_port(Port::Peer(2)), 1);
+        assert_eq!(fdb.lookup(t0, mac(2)), None);
+        assert_eq!(fdb.learn(t0, mac(2), Port::Peer(2)), Learned::New);
+        // Eviction of the just-learned MAC by a third one.
+        fdb.learn(t0, mac(3), Port::Peer(3));
+        assert_eq!(fdb.len(), 2);
+        assert_eq!(
+            [mac(1), mac(2), mac(3)].map(|m| fdb.lookup(t0, m).is_some()),
+            [false, true, true]
+        );
+        assert_invariants(&fdb);
+        // Ageing still applies at a later instant.
+        let later = t0 + secs(301);
+        assert_eq!(fdb.lookup(later, mac(3)), None);
+        assert_eq!(fdb.expire(later), 2);
+        assert_eq!(fdb.lookup(t0, mac(3)), None, "expired entries are gone");
     }
 
     #[test]

@@ -378,28 +378,30 @@ impl Worker {
             }
         };
         let partial = segments.partial_checksum();
-        loop {
-            let mut buf = self.pool.take();
+        let (pool, io) = (&mut self.pool, &*self.io);
+        let cut = std::iter::from_fn(|| {
+            let mut buf = pool.take();
             match segments.next_into(buf.frame_area()) {
                 Ok(Some(len)) => {
                     buf.set_frame_len(len);
                     if let Some(at) = partial {
                         buf.set_partial_checksum(at);
                     }
-                    node.handle_tap_frame(now, buf);
+                    Some(buf)
                 }
                 Ok(None) => {
-                    self.pool.give(buf);
-                    break;
+                    pool.give(buf);
+                    None
                 }
                 Err(e) => {
-                    self.pool.give(buf);
-                    bump(&self.io.tap_offload_errors);
+                    pool.give(buf);
+                    bump(&io.tap_offload_errors);
                     debug!(error = %e, "TAP super-frame segmentation failed");
-                    break;
+                    None
                 }
             }
-        }
+        });
+        node.handle_tap_segments(now, cut);
         self.out.take_from(&mut node, self.lane, &mut self.pool);
     }
 

@@ -162,7 +162,8 @@ fn type_and_kind_bytes_round_trip_through_enums() {
     }
     assert_eq!(PayloadKind::from(0), PayloadKind::Keepalive);
     assert_eq!(PayloadKind::from(1), PayloadKind::Ethernet);
-    assert_eq!(PayloadKind::from(7), PayloadKind::Unknown(7));
+    assert_eq!(PayloadKind::from(7), PayloadKind::EthernetPartialChecksum);
+    assert_eq!(PayloadKind::from(8), PayloadKind::Unknown(8));
     assert_eq!(MessageType::Unknown(9).as_str(), "unknown");
 }
 

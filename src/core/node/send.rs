@@ -20,31 +20,71 @@ impl Node {
     /// Switches a frame read from the TAP to the peers it must reach.
     pub fn handle_tap_frame(&mut self, now: Instant, frame: PacketBuf) {
         self.observe(now);
+        match self.switch_from_tap(now, &frame) {
+            Some(forward) => self.forward_tap_frame(now, forward, frame),
+            None => self.pool.give(frame),
+        }
+    }
+
+    /// Switches the segments of one super-frame read from the TAP. The segmenter copies the
+    /// super-frame's headers into every segment, so the switch decides once (learning the
+    /// source, looking up the destination) and the decision holds for every segment with the
+    /// same MACs: nothing on the way out changes the FDB. A segment with other MACs gets its own.
+    pub fn handle_tap_segments(
+        &mut self,
+        now: Instant,
+        segments: impl IntoIterator<Item = PacketBuf>,
+    ) {
+        self.observe(now);
+        let mut decided: Option<((MacAddr, MacAddr), Option<Forward>)> = None;
+        for frame in segments {
+            let macs = EthernetFrame::new_checked(frame.bytes())
+                .ok()
+                .map(|eth| (eth.src(), eth.dst()));
+            let forward = match decided {
+                Some((seen, forward)) if macs == Some(seen) => forward,
+                _ => {
+                    let forward = self.switch_from_tap(now, &frame);
+                    decided = macs.map(|m| (m, forward));
+                    forward
+                }
+            };
+            match forward {
+                Some(forward) => self.forward_tap_frame(now, forward, frame),
+                None => self.pool.give(frame),
+            }
+        }
+    }
+
+    /// The switch's decision for a frame from the TAP (its source learned as local), or `None`
+    /// (counted) for a frame that cannot go anywhere.
+    fn switch_from_tap(&mut self, now: Instant, frame: &PacketBuf) -> Option<Forward> {
         let (src, dst) = match EthernetFrame::new_checked(frame.bytes()) {
             Ok(eth) => (eth.src(), eth.dst()),
             Err(_) => {
                 self.counters.tx_bad_frame += 1;
-                self.pool.give(frame);
-                return;
+                return None;
             }
         };
         if crate::core::guard::is_reserved_group(dst) {
             // A Linux bridge keeps these on the host; so does the switch across hosts.
             self.counters.tx_l2_reserved += 1;
-            self.pool.give(frame);
-            return;
+            return None;
         }
         if let Learned::Moved { from } = self.fdb.learn(now, src, Port::Local) {
             debug!(mac = %src, from = ?from, "MAC moved to this host");
         }
-        match self.fdb.forward_from_local(now, dst) {
+        Some(self.fdb.forward_from_local(now, dst))
+    }
+
+    fn forward_tap_frame(&mut self, now: Instant, forward: Forward, mut frame: PacketBuf) {
+        match forward {
             Forward::Drop | Forward::Local => self.pool.give(frame),
             Forward::Unicast(peer) => {
                 self.counters.frames_from_tap += 1;
                 self.send_frame(now, peer, frame);
             }
             Forward::Flood => {
-                let mut frame = frame;
                 frame.complete_checksum();
                 self.flood(now, frame)
             }
