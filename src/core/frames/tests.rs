@@ -1652,7 +1652,7 @@ fn partial_frames_that_pass_through_or_stay_alone_ask_the_kernel_for_the_checksu
     }
     // Complete frames still pass with the all-zero header.
     let udp = Spec::udp4(payload(50, 9)).build();
-    let written = coalesce_partial(&[udp.clone()], None);
+    let written = coalesce_partial(std::slice::from_ref(&udp), None);
     assert_eq!(written[0].header, VnetHdrFields::NONE);
 }
 
