@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::control::ControlRequest;
@@ -55,7 +55,7 @@ pub struct Duties {
     pub state: Arc<Mutex<StateDir>>,
     pub io: Arc<IoCounters>,
     /// Worker 0's wake-up, given after the duties changed the node.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<mio::Waker>,
     pub info: StaticInfo,
     pub control: mpsc::Receiver<ControlRequest>,
     /// The wildcard listen address whose port is advertised on every host address, when the
@@ -85,7 +85,7 @@ impl Duties {
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_address_scan = Instant::now() + ADDRESS_SCAN_INTERVAL;
         self.node.lock(LANE).handle_timeout(Instant::now());
-        self.wake.notify_one();
+        self.wake_worker();
         self.apply_grant().await;
         loop {
             tokio::select! {
@@ -103,6 +103,15 @@ impl Duties {
                     self.apply_grant().await;
                 }
             }
+        }
+    }
+
+    /// Wakes worker 0 so what the duties queued on its lane leaves and its timer follows the
+    /// node's new deadline. A failed wake (the worker's epoll gone) means the worker has stopped,
+    /// which the failures channel reports.
+    fn wake_worker(&self) {
+        if let Err(e) = self.wake.wake() {
+            tracing::debug!(error = %e, "waking worker 0 failed");
         }
     }
 
@@ -146,7 +155,7 @@ impl Duties {
             }
             (outcomes, members)
         };
-        self.wake.notify_one();
+        self.wake_worker();
         state::log_revocations(outcomes);
         if let Some(members) = members {
             lock_state(&self.state).remember_members(&members);

@@ -48,7 +48,6 @@ use control::ControlServer;
 use duties::{Duties, StaticInfo};
 use netlink::Netlink;
 use node_lock::NodeLock;
-use tokio::sync::Notify;
 use udp::Udp;
 use worker::{IoCounters, Worker};
 
@@ -167,8 +166,7 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         .local_addr()
         .map_err(fail("reading the bound address"))?;
     let mut queues = queues.into_iter();
-    let tap = tun_rs::AsyncDevice::new(queues.next().expect("at least one TAP queue"))
-        .map_err(fail("registering the TAP device"))?;
+    let tap = queues.next().expect("at least one TAP queue");
     let control = ControlServer::bind(&config.control_socket, config.control_group.as_deref())
         .map_err(fail(&format!(
             "opening control socket {}",
@@ -272,13 +270,14 @@ async fn run_async(config: Config) -> Result<(), RunError> {
     let node = Arc::new(NodeLock::new(node));
     let io_counters = Arc::new(IoCounters::default());
     let (failures_tx, failures) = mpsc::unbounded_channel();
+    let shared = (node.clone(), state.clone());
     for (lane, queue) in (1..).zip(queues) {
         start_worker(
             lane,
             queue,
-            listen,
+            WorkerSocket::Bind(listen),
             offload,
-            (node.clone(), state.clone()),
+            shared.clone(),
             io_counters.clone(),
             failures_tx.clone(),
         )?;
@@ -288,7 +287,15 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         udp.steer_by_lane(workers as u32)
             .map_err(fail("steering the UDP sockets by lane"))?;
     }
-    let wake = Arc::new(Notify::new());
+    let wake = start_worker(
+        0,
+        tap,
+        WorkerSocket::Bound(udp),
+        offload,
+        shared,
+        io_counters.clone(),
+        failures_tx,
+    )?;
     let (containers, host_network) = containers::ContainerHost::new(
         netlink,
         iface.bridge.clone().zip(bridge_index),
@@ -320,13 +327,8 @@ async fn run_async(config: Config) -> Result<(), RunError> {
         auto_advertise,
         failures,
     };
-    let worker = Worker::new(0, node, state, Some(wake), io_counters, tap, udp, offload);
-    // Both on this thread: the duties end the daemon (signal, another worker's failure), worker 0
-    // ends it only by failing.
-    let result = tokio::select! {
-        r = duties.run() => r,
-        r = worker.run() => r,
-    };
+    // The duties end the daemon: on a signal, or when a worker reports that it failed.
+    let result = duties.run().await;
     control_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
@@ -406,56 +408,52 @@ fn open_tap_queues(
     )))
 }
 
-/// Starts data-path worker `lane` on a thread of its own with its own runtime, TAP queue and a
-/// UDP socket on the same port (SO_REUSEPORT). Returns once the socket is bound, so the caller
-/// can steer the port's group; a worker that fails later reports to worker 0, which stops the
-/// daemon.
+/// The socket a worker is started with: worker 0's was bound first (it fixes the port), the
+/// others bind to the same address and port in their own thread (SO_REUSEPORT).
+enum WorkerSocket {
+    Bound(Udp),
+    Bind(std::net::SocketAddr),
+}
+
+/// Starts data-path worker `lane` on a thread of its own, with its TAP queue and a UDP socket on
+/// the port (SO_REUSEPORT). Returns once the socket is bound and the worker built, with the
+/// worker's waker, so the caller can steer the port's group and wake the worker; a worker that
+/// fails later reports on `failures`, which stops the daemon.
 fn start_worker(
     lane: u8,
     queue: SyncDevice,
-    listen: std::net::SocketAddr,
+    socket: WorkerSocket,
     offload: bool,
     (node, state): (Arc<NodeLock>, Arc<Mutex<state::StateDir>>),
     io_counters: Arc<IoCounters>,
     failures: mpsc::UnboundedSender<RunError>,
-) -> Result<(), RunError> {
+) -> Result<Arc<mio::Waker>, RunError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("meshd-worker-{lane}"))
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
+            let udp = match socket {
+                WorkerSocket::Bound(udp) => Ok(udp),
+                WorkerSocket::Bind(listen) => Udp::bind(listen)
+                    .map_err(fail(&format!("binding UDP {listen} for worker {lane}"))),
+            };
+            let worker = udp.and_then(|udp| {
+                Worker::new(lane, node, state, io_counters, queue, udp, offload)
+                    .map_err(fail(&format!("setting up worker {lane}")))
+            });
+            let worker = match worker {
+                Ok(worker) => {
+                    let _ = ready_tx.send(Ok(worker.waker()));
+                    worker
+                }
                 Err(e) => {
-                    let _ = ready_tx.send(Err(RunError(format!("starting worker {lane}: {e}"))));
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            runtime.block_on(async move {
-                let setup = Udp::bind(listen)
-                    .map_err(fail(&format!("binding UDP {listen} for worker {lane}")))
-                    .and_then(|udp| {
-                        let tap = tun_rs::AsyncDevice::new(queue)
-                            .map_err(fail(&format!("registering TAP queue {lane}")))?;
-                        Ok((udp, tap))
-                    });
-                let (udp, tap) = match setup {
-                    Ok(parts) => {
-                        let _ = ready_tx.send(Ok(()));
-                        parts
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let worker = Worker::new(lane, node, state, None, io_counters, tap, udp, offload);
-                if let Err(e) = worker.run().await {
-                    let _ = failures.send(RunError(format!("worker {lane}: {e}")));
-                }
-            });
+            if let Err(e) = worker.run() {
+                let _ = failures.send(RunError(format!("worker {lane}: {e}")));
+            }
         })
         .map_err(fail("starting a worker thread"))?;
     ready_rx

@@ -5,14 +5,21 @@
 //! With several workers, the port's group is steered by the lane byte of each datagram
 //! ([`Udp::steer_by_lane`]), so the datagrams one sending worker sealed (and with them every flow
 //! it carries) are opened by one receiving worker, in order.
+//!
+//! The socket is a plain non-blocking one, driven by its worker's own `epoll` loop
+//! (src/io/worker.rs), not by an async runtime: a receive that finds nothing returns at once, and a
+//! send that finds the socket buffer full waits for room with `poll`, for at most
+//! [`SEND_WAIT`].
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// Kernel socket buffer size requested in each direction.
 pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
@@ -20,12 +27,14 @@ pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 pub const LANE_OFFSET: usize = crate::wire::LANE;
 /// Largest UDP payload that can arrive in one datagram.
 pub const MAX_DATAGRAM: usize = 65535;
+/// How long a send waits for room in a full socket buffer before the datagram is dropped (and
+/// counted): the kernel drains a UDP send buffer in microseconds unless the host is wedged.
+pub const SEND_WAIT: Duration = Duration::from_millis(200);
 
 /// Sizes the kernel buffers. With CAP_NET_ADMIN (which meshd needs for the TAP anyway) the
 /// FORCE variants go past `net.core.rmem_max`, whose default (208 KiB) drops bursts at line rate;
 /// without it the plain options apply, capped by the sysctl, which only costs burst room.
 fn size_buffers(socket: &std::net::UdpSocket, state: &UdpSocketState) {
-    use std::os::fd::AsRawFd;
     let size = SOCKET_BUFFER_BYTES as libc::c_int;
     for (force, plain) in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
@@ -72,13 +81,13 @@ impl Udp {
         }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
-        let std_socket: std::net::UdpSocket = socket.into();
-        let state = UdpSocketState::new((&std_socket).into())?;
-        size_buffers(&std_socket, &state);
+        let socket: UdpSocket = socket.into();
+        let state = UdpSocketState::new((&socket).into())?;
+        size_buffers(&socket, &state);
         Ok(Udp {
             ipv6: addr.is_ipv6(),
             gso_segments_at_start: state.max_gso_segments(),
-            socket: UdpSocket::from_std(std_socket)?,
+            socket,
             state,
             gso_restored: 0,
         })
@@ -92,7 +101,6 @@ impl Udp {
     /// A datagram too short to have the byte makes the program fail, which the kernel takes as
     /// 0: worker 0. Does nothing for a single socket.
     pub fn steer_by_lane(&self, sockets: u32) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         if sockets <= 1 {
             return Ok(());
         }
@@ -152,19 +160,13 @@ impl Udp {
         self.state.gro_segments()
     }
 
-    pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
-    }
-
     /// Receives a batch without blocking; `Ok(0)` means nothing was ready.
     pub fn try_recv(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
-        match self.socket.try_io(Interest::READABLE, || {
-            self.state.recv((&self.socket).into(), bufs, meta)
-        }) {
+        match self.state.recv((&self.socket).into(), bufs, meta) {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
@@ -178,13 +180,13 @@ impl Udp {
 
     /// Sends `contents` as one datagram, or with `segment_size` as several datagrams of that size
     /// (the last may be shorter) in one system call, waiting for socket room if the buffer is full.
-    pub async fn send(
+    pub fn send(
         &mut self,
         destination: SocketAddr,
         contents: &[u8],
         segment_size: Option<usize>,
     ) -> io::Result<()> {
-        let result = self.send_once(destination, contents, segment_size).await;
+        let result = self.send_once(destination, contents, segment_size);
         if let Err(e) = &result {
             self.restore_gso_after(e, segment_size);
         }
@@ -214,7 +216,7 @@ impl Udp {
     /// contiguous slice). Waits for socket room if the buffer is full. If the kernel refuses the
     /// segmentation (EIO or EINVAL: a device that cannot do it, or a route that refuses the
     /// destination), each part is sent alone instead.
-    pub async fn send_parts(
+    pub fn send_parts(
         &mut self,
         destination: SocketAddr,
         parts: &[IoSlice<'_>],
@@ -227,20 +229,14 @@ impl Udp {
             other => other,
         };
         let address = socket2::SockAddr::from(target);
-        let result = loop {
-            match self.socket.try_io(Interest::WRITABLE, || {
-                send_segmented(&self.socket, &address, parts, segment_size)
-            }) {
-                Ok(()) => break Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.writable().await?,
-                Err(e) => break Err(e),
-            }
-        };
+        let result = retry_when_full(&self.socket, || {
+            send_segmented(&self.socket, &address, parts, segment_size)
+        });
         match result {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) => {
                 let mut outcome = Ok(());
                 for part in parts {
-                    if let Err(e) = self.send(destination, part, None).await {
+                    if let Err(e) = self.send(destination, part, None) {
                         outcome = Err(e);
                     }
                 }
@@ -250,7 +246,7 @@ impl Udp {
         }
     }
 
-    async fn send_once(
+    fn send_once(
         &self,
         destination: SocketAddr,
         contents: &[u8],
@@ -263,14 +259,39 @@ impl Udp {
             segment_size,
             src_ip: None,
         };
-        loop {
-            match self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            }) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.writable().await?,
-                Err(e) => return Err(e),
+        retry_when_full(&self.socket, || {
+            self.state.try_send((&self.socket).into(), &transmit)
+        })
+    }
+}
+
+impl AsRawFd for Udp {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+/// Runs `send`; while it finds the socket buffer full, waits for room (at most [`SEND_WAIT`] in
+/// all) and tries again.
+fn retry_when_full(socket: &UdpSocket, mut send: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    let give_up = std::time::Instant::now() + SEND_WAIT;
+    loop {
+        match send() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = give_up.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(e);
+                }
+                let mut fd = libc::pollfd {
+                    fd: socket.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                let millis = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+                // SAFETY: poll on one valid pollfd for at most `millis`.
+                unsafe { libc::poll(&mut fd, 1, millis) };
             }
+            other => return other,
         }
     }
 }
@@ -283,7 +304,6 @@ fn send_segmented(
     parts: &[IoSlice<'_>],
     segment_size: usize,
 ) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let segment = u16::try_from(segment_size)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment size over 65535"))?;
     // Room for one cmsghdr and its u16, aligned as cmsghdr requires.
@@ -328,11 +348,7 @@ mod tests {
 
     /// Which of `sockets` receives each of `payloads`, sent from one source port.
     fn receivers(sockets: usize, steer: bool, payloads: &[Vec<u8>]) -> Vec<usize> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        {
             let first = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let addr = first.local_addr().unwrap();
             let mut group = vec![first];
@@ -359,12 +375,12 @@ mod tests {
                     if found.is_some() {
                         break;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 got.push(found.expect("datagram arrived"));
             }
             got
-        })
+        }
     }
 
     fn with_lane(lane: u8) -> Vec<u8> {
@@ -389,11 +405,7 @@ mod tests {
 
     #[test]
     fn parts_leave_as_one_datagram_each() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        {
             for bind in ["127.0.0.1:0", "[::]:0"] {
                 let mut sender = Udp::bind(bind.parse().unwrap()).unwrap();
                 let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -404,7 +416,6 @@ mod tests {
                 let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
                 sender
                     .send_parts(receiver.local_addr().unwrap(), &slices, 100)
-                    .await
                     .unwrap();
                 for part in &parts {
                     let mut buf = [0u8; 2048];
@@ -412,7 +423,7 @@ mod tests {
                     assert_eq!(&buf[..n], &part[..], "bound to {bind}");
                 }
             }
-        });
+        }
     }
 
     #[test]

@@ -24,9 +24,11 @@
 //! `NEEDS_CSUM` (or completed here for a plain TAP). Nothing on the data path allocates once pools
 //! are warm.
 //!
-//! Signals, the control socket, rescans of the state directory and of the host's addresses are
-//! not here: they are [`super::duties`], which shares worker 0's thread and wakes it when it
-//! changed the node. Any worker fires the node's timers (whichever armed them) and acts on its
+//! Each worker is a thread with its own `epoll` loop over its two descriptors and a waker (mio),
+//! no async runtime: the wake-up is the data path's latency floor. Signals, the control socket,
+//! rescans of the state directory and of the host's addresses are not here: they are
+//! [`super::duties`], on the main thread's tokio runtime, which wake worker 0 when they changed
+//! the node. Any worker fires the node's timers (whichever armed them) and acts on its
 //! events.
 
 use std::collections::VecDeque;
@@ -36,10 +38,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 use quinn_udp::RecvMeta;
-use tokio::sync::Notify;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 use tracing::{debug, warn};
-use tun_rs::AsyncDevice;
+use tun_rs::SyncDevice;
 
 use super::duties;
 use super::node_lock::NodeLock;
@@ -64,6 +69,10 @@ use crate::wire::{
 pub const TAP_BATCH: usize = 64;
 /// recvmmsg batches handled per wake-up before the worker looks at the TAP again.
 pub const UDP_BATCHES_PER_WAKE: usize = 8;
+const TAP: Token = Token(0);
+const UDP: Token = Token(1);
+const WAKE: Token = Token(2);
+
 /// Datagrams per recvmmsg call.
 const BATCH: usize = quinn_udp::BATCH_SIZE;
 /// Largest payload of one GSO send (the kernel's limit for one UDP super-datagram is 64 KiB).
@@ -134,11 +143,14 @@ pub struct Worker {
     lane: u8,
     node: Arc<NodeLock>,
     state: Arc<Mutex<StateDir>>,
-    /// Worker 0's: the duties notify it after changing the node, so what they queued on lane 0
-    /// leaves and the timer follows the node's new deadline.
-    wake: Option<Arc<Notify>>,
+    /// The worker's own `epoll` set: its TAP queue, its socket, and its waker.
+    poll: Poll,
+    events: Events,
+    /// Wakes the worker from another thread: the duties wake worker 0 after changing the node,
+    /// so what they queued on lane 0 leaves and the timer follows the node's new deadline.
+    waker: Arc<Waker>,
     io: Arc<IoCounters>,
-    tap: AsyncDevice,
+    tap: SyncDevice,
     udp: Udp,
     rx_bufs: Vec<Vec<u8>>,
     rx_meta: Vec<RecvMeta>,
@@ -208,12 +220,17 @@ impl Worker {
         lane: u8,
         node: Arc<NodeLock>,
         state: Arc<Mutex<StateDir>>,
-        wake: Option<Arc<Notify>>,
         io: Arc<IoCounters>,
-        tap: AsyncDevice,
+        tap: SyncDevice,
         udp: Udp,
         offload: bool,
-    ) -> Worker {
+    ) -> io::Result<Worker> {
+        tap.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let registry = poll.registry();
+        registry.register(&mut SourceFd(&tap.as_raw_fd()), TAP, Interest::READABLE)?;
+        registry.register(&mut SourceFd(&udp.as_raw_fd()), UDP, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(registry, WAKE)?);
         let (max_frame, buffer_frame, join_gate) = {
             let node = node.lock(lane);
             (node.max_frame(), node.buffer_frame_len(), node.join_gate())
@@ -225,11 +242,13 @@ impl Worker {
             max_frame + 2 * DATA_OVERHEAD + RELAY_OVERHEAD
         };
         let segments = BATCH * udp.gro_segments().clamp(1, SEGMENTS_PER_BUFFER);
-        Worker {
+        Ok(Worker {
             lane,
             node,
             state,
-            wake,
+            poll,
+            events: Events::with_capacity(8),
+            waker,
             io,
             rx_bufs: (0..BATCH).map(|_| vec![0u8; per_buf]).collect(),
             rx_meta: vec![RecvMeta::default(); BATCH],
@@ -254,35 +273,57 @@ impl Worker {
                 read_staging: vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME_LEN],
                 coalescer: Coalescer::new(vec![0; COALESCE_STAGING_LEN], VnetHdrSize::Legacy),
             }),
-        }
+        })
     }
 
-    /// Runs until its TAP queue or socket fails; otherwise for good (the daemon ends when the
-    /// duties stop it).
-    pub async fn run(mut self) -> Result<(), RunError> {
-        let timer = tokio::time::sleep_until(Instant::now().into());
-        tokio::pin!(timer);
-        self.flush().await;
+    /// What wakes this worker from another thread (the duties hold worker 0's).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Runs for good (the daemon ends when the duties stop it), or until waiting on its
+    /// descriptors fails.
+    ///
+    /// The loop is the worker's own `epoll` on its two descriptors and its waker, with the node's
+    /// next deadline as the timeout: a wake-up goes straight to the read that is ready, with
+    /// nothing between (a tokio `select!` polled four futures and re-armed a timer on every turn).
+    /// Readiness is edge-triggered, so a descriptor stays marked ready until a read finds it
+    /// empty, and while one is, the loop only glances at the others (a zero timeout).
+    pub fn run(mut self) -> Result<(), RunError> {
+        let (mut tap_ready, mut udp_ready) = (true, true);
+        self.flush();
         loop {
-            if let Some(deadline) = self.out.deadline {
-                timer.as_mut().reset(deadline.into());
+            let timeout = if tap_ready || udp_ready {
+                Some(Duration::ZERO)
+            } else {
+                self.out
+                    .deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RunError(format!("waiting for the TAP and UDP socket: {e}"))),
             }
-            tokio::select! {
-                r = self.tap.readable() => {
-                    r.map_err(|e| RunError(format!("TAP device failed: {e}")))?;
-                    self.read_tap();
+            for event in self.events.iter() {
+                match event.token() {
+                    TAP => tap_ready = true,
+                    UDP => udp_ready = true,
+                    // The duties changed the node: `flush` below sends what they queued.
+                    _ => {}
                 }
-                r = self.udp.readable() => {
-                    r.map_err(|e| RunError(format!("UDP socket failed: {e}")))?;
-                    self.read_udp().await;
-                }
-                _ = &mut timer, if self.out.deadline.is_some() => {
-                    self.out.deadline = None;
-                    self.node.lock(self.lane).handle_timeout(Instant::now());
-                }
-                _ = next_wake(&self.wake) => {}
             }
-            self.flush().await;
+            if self.out.deadline.is_some_and(|d| d <= Instant::now()) {
+                self.out.deadline = None;
+                self.node.lock(self.lane).handle_timeout(Instant::now());
+            }
+            if tap_ready {
+                tap_ready = self.read_tap();
+            }
+            if udp_ready {
+                udp_ready = self.read_udp();
+            }
+            self.flush();
         }
     }
 
@@ -290,13 +331,15 @@ impl Worker {
         self.pool.take()
     }
 
-    fn read_tap(&mut self) {
+    /// Reads from the TAP; whether it may have more to read (no read found it empty).
+    fn read_tap(&mut self) -> bool {
         if self.offload.is_some() {
             return self.read_tap_offload();
         }
+        let mut more = true;
         for _ in 0..TAP_BATCH {
             let mut buf = self.take_buffer();
-            match self.tap.try_recv(buf.frame_area()) {
+            match self.tap.recv(buf.frame_area()) {
                 Ok(n) => {
                     buf.set_frame_len(n);
                     self.tx_frames.push(buf);
@@ -307,11 +350,14 @@ impl Worker {
                         bump(&self.io.tap_read_errors);
                         warn!(error = %e, "TAP read failed");
                     }
+                    // Empty, or failing: wait for the next readiness either way.
+                    more = false;
                     break;
                 }
             }
         }
         self.hand_tap_frames(Instant::now());
+        more
     }
 
     /// Gives the frames read from the TAP to the node and takes what they produced, under one
@@ -332,25 +378,25 @@ impl Worker {
     /// before trying the next read takes a system call off every packet's latency (RTT 16 µs
     /// lower, throughput unchanged, measured against 8 per wake-up). The TAP stays readable, so
     /// the next super-frame follows on the next turn of the loop.
-    fn read_tap_offload(&mut self) {
+    fn read_tap_offload(&mut self) -> bool {
         let Some(offload) = self.offload.as_mut() else {
-            return;
+            return false;
         };
-        let n = match self.tap.try_recv(&mut offload.read_staging) {
+        let n = match self.tap.recv(&mut offload.read_staging) {
             Ok(n) => n,
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     bump(&self.io.tap_read_errors);
                     warn!(error = %e, "TAP read failed");
                 }
-                return;
+                return false;
             }
         };
         let now = Instant::now();
         let read = &offload.read_staging[..n];
         let Ok(header) = VnetHdr::new_checked(read, VnetHdrSize::Legacy) else {
             bump(&self.io.tap_offload_errors);
-            return;
+            return true;
         };
         let fields = header.fields();
         if fields.gso() != GsoType::None {
@@ -374,7 +420,7 @@ impl Worker {
             Err(e) => {
                 bump(&self.io.tap_offload_errors);
                 debug!(error = %e, "TAP super-frame not segmentable");
-                return;
+                return true;
             }
         };
         let partial = segments.partial_checksum();
@@ -403,20 +449,23 @@ impl Worker {
         });
         node.handle_tap_segments(now, cut);
         self.out.take_from(&mut node, self.lane, &mut self.pool);
+        true
     }
 
-    async fn read_udp(&mut self) {
+    /// Receives up to [`UDP_BATCHES_PER_WAKE`] batches; whether the socket may have more.
+    fn read_udp(&mut self) -> bool {
         for _ in 0..UDP_BATCHES_PER_WAKE {
             let mut bufs = self.rx_bufs.iter_mut();
             let mut slices: [IoSliceMut<'_>; BATCH] =
                 std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("BATCH buffers")));
             let count = match self.udp.try_recv(&mut slices, &mut self.rx_meta) {
-                Ok(0) => return,
+                Ok(0) => return false,
                 Ok(n) => n,
                 Err(e) => {
                     bump(&self.io.udp_recv_errors);
                     debug!(error = %e, "UDP receive failed");
-                    return;
+                    // A pending socket error (an ICMP report) was consumed; look again.
+                    return true;
                 }
             };
             let now = Instant::now();
@@ -427,10 +476,11 @@ impl Worker {
                     .open(&mut self.rx_bufs[job.buffer][job.start..job.end]);
             }
             self.finish_batch(now);
-            self.write_received().await;
+            self.write_received();
             // Sends queued by handshakes or keepalives go out between batches, not after all.
-            self.flush().await;
+            self.flush();
         }
+        true
     }
 
     /// The first half of a receive batch, under one lock: every datagram is checked, and data
@@ -523,7 +573,7 @@ impl Worker {
     /// Writes the frames of a receive batch to this worker's TAP queue, coalescing TCP segments.
     /// A frame whose peer left its checksum partial goes to the kernel behind a `NEEDS_CSUM`
     /// header; without offloads it is completed here first.
-    async fn write_received(&mut self) {
+    fn write_received(&mut self) {
         for (buffer, start, end, partial) in self.rx_frames.drain(..) {
             let frame = &mut self.rx_bufs[buffer][start..end];
             match self.offload.as_mut() {
@@ -537,7 +587,7 @@ impl Worker {
                     if let Some(at) = partial {
                         at.complete(frame);
                     }
-                    write_tap(&self.tap, frame, &self.io).await
+                    write_tap(&self.tap, frame, &self.io)
                 }
             }
         }
@@ -549,37 +599,37 @@ impl Worker {
 
     /// Takes what the node queued (datagrams, generated frames, events) under one lock, then
     /// writes what the events need to the disk, seals and sends, all without it.
-    async fn flush(&mut self) {
+    fn flush(&mut self) {
         if !std::mem::take(&mut self.out.fresh) {
             let mut node = self.node.lock(self.lane);
             self.out.take_from(&mut node, self.lane, &mut self.pool);
             self.out.fresh = false;
         }
         duties::persist_events(&self.state, &mut self.out.events, &mut self.replies);
-        self.write_generated_frames().await;
+        self.write_generated_frames();
         let replies = std::mem::take(&mut self.replies);
         for (destination, reply) in &replies {
-            send_counted(&mut self.udp, &self.io, *destination, reply).await;
+            send_counted(&mut self.udp, &self.io, *destination, reply);
         }
         self.replies = replies;
         self.replies.clear();
-        self.send_outbox().await;
+        self.send_outbox();
     }
 
     /// Writes the frames the node generated for the TAP (ICMP too-big answers to containers).
-    async fn write_generated_frames(&mut self) {
+    fn write_generated_frames(&mut self) {
         let frames = std::mem::take(&mut self.out.tap_out);
         for frame in &frames {
             if self.offload.is_some() {
                 // A plain frame behind an all-zero virtio-net header: no offload requested.
                 let header = [0u8; VNET_HDR_LEN];
                 let slices = [IoSlice::new(&header), IoSlice::new(frame.bytes())];
-                if let Err(e) = self.tap.try_send_vectored(&slices) {
+                if let Err(e) = self.tap.send_vectored(&slices) {
                     bump(&self.io.tap_write_errors);
                     debug!(error = %e, "TAP write failed");
                 }
             } else {
-                write_tap(&self.tap, frame.bytes(), &self.io).await;
+                write_tap(&self.tap, frame.bytes(), &self.io);
             }
         }
         self.out.tap_out = frames;
@@ -592,7 +642,7 @@ impl Worker {
     /// (the common case under load: full-MTU frames to one peer) leave in one GSO send that the
     /// kernel gathers from their pooled buffers (`Udp::send_parts`), so a datagram is never
     /// copied in user space after sealing.
-    async fn send_outbox(&mut self) {
+    fn send_outbox(&mut self) {
         let mut failed = 0;
         while let Some(deferred) = self.out.unsealed.pop_front() {
             match deferred.seal(self.lane) {
@@ -616,7 +666,7 @@ impl Worker {
             let continues_run =
                 |t: &Transmit| t.destination == destination && t.packet.len() <= segment;
             if max_segments == 1 || !self.outbox.front().is_some_and(continues_run) {
-                send_counted(&mut self.udp, &self.io, destination, first.packet.bytes()).await;
+                send_counted(&mut self.udp, &self.io, destination, first.packet.bytes());
                 self.pool.give(first.packet);
                 continue;
             }
@@ -643,7 +693,7 @@ impl Worker {
                 *part = IoSlice::new(t.packet.bytes());
             }
             let parts = &parts[..self.run.len()];
-            if let Err(e) = self.udp.send_parts(destination, parts, segment).await {
+            if let Err(e) = self.udp.send_parts(destination, parts, segment) {
                 bump(&self.io.udp_send_errors);
                 debug!(%destination, error = %e, "UDP send failed");
             }
@@ -654,19 +704,11 @@ impl Worker {
     }
 }
 
-/// The next time the duties changed the node, or never for a worker they do not wake.
-async fn next_wake(wake: &Option<Arc<Notify>>) {
-    match wake {
-        Some(w) => w.notified().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Sends one datagram and counts a failure; the underlay refusing a send (no
 /// route, a full queue) must not stop the worker.
-async fn send_counted(udp: &mut Udp, io: &IoCounters, destination: SocketAddr, contents: &[u8]) {
+fn send_counted(udp: &mut Udp, io: &IoCounters, destination: SocketAddr, contents: &[u8]) {
     let restored = udp.gso_restored;
-    if let Err(e) = udp.send(destination, contents, None).await {
+    if let Err(e) = udp.send(destination, contents, None) {
         bump(&io.udp_send_errors);
         debug!(%destination, error = %e, "UDP send failed");
     }
@@ -675,12 +717,10 @@ async fn send_counted(udp: &mut Udp, io: &IoCounters, destination: SocketAddr, c
     }
 }
 
-async fn write_tap(tap: &AsyncDevice, frame: &[u8], io: &IoCounters) {
-    let result = match tap.try_send(frame) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => tap.send(frame).await,
-        other => other,
-    };
-    if let Err(e) = result {
+/// Writes one plain frame; like [`write_tap_vnet`], a write that would block drops the frame and
+/// counts it.
+fn write_tap(tap: &SyncDevice, frame: &[u8], io: &IoCounters) {
+    if let Err(e) = tap.send(frame) {
         bump(&io.tap_write_errors);
         debug!(error = %e, "TAP write failed");
     }
@@ -689,10 +729,10 @@ async fn write_tap(tap: &AsyncDevice, frame: &[u8], io: &IoCounters) {
 /// Writes one frame or super-frame behind its virtio-net header. A TAP write does not block in
 /// practice (the kernel queues it); if it would, the frame is dropped and counted rather than
 /// stalling the batch.
-fn write_tap_vnet(tap: &AsyncDevice, write: TapWrite<'_>, io: &IoCounters) {
+fn write_tap_vnet(tap: &SyncDevice, write: TapWrite<'_>, io: &IoCounters) {
     let result = match write.contiguous() {
-        Some(bytes) => tap.try_send(bytes),
-        None => tap.try_send_vectored(&[
+        Some(bytes) => tap.send(bytes),
+        None => tap.send_vectored(&[
             IoSlice::new(write.vnet_header()),
             IoSlice::new(write.frame()),
         ]),
