@@ -180,6 +180,8 @@ fuzz_target!(|steps: Vec<Step>| {
                         if let Some(cipher) = policy.choose(ext.ciphers()) {
                             assert!(policy.accepts(cipher));
                         }
+                        // The features entry, when present, is read inside the checked bytes.
+                        let _ = ext.features();
                     }
                 }
                 let len = handshake_init_len(payload.len());

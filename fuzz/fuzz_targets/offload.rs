@@ -5,13 +5,15 @@
 //! reorders nothing, and its super-frames verify once their checksum is completed as the kernel
 //! would. The raw frame is also fed to the coalescer as if a peer had sent it. A GSO frame the
 //! segmenter accepts is one the `IpFrame` view accepts, and the view's TCP/UDP layout ends where
-//! the segmenter's copied headers do.
+//! the segmenter's copied headers do. With checksums left partial, every segment completes to
+//! the full-checksum segment, and the coalescer never writes a partial frame without `NEEDS_CSUM`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use meshd::core::frames::{
-    complete_checksum, Coalescer, Segmenter, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
+    complete_checksum, Coalescer, PartialChecksum, Segmenter, COALESCE_STAGING_LEN,
+    MAX_SUPER_FRAME_LEN,
 };
 use meshd::wire::{
     Checksum, GsoType, IpFrame, VnetHdr, VnetHdrFields, VnetHdrSize, VNET_F_NEEDS_CSUM,
@@ -27,6 +29,7 @@ fuzz_target!(|bytes: &[u8]| {
     let verify = view.num_buffers().unwrap_or(0) & 1 != 0;
     check_completion(&hdr, frame);
     check_round_trip(&hdr, frame, verify);
+    check_partial(&hdr, frame);
     let mut coalescer = Coalescer::new(vec![0u8; 2048], VnetHdrSize::Legacy);
     for _ in 0..2 {
         coalescer.push(frame, |w| assert!(w.frame().len() <= frame.len()));
@@ -134,6 +137,42 @@ fn check_round_trip(hdr: &VnetHdrFields, frame: &[u8], verify: bool) {
         merged_payload, payload,
         "one flow: order and bytes survive coalescing"
     );
+}
+
+fn check_partial(hdr: &VnetHdrFields, frame: &[u8]) {
+    let (Ok(mut full), Ok(partial)) = (Segmenter::new(hdr, frame), Segmenter::new(hdr, frame))
+    else {
+        return;
+    };
+    let mut partial = partial.leave_checksums_partial();
+    let at = partial.partial_checksum();
+    let (mut a, mut b) = ([0u8; 9216], [0u8; 9216]);
+    let mut coalescer = Coalescer::new(vec![0u8; COALESCE_STAGING_LEN], VnetHdrSize::Mergeable);
+    let mut emit = |w: meshd::core::frames::TapWrite<'_>| {
+        if at.is_some() {
+            let out = VnetHdr::new_checked(w.vnet_header(), VnetHdrSize::Mergeable)
+                .unwrap()
+                .fields();
+            assert!(out.needs_csum(), "a partial frame reaches the TAP with NEEDS_CSUM");
+        }
+    };
+    loop {
+        match (full.next_into(&mut a), partial.next_into(&mut b)) {
+            (Ok(Some(n)), Ok(Some(m))) => {
+                assert_eq!(n, m);
+                if let Some(at) = at {
+                    assert_eq!(PartialChecksum::of(&b[..m]), Some(at));
+                    coalescer.push_with(&b[..m], Some(at), &mut emit);
+                    at.complete(&mut b[..m]);
+                }
+                assert_eq!(a[..n], b[..m], "partial completes to full");
+            }
+            (Ok(None), Ok(None)) => break,
+            (Err(_), Err(_)) => return,
+            other => panic!("the two modes disagree: {other:?}"),
+        }
+    }
+    coalescer.flush(&mut emit);
 }
 
 /// An independent check of a frame the segmenter produced: IP length, IPv4 header checksum, L4

@@ -55,7 +55,7 @@ pub struct Duties {
     pub state: Arc<Mutex<StateDir>>,
     pub io: Arc<IoCounters>,
     /// Worker 0's wake-up, given after the duties changed the node.
-    pub wake: Arc<mio::Waker>,
+    pub wake: Arc<super::wait::Waker>,
     pub info: StaticInfo,
     pub control: mpsc::Receiver<ControlRequest>,
     /// The wildcard listen address whose port is advertised on every host address, when the
@@ -107,8 +107,8 @@ impl Duties {
     }
 
     /// Wakes worker 0 so what the duties queued on its lane leaves and its timer follows the
-    /// node's new deadline. A failed wake (the worker's epoll gone) means the worker has stopped,
-    /// which the failures channel reports.
+    /// node's new deadline. A wake cannot fail short of a broken eventfd; if it does, the
+    /// worker still runs the node's timers and sends on its next wake-up.
     fn wake_worker(&self) {
         if let Err(e) = self.wake.wake() {
             tracing::debug!(error = %e, "waking worker 0 failed");

@@ -30,6 +30,7 @@ pub mod plug;
 pub mod state;
 pub mod udp;
 pub mod veth;
+pub mod wait;
 pub mod worker;
 
 use crate::core::cipher::CipherPolicy;
@@ -427,7 +428,7 @@ fn start_worker(
     (node, state): (Arc<NodeLock>, Arc<Mutex<state::StateDir>>),
     io_counters: Arc<IoCounters>,
     failures: mpsc::UnboundedSender<RunError>,
-) -> Result<Arc<mio::Waker>, RunError> {
+) -> Result<Arc<wait::Waker>, RunError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("meshd-worker-{lane}"))

@@ -24,8 +24,8 @@
 //! `NEEDS_CSUM` (or completed here for a plain TAP). Nothing on the data path allocates once pools
 //! are warm.
 //!
-//! Each worker is a thread with its own `epoll` loop over its two descriptors and a waker (mio),
-//! no async runtime: the wake-up is the data path's latency floor. Signals, the control socket,
+//! Each worker is a thread with its own wait loop over its two descriptors and a waker
+//! ([`super::wait`]), no async runtime: the wake-up is the data path's latency floor. Signals, the control socket,
 //! rescans of the state directory and of the host's addresses are not here: they are
 //! [`super::duties`], on the main thread's tokio runtime, which wake worker 0 when they changed
 //! the node. Any worker fires the node's timers (whichever armed them) and acts on its
@@ -38,11 +38,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
 use quinn_udp::RecvMeta;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 use tracing::{debug, warn};
 use tun_rs::SyncDevice;
 
@@ -50,6 +47,7 @@ use super::duties;
 use super::node_lock::NodeLock;
 use super::state::StateDir;
 use super::udp::{Udp, MAX_DATAGRAM};
+use super::wait::{Readiness, Waker};
 use super::RunError;
 use crate::core::frames::{
     Coalescer, PartialChecksum, Segmenter, TapWrite, COALESCE_STAGING_LEN, MAX_SUPER_FRAME_LEN,
@@ -69,10 +67,6 @@ use crate::wire::{
 pub const TAP_BATCH: usize = 64;
 /// recvmmsg batches handled per wake-up before the worker looks at the TAP again.
 pub const UDP_BATCHES_PER_WAKE: usize = 8;
-const TAP: Token = Token(0);
-const UDP: Token = Token(1);
-const WAKE: Token = Token(2);
-
 /// Datagrams per recvmmsg call.
 const BATCH: usize = quinn_udp::BATCH_SIZE;
 /// Largest payload of one GSO send (the kernel's limit for one UDP super-datagram is 64 KiB).
@@ -143,9 +137,8 @@ pub struct Worker {
     lane: u8,
     node: Arc<NodeLock>,
     state: Arc<Mutex<StateDir>>,
-    /// The worker's own `epoll` set: its TAP queue, its socket, and its waker.
-    poll: Poll,
-    events: Events,
+    /// What the worker waits on: its TAP queue, its socket, and its waker.
+    readiness: Readiness,
     /// Wakes the worker from another thread: the duties wake worker 0 after changing the node,
     /// so what they queued on lane 0 leaves and the timer follows the node's new deadline.
     waker: Arc<Waker>,
@@ -226,11 +219,8 @@ impl Worker {
         offload: bool,
     ) -> io::Result<Worker> {
         tap.set_nonblocking(true)?;
-        let poll = Poll::new()?;
-        let registry = poll.registry();
-        registry.register(&mut SourceFd(&tap.as_raw_fd()), TAP, Interest::READABLE)?;
-        registry.register(&mut SourceFd(&udp.as_raw_fd()), UDP, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(registry, WAKE)?);
+        let waker = Arc::new(Waker::new()?);
+        let readiness = Readiness::new(tap.as_raw_fd(), udp.as_raw_fd(), &waker);
         let (max_frame, buffer_frame, join_gate) = {
             let node = node.lock(lane);
             (node.max_frame(), node.buffer_frame_len(), node.join_gate())
@@ -246,8 +236,7 @@ impl Worker {
             lane,
             node,
             state,
-            poll,
-            events: Events::with_capacity(8),
+            readiness,
             waker,
             io,
             rx_bufs: (0..BATCH).map(|_| vec![0u8; per_buf]).collect(),
@@ -284,45 +273,33 @@ impl Worker {
     /// Runs for good (the daemon ends when the duties stop it), or until waiting on its
     /// descriptors fails.
     ///
-    /// The loop is the worker's own `epoll` on its two descriptors and its waker, with the node's
-    /// next deadline as the timeout: a wake-up goes straight to the read that is ready, with
-    /// nothing between (a tokio `select!` polled four futures and re-armed a timer on every turn).
-    /// Readiness is edge-triggered, so a descriptor stays marked ready until a read finds it
-    /// empty, and while one is, the loop only glances at the others (a zero timeout).
+    /// The loop waits on its two descriptors and its waker with `ppoll`, the node's next deadline
+    /// as the timeout ([`super::wait`]), and reads a bounded batch from whichever is ready: one
+    /// wait, one read and one send per packet when traffic is light. A tokio `select!` polled
+    /// four futures and re-armed a timer on every turn; an edge-triggered loop has to read until
+    /// a read finds nothing and wait once more in between.
     pub fn run(mut self) -> Result<(), RunError> {
-        let (mut tap_ready, mut udp_ready) = (true, true);
         self.flush();
         loop {
-            let timeout = if tap_ready || udp_ready {
-                Some(Duration::ZERO)
-            } else {
-                self.out
-                    .deadline
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-            };
-            match self.poll.poll(&mut self.events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(RunError(format!("waiting for the TAP and UDP socket: {e}"))),
-            }
-            for event in self.events.iter() {
-                match event.token() {
-                    TAP => tap_ready = true,
-                    UDP => udp_ready = true,
-                    // The duties changed the node: `flush` below sends what they queued.
-                    _ => {}
-                }
-            }
+            let timeout = self
+                .out
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            let ready = self
+                .readiness
+                .wait(timeout, &self.waker)
+                .map_err(|e| RunError(format!("waiting for the TAP and UDP socket: {e}")))?;
             if self.out.deadline.is_some_and(|d| d <= Instant::now()) {
                 self.out.deadline = None;
                 self.node.lock(self.lane).handle_timeout(Instant::now());
             }
-            if tap_ready {
-                tap_ready = self.read_tap();
+            if ready.tap {
+                self.read_tap();
             }
-            if udp_ready {
-                udp_ready = self.read_udp();
+            if ready.udp {
+                self.read_udp();
             }
+            // Also after a wake-up from the duties: it sends what they queued on this lane.
             self.flush();
         }
     }
@@ -331,12 +308,10 @@ impl Worker {
         self.pool.take()
     }
 
-    /// Reads from the TAP; whether it may have more to read (no read found it empty).
-    fn read_tap(&mut self) -> bool {
+    fn read_tap(&mut self) {
         if self.offload.is_some() {
             return self.read_tap_offload();
         }
-        let mut more = true;
         for _ in 0..TAP_BATCH {
             let mut buf = self.take_buffer();
             match self.tap.recv(buf.frame_area()) {
@@ -350,14 +325,11 @@ impl Worker {
                         bump(&self.io.tap_read_errors);
                         warn!(error = %e, "TAP read failed");
                     }
-                    // Empty, or failing: wait for the next readiness either way.
-                    more = false;
                     break;
                 }
             }
         }
         self.hand_tap_frames(Instant::now());
-        more
     }
 
     /// Gives the frames read from the TAP to the node and takes what they produced, under one
@@ -378,9 +350,9 @@ impl Worker {
     /// before trying the next read takes a system call off every packet's latency (RTT 16 µs
     /// lower, throughput unchanged, measured against 8 per wake-up). The TAP stays readable, so
     /// the next super-frame follows on the next turn of the loop.
-    fn read_tap_offload(&mut self) -> bool {
+    fn read_tap_offload(&mut self) {
         let Some(offload) = self.offload.as_mut() else {
-            return false;
+            return;
         };
         let n = match self.tap.recv(&mut offload.read_staging) {
             Ok(n) => n,
@@ -389,14 +361,14 @@ impl Worker {
                     bump(&self.io.tap_read_errors);
                     warn!(error = %e, "TAP read failed");
                 }
-                return false;
+                return;
             }
         };
         let now = Instant::now();
         let read = &offload.read_staging[..n];
         let Ok(header) = VnetHdr::new_checked(read, VnetHdrSize::Legacy) else {
             bump(&self.io.tap_offload_errors);
-            return true;
+            return;
         };
         let fields = header.fields();
         if fields.gso() != GsoType::None {
@@ -420,7 +392,7 @@ impl Worker {
             Err(e) => {
                 bump(&self.io.tap_offload_errors);
                 debug!(error = %e, "TAP super-frame not segmentable");
-                return true;
+                return;
             }
         };
         let partial = segments.partial_checksum();
@@ -449,23 +421,21 @@ impl Worker {
         });
         node.handle_tap_segments(now, cut);
         self.out.take_from(&mut node, self.lane, &mut self.pool);
-        true
     }
 
-    /// Receives up to [`UDP_BATCHES_PER_WAKE`] batches; whether the socket may have more.
-    fn read_udp(&mut self) -> bool {
+    /// Receives up to [`UDP_BATCHES_PER_WAKE`] batches.
+    fn read_udp(&mut self) {
         for _ in 0..UDP_BATCHES_PER_WAKE {
             let mut bufs = self.rx_bufs.iter_mut();
             let mut slices: [IoSliceMut<'_>; BATCH] =
                 std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("BATCH buffers")));
             let count = match self.udp.try_recv(&mut slices, &mut self.rx_meta) {
-                Ok(0) => return false,
+                Ok(0) => return,
                 Ok(n) => n,
                 Err(e) => {
                     bump(&self.io.udp_recv_errors);
                     debug!(error = %e, "UDP receive failed");
-                    // A pending socket error (an ICMP report) was consumed; look again.
-                    return true;
+                    return;
                 }
             };
             let now = Instant::now();
@@ -480,7 +450,6 @@ impl Worker {
             // Sends queued by handshakes or keepalives go out between batches, not after all.
             self.flush();
         }
-        true
     }
 
     /// The first half of a receive batch, under one lock: every datagram is checked, and data
