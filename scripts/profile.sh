@@ -121,10 +121,10 @@ def syscall(names):
     return f"`{name}`"
 
 MESHD_MODULES = [
-    ("meshd::core::offload::segment", "segmenter (TSO cut, checksums inlined)"),
-    ("meshd::core::offload::coalesce", "coalescer"),
-    ("meshd::core::offload::checksum", "checksums"),
-    ("meshd::core::offload", "offload (other)"),
+    ("meshd::core::frames::segment", "segmenter (TSO cut, checksums inlined)"),
+    ("meshd::core::frames::coalesce", "coalescer"),
+    ("meshd::wire::checksum", "checksums"),
+    ("meshd::core::frames", "frames (other)"),
     ("meshd::core::switch", "FDB / switch"),
     ("meshd::core::node", "node (encap/decap, sessions, queues)"),
     ("meshd::core::peer", "node (encap/decap, sessions, queues)"),
@@ -132,11 +132,12 @@ MESHD_MODULES = [
     ("meshd::wire", "wire parsing"),
     ("meshd::io::worker", "I/O worker (loops, TAP write, inlined read paths)"),
     ("meshd::io::udp", "UDP socket wrapper"),
+    ("meshd::io::wait", "wait loop (ppoll)"),
     ("meshd::", "other meshd"),
 ]
 COPIERS = [
     ("Segmenter::", "in the segmenter (super-frame into wire frames)"),
-    ("Worker::flush", "in flush (sealed datagrams into the GSO buffer)"),
+    ("Worker::flush", "in flush (sealed datagrams into the GSO buffer, before 2026-12-07)"),
     ("Coalescer", "in the coalescer (segments into one TAP write)"),
     ("meshd::core::node", "in the node"),
 ]
@@ -177,14 +178,17 @@ def category(names, dsos):
 # Stages: the first frame from the leaf up that names one; samples interrupted in user space are
 # counted apart, not in the stage they interrupted.
 STAGES = [
-    (("Worker::flush", "send_counted", "quinn_udp::imp::send"), "UDP send: GSO staging copy, sendmsg"),
-    (("Node::handle_tap_frame",), "encapsulate + seal (Node::handle_tap_frame)"),
+    (("DeferredTransmit::seal", "aes_gcm_seal", "chacha20_poly1305_seal"), "seal (AEAD, outside the node's lock)"),
+    (("OpenJob::open", "Opener::open_in_place", "aes_gcm_open", "chacha20_poly1305_open"), "open (AEAD, outside the node's lock)"),
+    (("Worker::send_outbox", "Worker::flush", "send_counted", "Udp::send_parts", "quinn_udp::imp::send"), "UDP send (GSO sendmsg)"),
+    (("handle_tap_frame", "handle_tap_segments"), "switch + frame (node, under the lock)"),
     (("Segmenter::",), "segment super-frames (Segmenter)"),
     (("Worker::read_tap", "tun_do_read", "tun_chr_read_iter"), "TAP read (read of super-frames)"),
     (("Coalescer", "write_tap_vnet", "write_tap", "tun_get_user", "tun_chr_write_iter"), "coalesce + TAP write"),
-    (("Node::handle_datagram",), "decapsulate + open (Node::handle_datagram)"),
+    (("begin_datagram", "finish_datagram", "Node::handle_datagram"), "check + deliver (node, under the lock)"),
     (("UdpSocketState::recv", "recvmmsg"), "UDP receive (recvmmsg)"),
-    (("park", "epoll_wait", "tokio::runtime"), "event loop (epoll_wait, park, timers)"),
+    (("Readiness::wait", "ppoll", "park", "epoll_wait", "tokio::runtime"), "wait loop (ppoll; before: tokio, epoll_wait)"),
+    (("Worker::run",), "worker loop (inlined reads, batches, counters)"),
 ]
 
 def stage(names, dsos):

@@ -281,6 +281,10 @@ impl Worker {
     pub fn run(mut self) -> Result<(), RunError> {
         self.flush();
         loop {
+            // A timer already due runs before the wait rather than after a zero-timeout one.
+            if self.fire_due_timers() {
+                self.flush();
+            }
             let timeout = self
                 .out
                 .deadline
@@ -289,10 +293,7 @@ impl Worker {
                 .readiness
                 .wait(timeout, &self.waker)
                 .map_err(|e| RunError(format!("waiting for the TAP and UDP socket: {e}")))?;
-            if self.out.deadline.is_some_and(|d| d <= Instant::now()) {
-                self.out.deadline = None;
-                self.node.lock(self.lane).handle_timeout(Instant::now());
-            }
+            self.fire_due_timers();
             if ready.tap {
                 self.read_tap();
             }
@@ -302,6 +303,19 @@ impl Worker {
             // Also after a wake-up from the duties: it sends what they queued on this lane.
             self.flush();
         }
+    }
+
+    /// Runs the node's timers if their deadline has come, and takes what they produced; whether
+    /// they ran.
+    fn fire_due_timers(&mut self) -> bool {
+        let now = Instant::now();
+        if self.out.deadline.is_none_or(|d| d > now) {
+            return false;
+        }
+        let mut node = self.node.lock(self.lane);
+        node.handle_timeout(now);
+        self.out.take_from(&mut node, self.lane, &mut self.pool);
+        true
     }
 
     fn take_buffer(&mut self) -> PacketBuf {
@@ -423,7 +437,7 @@ impl Worker {
         self.out.take_from(&mut node, self.lane, &mut self.pool);
     }
 
-    /// Receives up to [`UDP_BATCHES_PER_WAKE`] batches.
+    /// Receives up to [`UDP_BATCHES_PER_WAKE`] batches, stopping after one that did not fill.
     fn read_udp(&mut self) {
         for _ in 0..UDP_BATCHES_PER_WAKE {
             let mut bufs = self.rx_bufs.iter_mut();
@@ -447,6 +461,11 @@ impl Worker {
             }
             self.finish_batch(now);
             self.write_received();
+            if count < BATCH {
+                // The socket had no more: asking again would only cost a receive that finds
+                // nothing (the wait reports it readable again if more arrived meanwhile).
+                return;
+            }
             // Sends queued by handshakes or keepalives go out between batches, not after all.
             self.flush();
         }
