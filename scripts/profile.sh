@@ -140,6 +140,7 @@ COPIERS = [
     ("Worker::flush", "in flush (sealed datagrams into the GSO buffer, before 2026-12-07)"),
     ("Coalescer", "in the coalescer (segments into one TAP write)"),
     ("meshd::core::node", "in the node"),
+    ("Worker::run", "in the worker loop (the coalescer's staging copy, inlined there)"),
 ]
 
 def category(names, dsos):
