@@ -136,14 +136,7 @@ SCALING_RESULTS=$WORK/scaling.tsv
 
 # -------------------------------------------------------------------------------------------------
 md_section "Topology: $H1 10.202.0.1 <-> $H2 10.202.0.2 (veth, MTU 1500)"
-md_ns "$H1"
-md_ns "$H2"
-md_veth "$H1" u0 "$H2" u0
-for i in 1 2; do
-	ns=${PREFIX}h$i
-	ip -n "$ns" link set u0 mtu 1500 up
-	ip -n "$ns" addr add "10.202.0.$i/24" dev u0
-done
+md_underlay_pair "$H1" "$H2" 10.202.0
 md_wait_until 5 ip netns exec "$H1" ping -c 1 -W 1 10.202.0.2 || md_die "the underlay does not answer pings"
 
 # -------------------------------------------------------------------------------------------------

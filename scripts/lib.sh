@@ -157,6 +157,21 @@ md_veth() {
 	ip -n "$1" link add "$2" type veth peer name "$4" netns "$3"
 }
 
+# md_underlay_pair NS1 NS2 NET: two fresh namespaces joined by a veth `u0` (MTU 1500, up), with
+# NET.1/24 in NS1 and NET.2/24 in NS2: the two-host underlay the measurement scripts use.
+md_underlay_pair() {
+	local i ns
+	md_ns "$1"
+	md_ns "$2"
+	md_veth "$1" u0 "$2" u0
+	for i in 1 2; do
+		ns=$1
+		((i == 2)) && ns=$2
+		ip -n "$ns" link set u0 mtu 1500 up
+		ip -n "$ns" addr add "$3.$i/24" dev u0
+	done
+}
+
 # md_spawn NS LOGFILE CMD...: starts CMD inside NS in the background and remembers its pid (in
 # MD_LAST_PID). `ip netns exec` execs CMD, so the pid is CMD's own.
 md_spawn() {

@@ -402,13 +402,7 @@ mkdir -p "$OUT"
 
 # -------------------------------------------------------------------------------------------------
 md_section "Topology: $H1 10.203.0.1 <-> $H2 10.203.0.2 (veth, MTU 1500)"
-md_ns "$H1"
-md_ns "$H2"
-md_veth "$H1" u0 "$H2" u0
-for i in 1 2; do
-	ip -n "${PREFIX}h$i" link set u0 mtu 1500 up
-	ip -n "${PREFIX}h$i" addr add "10.203.0.$i/24" dev u0
-done
+md_underlay_pair "$H1" "$H2" 10.203.0
 md_wait_until 5 ip netns exec "$H1" ping -c 1 -W 1 10.203.0.2 || md_die "the underlay does not answer pings"
 
 # -------------------------------------------------------------------------------------------------

@@ -43,14 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 pair() { # K: namespaces PREFIX K h1/h2 on a veth underlay 10.22K.0.0/24
-	local k=$1 i
-	md_ns "${PREFIX}${k}h1"
-	md_ns "${PREFIX}${k}h2"
-	md_veth "${PREFIX}${k}h1" u0 "${PREFIX}${k}h2" u0
-	for i in 1 2; do
-		ip -n "${PREFIX}${k}h$i" link set u0 mtu 1500 up
-		ip -n "${PREFIX}${k}h$i" addr add "10.22$k.0.$i/24" dev u0
-	done
+	md_underlay_pair "${PREFIX}${1}h1" "${PREFIX}${1}h2" "10.22$1.0"
 }
 
 md_destroy_prefix "$PREFIX"

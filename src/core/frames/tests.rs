@@ -349,6 +349,16 @@ struct Written {
 }
 
 fn coalesce_all<B: AsMut<[u8]>>(coalescer: &mut Coalescer<B>, frames: &[Vec<u8>]) -> Vec<Written> {
+    coalesce_with(coalescer, frames, None)
+}
+
+/// Pushes `frames` (their checksums partial at `partial`, if given) and flushes; records every
+/// TAP write.
+fn coalesce_with<B: AsMut<[u8]>>(
+    coalescer: &mut Coalescer<B>,
+    frames: &[Vec<u8>],
+    partial: Option<PartialChecksum>,
+) -> Vec<Written> {
     let mut written = Vec::new();
     let mut record = |w: TapWrite<'_>| {
         assert_eq!(w.vnet_header().len(), VNET_HDR_LEN_MRG);
@@ -366,7 +376,7 @@ fn coalesce_all<B: AsMut<[u8]>>(coalescer: &mut Coalescer<B>, frames: &[Vec<u8>]
         });
     };
     for frame in frames {
-        coalescer.push(frame, &mut record);
+        coalescer.push_with(frame, partial, &mut record);
     }
     coalescer.flush(&mut record);
     written
@@ -1563,23 +1573,7 @@ fn segment_partially(hdr: &VnetHdrFields, frame: &[u8]) -> (Vec<Vec<u8>>, Option
 }
 
 fn coalesce_partial(frames: &[Vec<u8>], at: Option<PartialChecksum>) -> Vec<Written> {
-    let mut c = coalescer();
-    let mut written = Vec::new();
-    let mut record = |w: TapWrite<'_>| {
-        written.push(Written {
-            header: VnetHdr::new_checked(w.vnet_header(), VnetHdrSize::Mergeable)
-                .unwrap()
-                .fields(),
-            frame: w.frame().to_vec(),
-            segments: w.segments(),
-            contiguous: w.contiguous().is_some(),
-        });
-    };
-    for frame in frames {
-        c.push_with(frame, at, &mut record);
-    }
-    c.flush(&mut record);
-    written
+    coalesce_with(&mut coalescer(), frames, at)
 }
 
 proptest! {

@@ -43,16 +43,6 @@ fn tcp_frame(a: usize, b: usize, payload: &[u8], partial: bool) -> Vec<u8> {
     f
 }
 
-fn counter(sim: &Sim, host: usize, name: &str) -> u64 {
-    sim.hosts[host]
-        .node
-        .counters()
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no counter {name}"))
-}
-
 const AT: PartialChecksum = PartialChecksum {
     start: 34,
     offset: 16,
@@ -80,8 +70,8 @@ fn a_partial_checksum_crosses_only_to_a_peer_that_accepts_it() {
     assert_ne!(full, partial);
 
     assert_eq!(send_partial(&mut sim, &partial), vec![full.clone()]);
-    assert_eq!(counter(&sim, 0, "tx_partial_checksum"), 1);
-    assert_eq!(counter(&sim, 1, "rx_partial_checksum"), 1);
+    assert_eq!(sim.counter(0, "tx_partial_checksum"), 1);
+    assert_eq!(sim.counter(1, "rx_partial_checksum"), 1);
 
     // A flood (destination not learned) is completed by the sender.
     let mut flooded = partial.clone();
@@ -89,7 +79,7 @@ fn a_partial_checksum_crosses_only_to_a_peer_that_accepts_it() {
     let mut flooded_full = full.clone();
     flooded_full[..6].copy_from_slice(&mac(1, 9));
     assert_eq!(send_partial(&mut sim, &flooded), vec![flooded_full]);
-    assert_eq!(counter(&sim, 0, "tx_partial_checksum"), 1);
+    assert_eq!(sim.counter(0, "tx_partial_checksum"), 1);
 
     // Host 1 becomes a node that does not announce the feature; after the next handshake,
     // host 0 completes checksums for it.
@@ -99,11 +89,11 @@ fn a_partial_checksum_crosses_only_to_a_peer_that_accepts_it() {
     assert!(sim.all_up());
     assert_eq!(send_partial(&mut sim, &partial), vec![full]);
     assert_eq!(
-        counter(&sim, 0, "tx_partial_checksum"),
+        sim.counter(0, "tx_partial_checksum"),
         1,
         "completed by the sender"
     );
-    assert_eq!(counter(&sim, 1, "rx_partial_checksum"), 1);
+    assert_eq!(sim.counter(1, "rx_partial_checksum"), 1);
 }
 
 #[test]
@@ -115,7 +105,7 @@ fn a_frame_sent_partial_that_is_not_a_tcp_or_udp_segment_is_dropped_and_counted(
     // complete its checksum, so the receiver must not hand it on.
     let odd = frame(mac(1, 1), mac(0, 1), 77, 200);
     assert!(send_partial(&mut sim, &odd).is_empty());
-    assert_eq!(counter(&sim, 1, "rx_partial_checksum_malformed"), 1);
+    assert_eq!(sim.counter(1, "rx_partial_checksum_malformed"), 1);
     // The session is unharmed.
     exchange(&mut sim, 0, 1, 5, Duration::from_millis(10));
 }
