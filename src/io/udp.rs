@@ -69,6 +69,9 @@ pub struct Udp {
     gso_segments_at_start: usize,
     /// GSO sends turned off by quinn-udp and turned back on here (see `send`).
     pub gso_restored: u64,
+    /// A gathered GSO send (`send_parts`) failed with EIO: the device cannot segment, so runs go
+    /// out one datagram at a time from then on, as quinn-udp does for its own sends.
+    gso_unsupported: bool,
 }
 
 impl Udp {
@@ -90,6 +93,7 @@ impl Udp {
             socket,
             state,
             gso_restored: 0,
+            gso_unsupported: false,
         })
     }
 
@@ -175,7 +179,11 @@ impl Udp {
 
     /// Datagrams one segmentation-offload send may carry (1 without UDP GSO).
     pub fn max_gso_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        if self.gso_unsupported {
+            1
+        } else {
+            self.state.max_gso_segments()
+        }
     }
 
     /// Sends `contents` as one datagram, or with `segment_size` as several datagrams of that size
@@ -214,8 +222,8 @@ impl Udp {
     /// shorter) in one GSO `sendmsg`, gathering them from where they lie: the kernel copies each
     /// part once, so sealed datagrams need no staging buffer (quinn-udp's `Transmit` takes one
     /// contiguous slice). Waits for socket room if the buffer is full. If the kernel refuses the
-    /// segmentation (EIO or EINVAL: a device that cannot do it, or a route that refuses the
-    /// destination), each part is sent alone instead.
+    /// segmentation (EIO: a device that cannot do it, after which [`Udp::max_gso_segments`] says
+    /// 1; EINVAL: that, or a route that refuses the destination), each part is sent alone instead.
     pub fn send_parts(
         &mut self,
         destination: SocketAddr,
@@ -234,6 +242,10 @@ impl Udp {
         });
         match result {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) => {
+                if e.raw_os_error() == Some(libc::EIO) {
+                    self.gso_unsupported = true;
+                    tracing::warn!(error = %e, "the underlay device cannot segment UDP; sending datagrams one by one");
+                }
                 let mut outcome = Ok(());
                 for part in parts {
                     if let Err(e) = self.send(destination, part, None) {

@@ -61,6 +61,10 @@ pub struct Ready {
     pub tap: bool,
     pub udp: bool,
     pub woken: bool,
+    /// The TAP descriptor reports an error or hang-up: the device was detached or deleted. That
+    /// does not clear, and a level-triggered wait would return at once for ever, so the worker
+    /// stops instead (the daemon exits with an error, and its supervisor restarts it).
+    pub tap_failed: bool,
 }
 
 /// The descriptors a worker waits on.
@@ -109,10 +113,14 @@ impl Readiness {
             };
         }
         let hit = |i: usize| self.fds[i].revents != 0;
+        // A UDP socket's POLLERR is a pending error the next receive returns and clears (meshd
+        // does not enable IP_RECVERR's error queue), so only the TAP's is final.
+        let failed = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
         let ready = Ready {
             tap: hit(0),
             udp: hit(1),
             woken: hit(2),
+            tap_failed: self.fds[0].revents & failed != 0,
         };
         if ready.woken {
             waker.clear();
@@ -140,9 +148,8 @@ mod tests {
         assert_eq!(
             woken,
             Ready {
-                tap: false,
-                udp: false,
-                woken: true
+                woken: true,
+                ..Ready::default()
             }
         );
         // Seen: the next wait times out again.
@@ -152,7 +159,21 @@ mod tests {
         b.send(b"x").unwrap();
         for _ in 0..2 {
             let ready = readiness.wait(Some(Duration::ZERO), &waker).unwrap();
-            assert!(ready.tap && ready.udp);
+            assert!(ready.tap && ready.udp && !ready.tap_failed);
         }
+    }
+
+    #[test]
+    fn a_hung_up_device_is_reported_as_failed() {
+        let waker = Waker::new().unwrap();
+        let (reader, writer) = std::io::pipe().unwrap();
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let mut readiness = Readiness::new(reader.as_raw_fd(), a.as_raw_fd(), &waker);
+        let idle = readiness.wait(Some(Duration::ZERO), &waker).unwrap();
+        assert!(!idle.tap_failed);
+        drop(writer);
+        let ready = readiness.wait(Some(Duration::ZERO), &waker).unwrap();
+        assert!(ready.tap_failed, "{ready:?}");
+        assert!(!ready.udp);
     }
 }

@@ -178,8 +178,8 @@ struct NodeOutput {
     events: Vec<NodeEvent>,
     /// When the node's timers next need it.
     deadline: Option<Instant>,
-    /// Taken under the lock that fed the node this turn (`hand_tap_frames`, `finish_batch`), so
-    /// `flush` need not take the lock again.
+    /// Taken under the lock that fed the node this turn (TAP reads, `finish_batch`, due timers),
+    /// so `flush` need not take the lock again.
     fresh: bool,
 }
 
@@ -293,6 +293,11 @@ impl Worker {
                 .readiness
                 .wait(timeout, &self.waker)
                 .map_err(|e| RunError(format!("waiting for the TAP and UDP socket: {e}")))?;
+            if ready.tap_failed {
+                return Err(RunError(
+                    "TAP device failed (detached or deleted under meshd)".into(),
+                ));
+            }
             self.fire_due_timers();
             if ready.tap {
                 self.read_tap();

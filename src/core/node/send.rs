@@ -178,14 +178,8 @@ impl Node {
         }
     }
 
-    /// The largest frame that reaches whatever `dst` is behind, for the io layer, which cuts TCP
-    /// super-frames read from the TAP into segments that fit (so TCP needs no ICMP round trip).
-    pub fn frame_limit_for(&self, now: Instant, dst: MacAddr) -> usize {
-        self.segment_plan(now, dst).max_frame
-    }
-
     /// How the io layer should cut a super-frame to `dst`: the largest frame that reaches
-    /// whatever `dst` is behind, and whether the segments may leave with partial checksums (one
+    /// whatever `dst` is behind (TCP segments cut to fit need no ICMP round trip), and whether the segments may leave with partial checksums (one
     /// peer, whose current session accepts them; a flood or the host itself gets full ones).
     pub fn segment_plan(&self, now: Instant, dst: MacAddr) -> SegmentPlan {
         let (max_frame, partial_checksums) = match self.fdb.lookup(now, dst) {
